@@ -1,0 +1,172 @@
+"""Looking at instances from outside: who holds a name, without taking its lock."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from ._identity import mismatch
+from ._lockfile import LOCK_SUFFIX, lock_path, lock_state
+from ._names import validate_name
+from ._paths import resolve_directory
+from ._record import Holder, read_record
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+__all__ = [
+    "Inspection",
+    "detached_holder",
+    "holder",
+    "inspect",
+    "is_running",
+    "list_instances",
+]
+
+
+@dataclass(frozen=True)
+class Inspection:
+    """What is known about one name at one moment.
+
+    Attributes:
+        held: Some process holds the lock.
+        holder: The verified holder, or ``None`` when free or unknowable.
+        lock_pids: Pids the platform reports as holding the lock, or
+            ``None`` when it cannot tell.
+        reason: When held but ``holder`` is ``None``, why it is unknown.
+        detached: The holder runs but no longer holds the lock file: the
+            file was deleted or replaced under it, or it lost the descriptor.
+    """
+
+    held: bool
+    holder: Holder | None
+    lock_pids: frozenset[int] | None
+    reason: str = ""
+    detached: bool = False
+
+
+def inspect(directory: Path, name: str) -> Inspection:
+    """Inspect ``name`` in an already resolved ``directory``.
+
+    The record is believed only when the live process passes every identity
+    check against it: then it is the holder, even if the lock file was
+    deleted under it (see :func:`detached_holder`).
+    """
+    state = lock_state(lock_path(directory, name))
+    if not state.held:
+        detached = detached_holder(directory, name)
+        return Inspection(
+            held=detached is not None,
+            holder=detached,
+            lock_pids=state.pids,
+            detached=detached is not None,
+        )
+    record = read_record(directory, name)
+    if record is None:
+        reason = "its record is missing or unreadable"
+        if state.pids:
+            reason += f"; the lock is held by pid {_pids(state.pids)}"
+        return Inspection(held=True, holder=None, lock_pids=state.pids, reason=reason)
+    why_not = mismatch(record, state.pids)
+    return Inspection(
+        held=True,
+        holder=None if why_not else record,
+        lock_pids=state.pids,
+        reason=why_not,
+    )
+
+
+def detached_holder(directory: Path, name: str) -> Holder | None:
+    """A live holder of ``name`` that the lock file no longer shows.
+
+    A record is removed by its writer before it unlocks, so a record that
+    names a live process (other than this one) passing every identity check
+    means that process still runs as the instance while the lock file is
+    free: someone deleted or replaced the file under it (a tmp cleaner), or
+    it closed its descriptor. Letting a newcomer in would make two.
+    """
+    record = read_record(directory, name)
+    if record is None or record.pid == os.getpid() or mismatch(record, None):
+        return None
+    return record
+
+
+def _pids(pids: frozenset[int]) -> str:
+    """``"12"`` or ``"12, 13"``."""
+    return ", ".join(str(pid) for pid in sorted(pids))
+
+
+def _existing_directory(directory: str | os.PathLike[str] | None) -> Path | None:
+    """Resolve a directory for looking; an explicit one is never created."""
+    if directory is not None and not os.path.lexists(directory):
+        return None
+    return resolve_directory(directory)
+
+
+def holder(name: str, directory: str | os.PathLike[str] | None = None) -> Holder | None:
+    """Return the verified holder of ``name``, or ``None``.
+
+    ``None`` means not running, or running with a record that is missing,
+    unreadable or does not match the live process; :func:`is_running` tells
+    the two apart. Never takes the lock on Linux.
+
+    Args:
+        name: The instance name.
+        directory: The lock directory; ``None`` for the private default.
+
+    Example:
+        >>> from singleton_proc import holder
+        >>> h = holder("feishu")  # doctest: +SKIP
+        >>> h.pid if h else "not running"  # doctest: +SKIP
+        4242
+    """
+    validate_name(name)
+    path = _existing_directory(directory)
+    return None if path is None else inspect(path, name).holder
+
+
+def is_running(name: str, directory: str | os.PathLike[str] | None = None) -> bool:
+    """Return whether some process holds ``name``, whatever its record says.
+
+    Also true for a verified holder whose lock file was deleted under it.
+
+    Example:
+        >>> from singleton_proc import is_running
+        >>> is_running("feishu")  # doctest: +SKIP
+        False
+    """
+    validate_name(name)
+    path = _existing_directory(directory)
+    return path is not None and inspect(path, name).held
+
+
+def list_instances(directory: str | os.PathLike[str] | None = None) -> list[Holder]:
+    """Return the verified holders of every name in ``directory``, by name.
+
+    Names whose lock is held under an unreadable record are left out (they
+    have no :class:`Holder`); :func:`is_running` still reports them.
+
+    Example:
+        >>> from singleton_proc import list_instances
+        >>> [h.name for h in list_instances()]  # doctest: +SKIP
+        ['feishu', 'nightly-backup']
+    """
+    path = _existing_directory(directory)
+    if path is None:
+        return []
+    names = sorted(
+        entry.name[: -len(LOCK_SUFFIX)]
+        for entry in os.scandir(path)
+        if entry.name.endswith(LOCK_SUFFIX) and entry.is_file(follow_symlinks=False)
+    )
+    holders = []
+    for name in names:
+        try:
+            validate_name(name)
+        except ValueError:
+            continue
+        found = inspect(path, name).holder
+        if found is not None:
+            holders.append(found)
+    return holders

@@ -1,0 +1,244 @@
+"""The holder's record: the ``Holder`` dataclass and its ``<name>.pid`` JSON file.
+
+The record is advisory. It is written atomically by the process that holds
+the lock, right after locking, and removed by that process on release while
+the lock is still held. Readers never trust it on its own: anything that is
+not a complete, well-typed record of the expected name reads as "unknown".
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import shlex
+import string
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from . import _platform
+from ._paths import FILE_MODE, open_no_follow, symlink_refused
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+__all__ = [
+    "RECORD_VERSION",
+    "Holder",
+    "decode_record",
+    "encode_record",
+    "read_record",
+    "record_path",
+    "remove_record",
+    "write_record",
+]
+
+#: Bumped whenever the JSON layout changes incompatibly.
+RECORD_VERSION = 1
+#: A record is a few hundred bytes; anything much larger is not one of ours.
+_MAX_RECORD_BYTES = 64 * 1024
+_TOKEN_HEX = 16
+_MAX_COMMAND = 200
+_TEMP_SUFFIX = ".tmp"
+
+
+@dataclass(frozen=True)
+class Holder:
+    """The process holding an instance name, as recorded and verified.
+
+    Attributes:
+        name: The instance name.
+        pid: The holder's process id.
+        create_time: When the process started, as psutil reports it
+            (seconds since the epoch).
+        started_at: When it took the lock (an aware datetime, UTC).
+        cmdline: Its command line.
+        user: The user it runs as.
+        host: The host it runs on.
+
+    Example:
+        >>> from singleton_proc import holder
+        >>> h = holder("feishu")  # doctest: +SKIP
+        >>> print(h)  # doctest: +SKIP
+        pid 4242, since 2026-11-27 13:45:01, command: python bot.py
+    """
+
+    name: str
+    pid: int
+    create_time: float
+    started_at: datetime
+    cmdline: tuple[str, ...]
+    user: str
+    host: str
+
+    def __str__(self) -> str:
+        """One line for people: pid, since when (local time), command."""
+        since = self.started_at.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+        return f"pid {self.pid}, since {since}, command: {self.command}"
+
+    @property
+    def command(self) -> str:
+        """The command line as one shell-quoted line, cut at 200 characters."""
+        line = shlex.join(self.cmdline).replace("\n", "\\n").replace("\r", "\\r")
+        return line if len(line) <= _MAX_COMMAND else line[: _MAX_COMMAND - 1] + "…"
+
+
+def record_path(directory: Path, name: str) -> Path:
+    """Where the record of ``name`` lives."""
+    return directory / f"{name}.pid"
+
+
+def encode_record(holder: Holder) -> bytes:
+    """Serialize ``holder`` as the JSON record."""
+    return json.dumps(
+        {
+            "version": RECORD_VERSION,
+            "name": holder.name,
+            "pid": holder.pid,
+            "create_time": holder.create_time,
+            "started_at": holder.started_at.isoformat(),
+            "cmdline": list(holder.cmdline),
+            "user": holder.user,
+            "host": holder.host,
+        },
+        indent=1,
+    ).encode()
+
+
+def decode_record(data: bytes, name: str) -> Holder | None:
+    """Parse a record of ``name``; ``None`` for anything that is not one.
+
+    Empty, truncated, binary, oversized, non-JSON, wrongly typed, of another
+    version or of another name: all read as "unknown", never as an error.
+    """
+    if len(data) > _MAX_RECORD_BYTES:
+        return None
+    try:
+        raw = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        return None
+    if not isinstance(raw, dict) or raw.get("version") != RECORD_VERSION:
+        return None
+    try:
+        return _holder_from(raw, name)
+    except (TypeError, ValueError, OverflowError):
+        return None
+
+
+def _holder_from(raw: dict[str, Any], name: str) -> Holder | None:
+    """Build a ``Holder`` from a decoded record, checking every field's type."""
+    pid, create_time = raw.get("pid"), raw.get("create_time")
+    cmdline, started = raw.get("cmdline"), raw.get("started_at")
+    user, host = raw.get("user"), raw.get("host")
+    if (
+        raw.get("name") != name
+        or type(pid) is not int
+        or pid <= 0
+        or not isinstance(create_time, (int, float))
+        or isinstance(create_time, bool)
+        or not math.isfinite(create_time)
+        or not isinstance(started, str)
+        or not isinstance(cmdline, list)
+        or not all(isinstance(arg, str) for arg in cmdline)
+        or not isinstance(user, str)
+        or not isinstance(host, str)
+    ):
+        return None
+    started_at = datetime.fromisoformat(started)
+    if started_at.tzinfo is None:
+        return None
+    return Holder(
+        name=name,
+        pid=pid,
+        create_time=float(create_time),
+        started_at=started_at,
+        cmdline=tuple(cmdline),
+        user=user,
+        host=host,
+    )
+
+
+def read_record(directory: Path, name: str) -> Holder | None:
+    """Read the record of ``name``; ``None`` when missing or unreadable.
+
+    A symlink in place of the record is not followed and reads as missing.
+    """
+    try:
+        fd = open_no_follow(record_path(directory, name), os.O_RDONLY)
+    except OSError:  # missing, unreadable, a symlink, not a regular file
+        return None
+    try:
+        data = os.read(fd, _MAX_RECORD_BYTES + 1)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    return decode_record(data, name)
+
+
+def write_record(directory: Path, holder: Holder) -> None:
+    """Atomically replace the record of ``holder.name`` with ``holder``.
+
+    The data goes to a new, randomly named temporary file (``O_EXCL``, no
+    symlink followed) that then replaces the record in one ``os.replace``.
+    No fsync: the record describes a running process and means nothing
+    after a reboot. Stale temporary files of this name, left by a holder
+    that crashed mid-write, are swept afterwards.
+
+    Raises:
+        InsecureLockPathError: the record path is a symlink.
+        OSError: the record could not be written.
+    """
+    target = record_path(directory, holder.name)
+    prefix = _temp_prefix(holder.name)
+    temp = directory / f"{prefix}{os.urandom(_TOKEN_HEX // 2).hex()}{_TEMP_SUFFIX}"
+    fd = open_no_follow(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+    try:
+        _platform.set_mode(fd, FILE_MODE)
+        os.write(fd, encode_record(holder))
+    finally:
+        os.close(fd)
+    try:
+        # os.replace never follows a symlink at the target, but a symlink
+        # there means someone is meddling: refuse rather than hide it.
+        if target.is_symlink():
+            raise symlink_refused(target)  # noqa: TRY301  (the cleanup below applies)
+        temp.replace(target)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    _sweep_temp_files(directory, prefix)
+
+
+def remove_record(directory: Path, name: str) -> None:
+    """Delete the record of ``name`` if it is there."""
+    record_path(directory, name).unlink(missing_ok=True)
+
+
+def _temp_prefix(name: str) -> str:
+    """The prefix of the temporary files of ``name``'s record."""
+    return f".{name}.pid."
+
+
+def _sweep_temp_files(directory: Path, prefix: str) -> None:
+    """Remove temporary record files of one name left behind by crashes.
+
+    Only the lock holder writes them, and the caller holds the lock, so any
+    that exist besides the one just renamed are stale. The match is exact
+    (prefix, 16 hex digits, ``.tmp``) so another name's files never match.
+    """
+    size = len(prefix) + _TOKEN_HEX + len(_TEMP_SUFFIX)
+    with os.scandir(directory) as entries:
+        stale = [
+            entry.path
+            for entry in entries
+            if len(entry.name) == size
+            and entry.name.startswith(prefix)
+            and entry.name.endswith(_TEMP_SUFFIX)
+            and all(c in string.hexdigits for c in entry.name[len(prefix) : -4])
+        ]
+    for path in stale:
+        with contextlib.suppress(OSError):  # another user's, in a sticky directory
+            os.unlink(path)  # noqa: PTH108

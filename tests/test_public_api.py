@@ -1,0 +1,93 @@
+"""The public surface: pinned, lazy, and named after the package."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+import singleton_proc
+
+from helpers import env_without_coverage
+
+EXPECTED = [
+    "AlreadyRunningError",
+    "Holder",
+    "InsecureLockPathError",
+    "LockTimeoutError",
+    "ReplaceRefusedError",
+    "SingleInstance",
+    "SingletonProcError",
+    "TaskTimeoutError",
+    "WorkerDiedError",
+    "__version__",
+    "holder",
+    "is_running",
+    "list_instances",
+]
+
+
+def test_all_is_pinned_and_sorted() -> None:
+    assert singleton_proc.__all__ == EXPECTED
+
+
+def test_every_public_name_resolves_and_reads_as_singleton_proc() -> None:
+    for name in EXPECTED:
+        value = getattr(singleton_proc, name)
+        if name != "__version__":
+            assert value.__module__ == "singleton_proc", name
+    assert set(EXPECTED) <= set(dir(singleton_proc))
+
+
+def test_unknown_attribute_is_an_attribute_error() -> None:
+    with pytest.raises(AttributeError, match="no_such_name"):
+        singleton_proc.no_such_name  # noqa: B018
+
+
+def _imported_after(code: str) -> dict[str, bool]:
+    """Run ``code`` in a fresh interpreter (no coverage): which heavy modules load."""
+    probe = (
+        f"{code}\nimport json, sys\n"
+        "print(json.dumps({m: m in sys.modules for m in "
+        "('multiprocessing', 'concurrent.futures', 'asyncio')}))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=env_without_coverage(),
+        timeout=60,
+    ).stdout
+    result: dict[str, bool] = json.loads(out)
+    return result
+
+
+def test_import_loads_no_worker_machinery() -> None:
+    loaded = _imported_after("import singleton_proc")
+    assert loaded == {
+        "multiprocessing": False,
+        "concurrent.futures": False,
+        "asyncio": False,
+    }
+
+
+def test_guarding_a_program_loads_no_worker_machinery() -> None:
+    loaded = _imported_after(
+        "import singleton_proc\n"
+        "with singleton_proc.SingleInstance('probe'):\n"
+        "    singleton_proc.list_instances()"
+    )
+    assert not any(loaded.values()), loaded
+
+
+def test_worker_names_load_on_first_use() -> None:
+    loaded = _imported_after("import singleton_proc\nsingleton_proc.WorkerDiedError")
+    assert loaded["concurrent.futures"]
+
+
+def test_version_is_a_string() -> None:
+    assert isinstance(singleton_proc.__version__, str)
+    assert singleton_proc.__version__[0].isdigit()

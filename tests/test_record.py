@@ -1,0 +1,208 @@
+"""The holder's record: complete, atomic, and never trusted blindly."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import stat
+import subprocess
+import sys
+from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING
+
+import psutil
+import pytest
+
+from singleton_proc import (
+    AlreadyRunningError,
+    InsecureLockPathError,
+    SingleInstance,
+    holder,
+    is_running,
+)
+from singleton_proc._record import decode_record, encode_record, read_record
+
+from helpers import DEADLINE, holding, reap
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+GOOD = {
+    "version": 1,
+    "name": "bot",
+    "pid": 12,
+    "create_time": 1.5,
+    "started_at": "2026-11-27T13:45:00+00:00",
+    "cmdline": ["python", "bot.py"],
+    "user": "alice",
+    "host": "box",
+}
+
+
+def _variant(**changes: object) -> bytes:
+    return json.dumps({**GOOD, **changes}).encode()
+
+
+def test_a_good_record_decodes() -> None:
+    found = decode_record(_variant(), "bot")
+    assert found is not None
+    assert found.pid == 12
+    assert found.cmdline == ("python", "bot.py")
+    assert found.started_at == datetime(2026, 11, 27, 13, 45, tzinfo=timezone.utc)
+    assert decode_record(encode_record(found), "bot") == found
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"",
+        b"{",
+        _variant()[:-5],
+        b"\x00\xff\xfe binary \x80",
+        b"[" * 100_000 + b"]" * 100_000,
+        b" " * (1024 * 1024),
+        b"12345",
+        b'"a string"',
+        b"null",
+        b"[]",
+        _variant(version=2),
+        _variant(version="1"),
+        _variant(name="other"),
+        _variant(pid="12"),
+        _variant(pid=True),
+        _variant(pid=-1),
+        _variant(pid=0),
+        _variant(create_time="1.5"),
+        _variant(create_time=None),
+        b'{"version": 1, "pid": 12, "create_time": NaN}',
+        _variant(started_at="yesterday"),
+        _variant(started_at="2026-11-27T13:45:00"),
+        _variant(started_at=5),
+        _variant(cmdline="python bot.py"),
+        _variant(cmdline=["python", 3]),
+        _variant(user=None),
+        _variant(host=["box"]),
+        json.dumps({k: v for k, v in GOOD.items() if k != "user"}).encode(),
+    ],
+)
+def test_a_bad_record_reads_as_unknown(data: bytes) -> None:
+    assert decode_record(data, "bot") is None
+
+
+@pytest.mark.parametrize("data", [b"", b"\x00" * 10, b"{not json", b"9" * 200_000])
+def test_a_bad_record_on_disk_never_crashes_nor_misleads(
+    lock_dir: Path, data: bytes
+) -> None:
+    with holding("bot", lock_dir):
+        (lock_dir / "bot.pid").write_bytes(data)
+        assert is_running("bot", lock_dir)
+        assert holder("bot", lock_dir) is None
+        with pytest.raises(
+            AlreadyRunningError, match="record is missing or unreadable"
+        ) as info:
+            SingleInstance("bot", directory=lock_dir).acquire()
+        assert info.value.holder is None
+    with SingleInstance("bot", directory=lock_dir):  # then it is simply overwritten
+        assert read_record(lock_dir, "bot") is not None
+
+
+def test_record_is_complete_and_removed_on_release(lock_dir: Path) -> None:
+    before = datetime.now(timezone.utc) - timedelta(seconds=1)
+    me = psutil.Process()
+    with SingleInstance("bot", directory=lock_dir):
+        raw = json.loads((lock_dir / "bot.pid").read_text())
+        assert set(raw) == {
+            "version",
+            "name",
+            "pid",
+            "create_time",
+            "started_at",
+            "cmdline",
+            "user",
+            "host",
+        }
+        found = read_record(lock_dir, "bot")
+        assert found is not None
+        assert found.name == "bot"
+        assert found.pid == os.getpid()
+        assert found.create_time == me.create_time()
+        assert found.cmdline == tuple(me.cmdline())
+        assert found.user == me.username()
+        assert found.host == socket.gethostname()
+        assert before < found.started_at <= datetime.now(timezone.utc)
+    assert not (lock_dir / "bot.pid").exists()
+    assert (lock_dir / "bot.lock").exists(), "the lock file is never deleted"
+
+
+def test_files_are_0644_whatever_the_umask(lock_dir: Path) -> None:
+    old = os.umask(0o077)
+    try:
+        with SingleInstance("bot", directory=lock_dir):
+            for name in ("bot.lock", "bot.pid"):
+                assert stat.S_IMODE((lock_dir / name).stat().st_mode) == 0o644, name
+    finally:
+        os.umask(old)
+
+
+CHURN = """
+import sys
+from singleton_proc import SingleInstance
+instance = SingleInstance("bot", directory=sys.argv[1])
+print("ready", flush=True)
+for _ in range(int(sys.argv[2])):
+    with instance:
+        pass
+"""
+
+
+def test_readers_never_see_a_partial_record(lock_dir: Path) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", CHURN, str(lock_dir), "3000"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    seen = 0
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "ready"
+        path = lock_dir / "bot.pid"
+        while proc.poll() is None:
+            try:
+                data = path.read_bytes()
+            except FileNotFoundError:
+                continue
+            assert decode_record(data, "bot") is not None, data
+            seen += 1
+        assert proc.wait(DEADLINE) == 0
+    finally:
+        reap(proc)
+    assert seen > 0, "the reader never overlapped a write; the test proved nothing"
+    assert sorted(p.name for p in lock_dir.iterdir()) == ["bot.lock"]
+
+
+def test_stale_temporary_files_are_swept_and_others_left(lock_dir: Path) -> None:
+    stale = lock_dir / ".bot.pid.0123456789abcdef.tmp"
+    other_name = lock_dir / ".bot.pid.x.pid.0123456789abcdef.tmp"
+    unrelated = lock_dir / ".bot.pid.notes.tmp"
+    for path in (stale, other_name, unrelated):
+        path.write_text("{")
+    with SingleInstance("bot", directory=lock_dir):
+        pass
+    assert not stale.exists()
+    assert other_name.exists()
+    assert unrelated.exists()
+
+
+def test_symlink_at_the_record_path_is_refused_and_its_target_untouched(
+    lock_dir: Path, tmp_path: Path
+) -> None:
+    precious = tmp_path / "precious.txt"
+    precious.write_text("keep me")
+    (lock_dir / "bot.pid").symlink_to(precious)
+    with pytest.raises(InsecureLockPathError, match="symlink"):
+        SingleInstance("bot", directory=lock_dir).acquire()
+    assert precious.read_text() == "keep me"
+    assert (lock_dir / "bot.pid").is_symlink()
+    assert not is_running("bot", lock_dir), "a refused acquire must not keep the lock"
+    assert [p.name for p in lock_dir.iterdir() if p.name.endswith(".tmp")] == []
