@@ -126,6 +126,8 @@ def _make_directory(path: Path, mode: int, *, parents: bool) -> None:
     immediate parent (``~/.cache`` under an existing home), so that a
     missing home directory shows as a failure instead of being invented.
     """
+    if os.path.lexists(path):  # the common case, and cheaper than mkdir's error
+        return
     try:
         path.parent.mkdir(parents=parents, exist_ok=True)
         path.mkdir(mode)

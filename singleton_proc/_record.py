@@ -103,7 +103,7 @@ def encode_record(holder: Holder) -> bytes:
             "user": holder.user,
             "host": holder.host,
         },
-        indent=1,
+        separators=(", ", ": "),
     ).encode()
 
 
