@@ -23,7 +23,7 @@ from ._errors import (
     ReplaceRefusedError,
     SingletonProcError,
 )
-from ._instance import SingleInstance
+from ._instance import SingleInstance, single_instance
 from ._introspect import holder, is_running, list_instances
 from ._record import Holder
 from ._version import __version__
@@ -45,6 +45,7 @@ __all__ = [
     "holder",
     "is_running",
     "list_instances",
+    "single_instance",
 ]
 
 #: Public names that live in modules importing the worker machinery.

@@ -1,35 +1,46 @@
-"""``SingleInstance``: hold a name for as long as a program (or a block) runs."""
+"""``SingleInstance`` and ``@single_instance``: hold a name while a program runs."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import threading
+import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal, get_args
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, get_args, overload
 
 from . import _registry
-from ._errors import AlreadyRunningError
+from ._decorate import decorate
+from ._errors import AlreadyRunningError, LockTimeoutError
 from ._identity import current_identity
 from ._introspect import Inspection, detached_holder, inspect
-from ._lockfile import OpenLock, lock_path, try_lock_file
+from ._lockfile import OpenLock, file_key, lock_path, try_lock_file
 from ._names import derive_name, validate_name
 from ._paths import resolve_directory
 from ._record import remove_record, write_record
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Generator, Iterator
     from pathlib import Path
     from types import TracebackType
 
     from typing_extensions import Self
 
-__all__ = ["ConflictPolicy", "SingleInstance"]
+__all__ = ["ConflictPolicy", "SingleInstance", "single_instance"]
 
-ConflictPolicy = Literal["raise", "exit"]
+ConflictPolicy = Literal["raise", "exit", "wait"]
 _POLICIES: tuple[str, ...] = get_args(ConflictPolicy)
 #: A holder that lets go between our failed lock and our look at it gets
-#: another try, a few times, instead of a confusing "held by nobody".
+#: another try at once, a few times, instead of a confusing "held by nobody".
 _RACE_RETRIES = 3
+#: "wait" polls the lock: first after 1 ms, backing off to every 10 ms, so a
+#: hand-over takes milliseconds and a long wait costs ~100 cheap syscalls/s.
+_FIRST_POLL = 0.001
+_POLL_CAP = 0.010
+_POLL_GROWTH = 1.5
+
+_F = TypeVar("_F", bound="Callable[..., Any]")
 
 
 @dataclass(frozen=True)
@@ -49,14 +60,23 @@ class SingleInstance:
     dies; ``<name>.pid`` records who holds it (pid, start time, command,
     user, host), for messages and introspection.
 
+    One object serves ``with``, ``async with``, ``acquire()``/``release()``
+    and, as a decorator, sync and ``async def`` functions (each call
+    acquires anew).
+
     Args:
-        name: A short identifier (no ``/``, ``\\``, NUL or control
+        name: A short identifier (no ``/``, ``\``, NUL or control
             characters, not ``.`` or ``..``, at most 128 characters).
             ``None`` derives it from the running program's script or module.
         on_conflict: What to do when another live process holds the name:
             ``"raise"`` raises :class:`AlreadyRunningError`; ``"exit"``
             prints one line naming the holder to stderr and raises
-            ``SystemExit(exit_code)``.
+            ``SystemExit(exit_code)``; ``"wait"`` waits until it is free
+            (polling every few milliseconds; ``async with`` never blocks the
+            event loop).
+        timeout: With ``"wait"``, give up after this many seconds with
+            :class:`LockTimeoutError` (``0``: a single try). ``None`` waits
+            for ever.
         directory: The lock directory. ``None`` uses the private per-user
             one (``$SINGLETON_PROC_DIR``, else ``~/.cache/singleton_proc``);
             give a shared one (sticky if others can write to it, such as
@@ -64,12 +84,14 @@ class SingleInstance:
         exit_code: The exit status for ``on_conflict="exit"``.
 
     Raises:
-        ValueError: an invalid name or ``on_conflict`` value.
+        ValueError: an invalid name, ``on_conflict`` or ``timeout``.
 
     Example:
         >>> from singleton_proc import SingleInstance
         >>> with SingleInstance("feishu"):  # doctest: +SKIP
         ...     main()
+        >>> async with SingleInstance("feishu", on_conflict="wait", timeout=30):
+        ...     await main()  # doctest: +SKIP
     """
 
     def __init__(
@@ -77,6 +99,7 @@ class SingleInstance:
         name: str | None = None,
         *,
         on_conflict: ConflictPolicy = "raise",
+        timeout: float | None = None,
         directory: str | os.PathLike[str] | None = None,
         exit_code: int = 1,
     ) -> None:
@@ -87,12 +110,23 @@ class SingleInstance:
             raise ValueError(
                 f"on_conflict must be one of {allowed}, not {on_conflict!r}"
             )
+        if timeout is not None:
+            if on_conflict != "wait":
+                raise ValueError('timeout only applies to on_conflict="wait"')
+            if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+                raise TypeError(
+                    f"timeout must be a number, not {type(timeout).__name__}"
+                )
+            if not timeout >= 0:  # also refuses NaN
+                raise ValueError(f"timeout must be >= 0 seconds, not {timeout!r}")
         if type(exit_code) is not int:
             raise TypeError(f"exit_code must be an int, not {type(exit_code).__name__}")
         self.on_conflict: ConflictPolicy = on_conflict
+        self.timeout = timeout
         self.exit_code = exit_code
         self._directory = directory
         self._mutex = threading.Lock()
+        self._busy = False  # between the start and the end of an acquire
         self._held: _Held | None = None
 
     def __repr__(self) -> str:
@@ -115,32 +149,29 @@ class SingleInstance:
             This object, held.
 
         Raises:
-            RuntimeError: this object already holds its name.
-            AlreadyRunningError: another process holds it (``"raise"``).
+            RuntimeError: this object already holds its name (or is taking it).
+            AlreadyRunningError: the name is held by another process
+                (``"raise"``) or by another object of this process (any policy).
+            LockTimeoutError: ``"wait"`` ran out of ``timeout``.
             SystemExit: another process holds it (``"exit"``).
             InsecureLockPathError: the directory or a file in it is unsafe.
         """
-        with self._mutex:
-            if self.held:
-                raise RuntimeError(
-                    f"{self!r} is already held; release() it before acquiring again"
-                )
-            directory = resolve_directory(self._directory)
-            lock = self._lock_or_conflict(directory)
-            try:
-                detached = detached_holder(directory, self.name)
-                if detached is not None:
-                    raise self._conflict(  # noqa: TRY301  (released below)
-                        Inspection(
-                            held=True, holder=detached, lock_pids=None, detached=True
-                        )
-                    )
-                write_record(directory, current_identity().holder(self.name))
-            except BaseException:
-                lock.release()
-                raise
-            self._held = _Held(lock, directory, os.getpid())
-            _registry.add(lock.key, self)
+        with contextlib.closing(self._acquiring()) as steps:
+            for delay in steps:
+                time.sleep(delay)
+        return self
+
+    async def _acquire_async(self) -> Self:
+        """:meth:`acquire` for ``async with``: waits without blocking the loop.
+
+        A cancelled wait stops at its current ``await``; the generator is
+        closed, nothing is held and nothing keeps trying in the background.
+        """
+        import asyncio  # noqa: PLC0415  (loaded by the caller's event loop already)
+
+        with contextlib.closing(self._acquiring()) as steps:
+            for delay in steps:
+                await asyncio.sleep(delay)
         return self
 
     def release(self) -> None:
@@ -165,6 +196,7 @@ class SingleInstance:
     def abandon(self) -> None:
         """In a forked child: forget the inherited lock without releasing it."""
         self._mutex = threading.Lock()
+        self._busy = False
         held, self._held = self._held, None
         if held is not None:
             held.lock.abandon()
@@ -182,17 +214,118 @@ class SingleInstance:
         """Release, as :meth:`release`."""
         self.release()
 
-    def _lock_or_conflict(self, directory: Path) -> OpenLock:
-        """Lock the name's file, or apply the conflict policy (which raises)."""
-        path = lock_path(directory, self.name)
-        for _ in range(_RACE_RETRIES):
-            lock = try_lock_file(path)
-            if lock is not None:
-                return lock
-            found = inspect(directory, self.name)
-            if found.held:
-                break
-        raise self._conflict(found)
+    async def __aenter__(self) -> Self:
+        """Acquire without blocking the event loop while waiting."""
+        return await self._acquire_async()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Release, as :meth:`release` (quick file operations, no waiting)."""
+        self.release()
+
+    def __call__(self, func: _F) -> _F:
+        """Decorate ``func`` so that every call holds the name while it runs.
+
+        Each call acquires a fresh copy of this object, so concurrent calls
+        in one process conflict like two processes would. ``async def``
+        functions hold the name for the whole coroutine.
+        """
+        return decorate(self._copy, func)
+
+    def _copy(self) -> SingleInstance:
+        """A new, unheld object with the same settings."""
+        return SingleInstance(
+            self.name,
+            on_conflict=self.on_conflict,
+            timeout=self.timeout,
+            directory=self._directory,
+            exit_code=self.exit_code,
+        )
+
+    def _acquiring(self) -> Generator[float, None, None]:
+        """The acquire algorithm, shared by the sync and async drivers.
+
+        Yields how long to sleep before the next try; returns once held.
+        Every try is a non-blocking lock attempt, so stopping between two
+        of them (timeout, cancellation, ``close()``) leaves nothing behind.
+        """
+        with self._begin():
+            directory = resolve_directory(self._directory)
+            path = lock_path(directory, self.name)
+            start = time.monotonic()
+            delay = _FIRST_POLL
+            races = 0
+            while True:
+                self._refuse_if_held_here(directory, path)
+                lock = try_lock_file(path)
+                if lock is not None:
+                    break
+                found = inspect(directory, self.name)
+                if not found.held and races < _RACE_RETRIES:
+                    races += 1  # let go a moment ago: try again at once
+                    continue
+                races = 0
+                if self.on_conflict != "wait":
+                    raise self._conflict(found)
+                remaining = _remaining(self.timeout, start)
+                if remaining <= 0:
+                    raise self._timed_out(found)
+                yield min(delay, remaining)
+                delay = min(delay * _POLL_GROWTH, _POLL_CAP)
+            self._take(directory, lock)
+
+    @contextlib.contextmanager
+    def _begin(self) -> Iterator[None]:
+        """Mark this object busy for one acquire; refuse a second one."""
+        with self._mutex:
+            if self.held or self._busy:
+                raise RuntimeError(
+                    f"{self!r} is already held or being acquired; "
+                    "release() it before acquiring again"
+                )
+            self._busy = True
+        try:
+            yield
+        finally:
+            self._busy = False
+
+    def _take(self, directory: Path, lock: OpenLock) -> None:
+        """Having locked the file: check for a detached holder, write the record."""
+        try:
+            detached = detached_holder(directory, self.name)
+            if detached is not None:
+                found = Inspection(
+                    held=True, holder=detached, lock_pids=None, detached=True
+                )
+                raise self._conflict(found)  # noqa: TRY301  (released below)
+            write_record(directory, current_identity().holder(self.name))
+        except BaseException:
+            lock.release()
+            raise
+        with self._mutex:
+            self._held = _Held(lock, directory, os.getpid())
+        _registry.add(lock.key, self)
+
+    def _refuse_if_held_here(self, directory: Path, path: Path) -> None:
+        """Refuse at once when another object of this process holds the file.
+
+        Waiting would wait on ourselves and replacing would kill ourselves.
+        Keyed by the file's identity, so two spellings of one directory are
+        one lock.
+        """
+        key = file_key(path)
+        if key is None or _registry.holding(key) is None:
+            return
+        found = inspect(directory, self.name)
+        raise AlreadyRunningError(
+            f"{self.name!r} is already held by this very process (pid {os.getpid()}) "
+            "through another SingleInstance; release that one first",
+            holder=found.holder,
+        )
 
     def _conflict(self, found: Inspection) -> BaseException:
         """What ``on_conflict`` raises, naming the holder ("exit" prints first)."""
@@ -206,9 +339,24 @@ class SingleInstance:
             return SystemExit(self.exit_code)
         return AlreadyRunningError(
             f"{self.name!r} is already running ({who}); stop that process first, "
-            'or pass on_conflict="exit" to leave quietly',
+            'or choose on_conflict="exit" to leave quietly or "wait" to queue',
             holder=found.holder,
         )
+
+    def _timed_out(self, found: Inspection) -> LockTimeoutError:
+        """The error for a "wait" whose timeout ran out."""
+        return LockTimeoutError(
+            f"{self.name!r} is still held after waiting {self.timeout:g} s "
+            f"({_describe(found)}); wait longer, or stop that process",
+            holder=found.holder,
+        )
+
+
+def _remaining(timeout: float | None, start: float) -> float:
+    """Seconds left of ``timeout`` since ``start``; infinite without one."""
+    if timeout is None:
+        return float("inf")
+    return timeout - (time.monotonic() - start)
 
 
 def _describe(found: Inspection) -> str:
@@ -223,3 +371,28 @@ def _describe(found: Inspection) -> str:
     if found.holder.pid == os.getpid():
         return f"held by this very process, {found.holder}"
     return str(found.holder)
+
+
+@overload
+def single_instance(func: _F, /) -> _F: ...
+@overload
+def single_instance(name: str | None = None, /, **options: Any) -> SingleInstance: ...
+def single_instance(
+    name_or_func: str | Callable[..., Any] | None = None, /, **options: Any
+) -> Any:
+    """Decorate a function so that one process at a time runs it.
+
+    ``@single_instance`` alone derives the name from the running program;
+    ``@single_instance("name", on_conflict=...)`` takes the same options as
+    :class:`SingleInstance` (and returns one, usable with ``with`` too).
+    Every call acquires anew; ``async def`` functions are held for the whole
+    coroutine and wait without blocking the event loop.
+
+    Example:
+        >>> from singleton_proc import single_instance
+        >>> @single_instance("nightly-report", on_conflict="exit")
+        ... def main() -> None: ...
+    """
+    if callable(name_or_func):
+        return SingleInstance(**options)(name_or_func)
+    return SingleInstance(name_or_func, **options)

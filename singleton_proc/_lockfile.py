@@ -25,6 +25,7 @@ __all__ = [
     "LOCK_SUFFIX",
     "LockState",
     "OpenLock",
+    "file_key",
     "lock_path",
     "lock_state",
     "try_lock_file",
@@ -40,6 +41,15 @@ _MAX_ATTEMPTS = 100
 def lock_path(directory: Path, name: str) -> Path:
     """Where the lock file of ``name`` lives."""
     return directory / f"{name}{LOCK_SUFFIX}"
+
+
+def file_key(path: Path) -> tuple[int, int] | None:
+    """``(st_dev, st_ino)`` of ``path`` itself (not followed), or ``None``."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    return (st.st_dev, st.st_ino)
 
 
 @dataclass(frozen=True)

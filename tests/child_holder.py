@@ -3,14 +3,15 @@
 Usage: python child_holder.py NAME DIRECTORY [POLICY [EXIT_CODE]]
 
 Prints ``ready`` once it holds the name, then holds it until its standard
-input closes, releases, and exits 0. On a conflict, "raise" prints
-``conflict <holder pid or None>`` and exits 3; "exit" behaves as the library
-says (one stderr line, the exit code).
+input closes, releases, prints ``released <time.monotonic()>``, exits 0.
+On a conflict, "raise" prints ``conflict <holder pid or None>`` and exits
+3; "exit" behaves as the library says (one stderr line, the exit code).
 """
 
 from __future__ import annotations
 
 import sys
+import time
 
 from singleton_proc import AlreadyRunningError, SingleInstance
 
@@ -34,6 +35,7 @@ def main() -> int:
     print("ready", flush=True)
     sys.stdin.read()
     instance.release()
+    print("released", time.monotonic(), flush=True)
     return 0
 
 

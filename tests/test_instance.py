@@ -122,9 +122,11 @@ def test_acquire_without_release_is_cleaned_up_at_exit(lock_dir: Path) -> None:
     assert not (lock_dir / "bot.pid").exists(), "atexit removed the record"
 
 
-@pytest.mark.parametrize("policy", ["wait", "replace", "kill", ""])
+@pytest.mark.parametrize("policy", ["replace", "kill", "RAISE", ""])
 def test_unknown_policies_are_refused_naming_the_allowed_ones(policy: str) -> None:
-    with pytest.raises(ValueError, match="on_conflict must be one of 'raise', 'exit'"):
+    with pytest.raises(
+        ValueError, match="on_conflict must be one of 'raise', 'exit', 'wait'"
+    ):
         SingleInstance("bot", on_conflict=policy)  # type: ignore[arg-type]
 
 

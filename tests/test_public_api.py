@@ -26,6 +26,7 @@ EXPECTED = [
     "holder",
     "is_running",
     "list_instances",
+    "single_instance",
 ]
 
 
