@@ -23,9 +23,9 @@ from ._errors import (
     ReplaceRefusedError,
     SingletonProcError,
 )
+from ._holder import Holder
 from ._instance import SingleInstance, single_instance
 from ._introspect import holder, is_running, list_instances
-from ._record import Holder
 from ._version import __version__
 
 if TYPE_CHECKING:
@@ -73,5 +73,5 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    """List the public names, loaded or not."""
-    return sorted(set(globals()) | set(__all__))
+    """List the public names, loaded or not (and the module's dunders)."""
+    return sorted({*__all__, *(name for name in globals() if name.startswith("__"))})

@@ -19,10 +19,7 @@ process boundaries.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from ._record import Holder
+from ._holder import Holder  # noqa: TC001  (at run time: get_type_hints() needs it)
 
 __all__ = [
     "AlreadyRunningError",

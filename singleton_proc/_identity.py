@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 
 import psutil
 
-from ._record import Holder
+from ._holder import Holder
 
 __all__ = ["CREATE_TIME_TOLERANCE", "Identity", "current_identity", "mismatch"]
 

@@ -15,7 +15,7 @@ from ._decorate import decorate
 from ._errors import AlreadyRunningError, LockTimeoutError
 from ._identity import current_identity
 from ._introspect import Inspection, detached_holder, inspect
-from ._lockfile import OpenLock, file_key, lock_path, try_lock_file
+from ._lockfile import OpenLock, lock_path, try_lock_file
 from ._names import derive_name, validate_name
 from ._paths import resolve_directory
 from ._record import remove_record, write_record
@@ -43,13 +43,15 @@ _POLL_GROWTH = 1.5
 _F = TypeVar("_F", bound="Callable[..., Any]")
 
 
-@dataclass(frozen=True)
+@dataclass
 class _Held:
-    """What an instance holds: the lock, where, and which process took it."""
+    """What an instance holds: the lock, where, which process took it."""
 
     lock: OpenLock
     directory: Path
+    key: _registry.NameKey
     owner_pid: int
+    record_written: bool = False
 
 
 class SingleInstance:
@@ -187,19 +189,21 @@ class SingleInstance:
             if held.owner_pid != os.getpid():
                 held.lock.abandon()
                 return
-            _registry.discard(held.lock.key)
+            _registry.discard(held.key)
             try:
-                remove_record(held.directory, self.name)
+                if held.record_written:
+                    remove_record(held.directory, self.name)
             finally:
                 held.lock.release()
 
     def abandon(self) -> None:
-        """In a forked child: forget the inherited lock without releasing it."""
+        """In a forked child: forget the inherited lock without releasing it.
+
+        The descriptor itself was closed by the lock file's own fork hook.
+        """
         self._mutex = threading.Lock()
         self._busy = False
-        held, self._held = self._held, None
-        if held is not None:
-            held.lock.abandon()
+        self._held = None
 
     def __enter__(self) -> Self:
         """Acquire, as :meth:`acquire`."""
@@ -255,19 +259,22 @@ class SingleInstance:
         """
         with self._begin():
             directory = resolve_directory(self._directory)
+            key = _registry.name_key(directory, self.name)
             path = lock_path(directory, self.name)
             start = time.monotonic()
             delay = _FIRST_POLL
             races = 0
             while True:
-                self._refuse_if_held_here(directory, path)
+                self._refuse_if_held_here(directory, key)
                 lock = try_lock_file(path)
                 if lock is not None:
                     break
                 found = inspect(directory, self.name)
-                if not found.held and races < _RACE_RETRIES:
-                    races += 1  # let go a moment ago: try again at once
-                    continue
+                if not found.held:
+                    if races < _RACE_RETRIES:
+                        races += 1  # let go a moment ago: try again at once
+                        continue
+                    found = _unseen_holder(found)
                 races = 0
                 if self.on_conflict != "wait":
                     raise self._conflict(found)
@@ -276,7 +283,7 @@ class SingleInstance:
                     raise self._timed_out(found)
                 yield min(delay, remaining)
                 delay = min(delay * _POLL_GROWTH, _POLL_CAP)
-            self._take(directory, lock)
+            self._take(directory, key, lock)
 
     @contextlib.contextmanager
     def _begin(self) -> Iterator[None]:
@@ -293,8 +300,14 @@ class SingleInstance:
         finally:
             self._busy = False
 
-    def _take(self, directory: Path, lock: OpenLock) -> None:
-        """Having locked the file: check for a detached holder, write the record."""
+    def _take(self, directory: Path, key: _registry.NameKey, lock: OpenLock) -> None:
+        """Having locked the file: check for a detached holder, write the record.
+
+        The instance counts as held (registered for exit) before the record
+        is written, and anything that interrupts this removes the record
+        before the lock is released, so no record outlives its lock.
+        """
+        held = _Held(lock, directory, key, os.getpid())
         try:
             detached = detached_holder(directory, self.name)
             if detached is not None:
@@ -302,23 +315,29 @@ class SingleInstance:
                     held=True, holder=detached, lock_pids=None, detached=True
                 )
                 raise self._conflict(found)  # noqa: TRY301  (released below)
-            write_record(directory, current_identity().holder(self.name))
+            with self._mutex:
+                self._held = held
+            _registry.add(key, self)
+            held.record_written = write_record(
+                directory, current_identity().holder(self.name)
+            )
         except BaseException:
+            with self._mutex:
+                self._held = None
+            _registry.discard(key)
+            if held.record_written:
+                remove_record(directory, self.name)
             lock.release()
             raise
-        with self._mutex:
-            self._held = _Held(lock, directory, os.getpid())
-        _registry.add(lock.key, self)
 
-    def _refuse_if_held_here(self, directory: Path, path: Path) -> None:
-        """Refuse at once when another object of this process holds the file.
+    def _refuse_if_held_here(self, directory: Path, key: _registry.NameKey) -> None:
+        """Refuse at once when another object of this process holds the name.
 
         Waiting would wait on ourselves and replacing would kill ourselves.
-        Keyed by the file's identity, so two spellings of one directory are
-        one lock.
+        Keyed by the directory's identity and the name, so two spellings of
+        one directory are one lock, and a deleted lock file changes nothing.
         """
-        key = file_key(path)
-        if key is None or _registry.holding(key) is None:
+        if _registry.holding(key) is None:
             return
         found = inspect(directory, self.name)
         raise AlreadyRunningError(
@@ -337,10 +356,15 @@ class SingleInstance:
                 flush=True,
             )
             return SystemExit(self.exit_code)
+        if found.holder is not None and found.holder.pid == os.getpid():
+            advice = "release the other SingleInstance of this process first"
+        else:
+            advice = (
+                "stop that process first, or choose "
+                'on_conflict="exit" to leave quietly or "wait" to queue'
+            )
         return AlreadyRunningError(
-            f"{self.name!r} is already running ({who}); stop that process first, "
-            'or choose on_conflict="exit" to leave quietly or "wait" to queue',
-            holder=found.holder,
+            f"{self.name!r} is already running ({who}); {advice}", holder=found.holder
         )
 
     def _timed_out(self, found: Inspection) -> LockTimeoutError:
@@ -350,6 +374,20 @@ class SingleInstance:
             f"({_describe(found)}); wait longer, or stop that process",
             holder=found.holder,
         )
+
+
+def _unseen_holder(found: Inspection) -> Inspection:
+    """The lock is taken, but the platform's lock table does not show it.
+
+    Our failed attempt proves that some open file holds the lock, whatever
+    ``/proc/locks`` says (an unusual filesystem, a sandbox that hides it).
+    """
+    return Inspection(
+        held=True,
+        holder=None,
+        lock_pids=found.lock_pids,
+        reason="the lock is held, but the system's lock table does not say by whom",
+    )
 
 
 def _remaining(timeout: float | None, start: float) -> float:
@@ -362,7 +400,7 @@ def _remaining(timeout: float | None, start: float) -> float:
 def _describe(found: Inspection) -> str:
     """Name the holder for a message: who it is, or why that is unknown."""
     if found.holder is None:
-        return f"holder unknown: {found.reason or 'it let go a moment ago'}"
+        return f"holder unknown: {found.reason}"
     if found.detached:
         return (
             f"{found.holder}; its lock file was deleted or replaced while it ran, "

@@ -9,11 +9,14 @@ from typing import TYPE_CHECKING
 from ._identity import mismatch
 from ._lockfile import LOCK_SUFFIX, lock_path, lock_state
 from ._names import validate_name
-from ._paths import resolve_directory
-from ._record import Holder, read_record
+from ._paths import existing_directory
+from ._platform import open_lock_files
+from ._record import read_record
 
 if TYPE_CHECKING:
     from pathlib import Path
+
+    from ._holder import Holder
 
 __all__ = [
     "Inspection",
@@ -53,7 +56,7 @@ def inspect(directory: Path, name: str) -> Inspection:
     check against it: then it is the holder, even if the lock file was
     deleted under it (see :func:`detached_holder`).
     """
-    state = lock_state(lock_path(directory, name))
+    state = lock_state(directory, lock_path(directory, name))
     if not state.held:
         detached = detached_holder(directory, name)
         return Inspection(
@@ -78,30 +81,33 @@ def inspect(directory: Path, name: str) -> Inspection:
 
 
 def detached_holder(directory: Path, name: str) -> Holder | None:
-    """A live holder of ``name`` that the lock file no longer shows.
+    """A live holder of ``name`` whose lock file was deleted or replaced under it.
 
-    A record is removed by its writer before it unlocks, so a record that
-    names a live process (other than this one) passing every identity check
-    means that process still runs as the instance while the lock file is
-    free: someone deleted or replaced the file under it (a tmp cleaner), or
-    it closed its descriptor. Letting a newcomer in would make two.
+    Deleting a live holder's lock file (a tmp cleaner) lets a newcomer lock a
+    fresh file: two holders. It is recognised only on positive evidence, so
+    that a leftover or forged record never blocks a start: the record's
+    process passes every identity check and still has a file open under the
+    lock file's name that is not the file there now (Linux shows it in
+    ``/proc/<pid>/fd``). Where the platform cannot tell, nobody is believed.
     """
     record = read_record(directory, name)
-    if record is None or record.pid == os.getpid() or mismatch(record, None):
+    if record is None or record.pid == os.getpid():
         return None
-    return record
+    path = lock_path(directory, name)
+    open_files = open_lock_files(record.pid, path)
+    if not open_files or mismatch(record, None):
+        return None
+    try:
+        st = os.lstat(path)
+        current = {(st.st_dev, st.st_ino)}
+    except FileNotFoundError:
+        current = set()
+    return record if open_files - current else None
 
 
 def _pids(pids: frozenset[int]) -> str:
     """``"12"`` or ``"12, 13"``."""
     return ", ".join(str(pid) for pid in sorted(pids))
-
-
-def _existing_directory(directory: str | os.PathLike[str] | None) -> Path | None:
-    """Resolve a directory for looking; an explicit one is never created."""
-    if directory is not None and not os.path.lexists(directory):
-        return None
-    return resolve_directory(directory)
 
 
 def holder(name: str, directory: str | os.PathLike[str] | None = None) -> Holder | None:
@@ -122,7 +128,7 @@ def holder(name: str, directory: str | os.PathLike[str] | None = None) -> Holder
         4242
     """
     validate_name(name)
-    path = _existing_directory(directory)
+    path = existing_directory(directory)
     return None if path is None else inspect(path, name).holder
 
 
@@ -137,7 +143,7 @@ def is_running(name: str, directory: str | os.PathLike[str] | None = None) -> bo
         False
     """
     validate_name(name)
-    path = _existing_directory(directory)
+    path = existing_directory(directory)
     return path is not None and inspect(path, name).held
 
 
@@ -152,7 +158,7 @@ def list_instances(directory: str | os.PathLike[str] | None = None) -> list[Hold
         >>> [h.name for h in list_instances()]  # doctest: +SKIP
         ['feishu', 'nightly-backup']
     """
-    path = _existing_directory(directory)
+    path = existing_directory(directory)
     if path is None:
         return []
     names = sorted(

@@ -5,12 +5,16 @@ second open of the same file in the same process conflicts, and closing an
 unrelated descriptor of the file releases nothing). The file is never
 deleted: unlink-after-unlock is the classic race that lets two processes
 hold "the" lock on two different inodes.
+
+Every descriptor of a lock file is known from the moment it is opened, so a
+child made by ``os.fork()`` closes all of them (without unlocking) before
+any of its own code runs: the child never keeps the parent's lock alive.
 """
 
 from __future__ import annotations
 
 import os
-import stat
+import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -25,14 +29,12 @@ __all__ = [
     "LOCK_SUFFIX",
     "LockState",
     "OpenLock",
-    "file_key",
     "lock_path",
     "lock_state",
     "try_lock_file",
 ]
 
 LOCK_SUFFIX = ".lock"
-
 #: A file replaced between open and lock this many times in a row means
 #: something is fighting us; give up rather than spin.
 _MAX_ATTEMPTS = 100
@@ -43,43 +45,72 @@ def lock_path(directory: Path, name: str) -> Path:
     return directory / f"{name}{LOCK_SUFFIX}"
 
 
-def file_key(path: Path) -> tuple[int, int] | None:
-    """``(st_dev, st_ino)`` of ``path`` itself (not followed), or ``None``."""
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        return None
-    return (st.st_dev, st.st_ino)
-
-
-@dataclass(frozen=True)
 class OpenLock:
-    """An open file description that holds the OS lock.
+    """An open descriptor of a lock file, usually holding the OS lock.
 
     Attributes:
         fd: The raw descriptor (close-on-exec).
-        key: ``(st_dev, st_ino)`` of the locked file: its identity, whatever
-            the spelling of the path.
+        key: ``(st_dev, st_ino)`` of the open file.
     """
 
-    fd: int
-    key: tuple[int, int]
+    __slots__ = ("fd", "key")
+
+    def __init__(self, fd: int, key: tuple[int, int]) -> None:
+        """Wrap ``fd``; the caller has registered it (see :func:`_open`)."""
+        self.fd = fd
+        self.key = key
 
     def release(self) -> None:
         """Unlock and close: the lock is free for others at once."""
-        try:
-            _platform.unlock(self.fd)
-        finally:
-            os.close(self.fd)
+        with _open_mutex:
+            _open_locks.discard(self)
+            try:
+                _platform.unlock(self.fd)
+            finally:
+                os.close(self.fd)
 
     def abandon(self) -> None:
-        """Close without unlocking, for a forked child's inherited copy.
+        """Close without unlocking (a forked child's inherited copy).
 
         The lock belongs to the open file description shared with the
         parent; closing the child's descriptor leaves the parent's lock in
-        place and lets it end when the parent ends.
+        place and lets it end when the parent ends. A no-op once the fork
+        hook has closed it already.
         """
-        os.close(self.fd)
+        with _open_mutex:
+            if self in _open_locks:
+                _open_locks.discard(self)
+                os.close(self.fd)
+
+
+_open_mutex = threading.Lock()
+_open_locks: set[OpenLock] = set()
+
+
+def _close_all_in_child() -> None:
+    """After fork, in the child: close every inherited lock descriptor."""
+    global _open_mutex  # noqa: PLW0603  (a lock copied mid-use by fork is unusable)
+    _open_mutex = threading.Lock()
+    for lock in _open_locks:
+        os.close(lock.fd)
+    _open_locks.clear()
+
+
+def _before_fork() -> None:
+    """Hold the mutex across ``fork()``: no descriptor is half registered."""
+    _open_mutex.acquire()
+
+
+def _after_fork_in_parent() -> None:
+    """Let go of the mutex taken by :func:`_before_fork`."""
+    _open_mutex.release()
+
+
+_platform.at_fork(
+    before=_before_fork,
+    after_in_parent=_after_fork_in_parent,
+    after_in_child=_close_all_in_child,
+)
 
 
 def try_lock_file(path: Path) -> OpenLock | None:
@@ -98,48 +129,59 @@ def try_lock_file(path: Path) -> OpenLock | None:
         OSError: the file could not be opened or locked.
     """
     for _ in range(_MAX_ATTEMPTS):
-        fd = _open_lock_file(path)
+        lock = _open(path)
         try:
-            if not _platform.try_lock(fd):
-                os.close(fd)
-                return None
-            st = os.fstat(fd)
-            key = (st.st_dev, st.st_ino)
-            try:
-                now = os.lstat(path)
-            except FileNotFoundError:
-                now = None
-            if now is not None and (now.st_dev, now.st_ino) == key:
-                return OpenLock(fd, key)
+            locked = _platform.try_lock(lock.fd)
+            now = _key_of(path) if locked else None
         except BaseException:
-            os.close(fd)
+            lock.abandon()
             raise
-        os.close(fd)  # replaced under us: closing also drops the stale lock
+        if not locked:
+            lock.abandon()
+            return None
+        if now == lock.key:
+            return lock
+        lock.release()  # replaced or removed under us: try the new file
     raise SingletonProcError(
         f"{path} was replaced {_MAX_ATTEMPTS} times while we locked it; "
         "something is deleting or renaming lock files in that directory"
     )
 
 
-def _open_lock_file(path: Path) -> int:
+def _key_of(path: Path) -> tuple[int, int] | None:
+    """``(st_dev, st_ino)`` of ``path`` itself (not followed), or ``None``."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    return (st.st_dev, st.st_ino)
+
+
+def _open(path: Path) -> OpenLock:
     """Open ``path`` read-only, creating it ``0644`` when missing.
 
     An existing file is opened without ``O_CREAT``: with
     ``fs.protected_regular``, Linux refuses ``O_CREAT`` on another user's
     file in a sticky directory even when it exists. A read-only descriptor
-    is all ``flock`` needs.
+    is all ``flock`` needs. The descriptor is registered for the fork hook
+    under the same mutex the hook's parent side cannot interleave with.
     """
     while True:
-        try:
-            return open_no_follow(path, os.O_RDONLY)
-        except FileNotFoundError:
-            pass
-        try:
-            fd = open_no_follow(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL)
-        except FileExistsError:  # created by someone else just now
-            continue
-        _platform.set_mode(fd, FILE_MODE)
-        return fd
+        with _open_mutex:
+            try:
+                fd = open_no_follow(path, os.O_RDONLY)
+            except FileNotFoundError:
+                fd = -1
+            if fd < 0:
+                try:
+                    fd = open_no_follow(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL)
+                except FileExistsError:  # created by someone else just now
+                    continue
+                _platform.set_mode(fd, FILE_MODE)
+            st = os.fstat(fd)
+            lock = OpenLock(fd, (st.st_dev, st.st_ino))
+            _open_locks.add(lock)
+            return lock
 
 
 @dataclass(frozen=True)
@@ -156,7 +198,7 @@ class LockState:
     pids: frozenset[int] | None
 
 
-def lock_state(path: Path) -> LockState:
+def lock_state(directory: Path, path: Path) -> LockState:
     """Look at the lock on ``path`` without disturbing a concurrent start.
 
     On Linux ``/proc/locks`` answers. Elsewhere the only way to know is to
@@ -170,13 +212,13 @@ def lock_state(path: Path) -> LockState:
         st = os.lstat(path)
     except FileNotFoundError:
         return LockState(held=False, pids=frozenset())
-    if stat.S_ISLNK(st.st_mode):
+    if _platform.is_link(st):
         raise symlink_refused(path)
-    pids = _platform.flock_holders(st)
+    pids = _platform.flock_holders(directory, st)
     if pids is not None:
         return LockState(held=bool(pids), pids=pids)
-    probe = try_lock_file(path)  # pragma: no cover - platforms without /proc/locks
-    if probe is None:  # pragma: no cover
+    probe = try_lock_file(path)
+    if probe is None:
         return LockState(held=True, pids=None)
-    probe.release()  # pragma: no cover
-    return LockState(held=False, pids=None)  # pragma: no cover
+    probe.release()
+    return LockState(held=False, pids=None)

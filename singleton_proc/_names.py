@@ -3,15 +3,29 @@
 from __future__ import annotations
 
 import sys
+import unicodedata
 from pathlib import Path
+
+from ._holder import printable
 
 __all__ = ["MAX_NAME_LENGTH", "derive_name", "validate_name"]
 
 MAX_NAME_LENGTH = 128
+#: The longest file we make is ``.<name>.pid.<16 hex>.tmp``: 26 bytes more
+#: than the name, within the usual 255-byte limit.
+_MAX_NAME_BYTES = 200
+_WINDOWS_FORBIDDEN = frozenset('<>:"|?*')
+#: Controls, format characters (bidi overrides, zero-width), line and
+#: paragraph separators, lone surrogates.
+_UNSAFE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
+_WINDOWS_DEVICES = frozenset(
+    {"CON", "PRN", "AUX", "NUL", "CONIN$", "CONOUT$"}
+    | {f"{port}{n}" for port in ("COM", "LPT") for n in "123456789¹²³"}
+)
 
 
 def validate_name(name: object) -> str:
-    r"""Return ``name`` if it is safe as a file name in the lock directory.
+    r"""Return ``name`` if it is safe as a file name on every platform.
 
     Args:
         name: The instance name given by the user.
@@ -21,19 +35,22 @@ def validate_name(name: object) -> str:
 
     Raises:
         TypeError: ``name`` is not a string.
-        ValueError: it is empty, ``.`` or ``..``, longer than 128 characters,
-            or contains ``/``, ``\\``, NUL or a control character; the
-            message names the offending part.
+        ValueError: it is empty, ``.`` or ``..``, longer than 128 characters
+            or 200 bytes of UTF-8, contains a path separator, a character
+            Windows forbids in file names (``<>:"|?*``), a control, format,
+            line-separator or surrogate character, ends with a dot or a
+            space, or is a Windows device name (``CON``, ``NUL``, ``COM1``,
+            ...); the message names the offending part.
     """
     if not isinstance(name, str):
         raise TypeError(f"instance name must be a str, not {type(name).__name__}")
     problem = _name_problem(name)
     if problem:
-        raise ValueError(f"invalid instance name {name!r}: {problem}")
+        raise ValueError(f"invalid instance name '{printable(name, 60)}': {problem}")
     return name
 
 
-def _name_problem(name: str) -> str:
+def _name_problem(name: str) -> str:  # noqa: C901, PLR0911  (a flat list of checks)
     """Say what makes ``name`` unusable, or return ``""`` when it is fine."""
     if not name:
         return "it is empty"
@@ -44,8 +61,16 @@ def _name_problem(name: str) -> str:
     for char in name:
         if char in "/\\":
             return f"it contains the path separator {char!r}"
-        if ord(char) < 0x20 or ord(char) == 0x7F:  # noqa: PLR2004  (C0 controls, DEL)
-            return f"it contains the control character {char!r}"
+        if char in _WINDOWS_FORBIDDEN:
+            return f"it contains {char!r}, which Windows forbids in file names"
+        if unicodedata.category(char) in _UNSAFE_CATEGORIES:
+            return f"it contains the control or invisible character {char!r}"
+    if len(name.encode("utf-8")) > _MAX_NAME_BYTES:
+        return f"it is over {_MAX_NAME_BYTES} bytes in UTF-8"
+    if name[-1] in ". ":
+        return "it ends with a dot or a space, which Windows drops"
+    if name.split(".", 1)[0].strip().upper() in _WINDOWS_DEVICES:
+        return "it is a Windows device name"
     return ""
 
 

@@ -9,23 +9,19 @@ Nothing here follows a symlink.
 
 from __future__ import annotations
 
-import errno
 import os
 import stat
+import sys
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from . import _platform
 from ._errors import InsecureLockPathError
 
-if TYPE_CHECKING:
-    from collections.abc import Iterable
-
 __all__ = [
     "ENV_DIRECTORY",
     "FILE_MODE",
-    "default_directory",
+    "existing_directory",
     "open_no_follow",
     "resolve_directory",
     "symlink_refused",
@@ -38,6 +34,7 @@ FILE_MODE = 0o644
 _PRIVATE_MODE = 0o700
 _SHARED_MODE = 0o755
 _OTHERS_WRITE = stat.S_IWGRP | stat.S_IWOTH
+_PACKAGE_DIR = os.path.dirname(__file__)
 
 #: Filesystems on which file locks may silently fail to exclude.
 _NETWORK_FS = frozenset(
@@ -47,7 +44,7 @@ _NETWORK_FS = frozenset(
         "afpfs", "sshfs", "virtiofs",
     }
 )  # fmt: skip
-_warned_devices: set[int] = set()
+_checked_devices: set[int] = set()
 
 
 def resolve_directory(directory: str | os.PathLike[str] | None) -> Path:
@@ -55,18 +52,43 @@ def resolve_directory(directory: str | os.PathLike[str] | None) -> Path:
 
     Args:
         directory: An explicit, possibly shared directory, or ``None`` for
-            the private per-user default.
+            the private per-user default: ``$SINGLETON_PROC_DIR`` if set;
+            else ``singleton_proc`` in the user's cache directory
+            (``~/.cache`` on Linux); else, when the home directory is
+            missing, unusable or read-only, ``/tmp/singleton_proc-<uid>``.
 
     Raises:
         InsecureLockPathError: the directory is a symlink or not a
-            directory, a private one is not private, or a shared one is
-            writable by others without the sticky bit.
+            directory, a private one belongs to another user or is writable
+            by group or others, or a shared one is writable by others
+            without the sticky bit.
+        ValueError: ``$SINGLETON_PROC_DIR`` is not an absolute path.
         OSError: the directory could not be created.
     """
+    path = _resolve(directory, create=True)
+    assert path is not None  # noqa: S101  (created, or an error was raised)
+    return path
+
+
+def existing_directory(directory: str | os.PathLike[str] | None) -> Path | None:
+    """Like :func:`resolve_directory`, for looking: nothing is created.
+
+    Returns:
+        The checked directory, or ``None`` when it does not exist (so
+        nothing can be running there).
+    """
+    return _resolve(directory, create=False)
+
+
+def _resolve(directory: str | os.PathLike[str] | None, *, create: bool) -> Path | None:
+    """Find and check the lock directory, creating it only if asked."""
     if directory is None:
-        return default_directory()
+        return _default_directory(create=create)
     path = Path(os.fspath(directory)).absolute()
-    _make_directory(path, _SHARED_MODE, parents=True)
+    if not os.path.lexists(path):
+        if not create:
+            return None
+        _make_directory(path, _SHARED_MODE, parents=True)
     st = _lstat_directory(path)
     if st.st_mode & _OTHERS_WRITE and not st.st_mode & stat.S_ISVTX:
         raise InsecureLockPathError(
@@ -78,67 +100,59 @@ def resolve_directory(directory: str | os.PathLike[str] | None) -> Path:
     return path
 
 
-def default_directory() -> Path:
-    """Return the private per-user lock directory, created and checked.
-
-    ``$SINGLETON_PROC_DIR`` if set; else ``singleton_proc`` in the user's
-    cache directory (``~/.cache`` on Linux); else, when the home directory
-    is missing or read-only, ``/tmp/singleton_proc-<uid>``.
-
-    Raises:
-        InsecureLockPathError: the directory exists but is a symlink,
-            belongs to another user, or is writable by group or others.
-        ValueError: ``$SINGLETON_PROC_DIR`` is not an absolute path.
-    """
+def _default_directory(*, create: bool) -> Path | None:
+    """The private per-user directory: the first candidate that works."""
     configured = os.environ.get(ENV_DIRECTORY)
     if configured:
-        path = Path(os.path.expanduser(configured))  # noqa: PTH111
+        path = Path(os.path.expanduser(configured))
         if not path.is_absolute():
             raise ValueError(
                 f"${ENV_DIRECTORY} must be an absolute path (it is {configured!r}): "
                 "a relative one would name another directory under cron"
             )
-        candidates: Iterable[tuple[Path, bool]] = ((path, True),)
+        candidates = [(path, True)]
     else:
         # Never create the home directory itself: a missing home means "use
         # the fallback", as does one we cannot write to.
-        candidates = (
-            (_platform.cache_home() / "singleton_proc", False),
-            (_platform.fallback_directory(), False),
-        )
+        cache = _platform.cache_home()
+        candidates = [(cache / "singleton_proc", False)] if cache else []
+        candidates.append((_platform.fallback_directory(), False))
     failure: OSError | None = None
     for path, parents in candidates:
-        try:
-            _make_directory(path, _PRIVATE_MODE, parents=parents)
-        except OSError as exc:  # home missing or read-only: try the next one
-            failure = exc
-            continue
+        if not os.path.lexists(path):
+            if not create:
+                continue
+            try:
+                _make_directory(path, _PRIVATE_MODE, parents=parents)
+            except OSError as exc:  # home missing or read-only: try the next one
+                failure = exc
+                continue
         _check_private(path)
         return path
-    assert failure is not None  # noqa: S101  (the loop ran at least once)
+    if failure is None:
+        return None
     raise failure
 
 
 def _make_directory(path: Path, mode: int, *, parents: bool) -> None:
-    """Create ``path`` with ``mode`` unless it exists (as anything).
+    """Create ``path`` with exactly ``mode``, unless it exists (as anything).
 
     With ``parents`` every missing ancestor is created; without, only the
     immediate parent (``~/.cache`` under an existing home), so that a
     missing home directory shows as a failure instead of being invented.
     """
-    if os.path.lexists(path):  # the common case, and cheaper than mkdir's error
-        return
+    path.parent.mkdir(parents=parents, exist_ok=True)
     try:
-        path.parent.mkdir(parents=parents, exist_ok=True)
         path.mkdir(mode)
-    except FileExistsError:
+    except FileExistsError:  # created by someone else meanwhile: checked next
         return
+    _platform.set_directory_mode(path, mode)  # the umask may have taken bits
 
 
 def _lstat_directory(path: Path) -> os.stat_result:
     """``lstat`` ``path`` and insist on a real directory."""
     st = path.lstat()
-    if stat.S_ISLNK(st.st_mode):
+    if _platform.is_link(st):
         raise InsecureLockPathError(
             f"lock directory {path} is a symlink; refusing to follow it "
             "(point the configuration at the real directory)"
@@ -152,55 +166,45 @@ def _check_private(path: Path) -> None:
     """Insist that ``path`` is a directory only the current user controls."""
     st = _lstat_directory(path)
     uid = _platform.current_uid()
-    if uid is None:  # pragma: no cover - Windows: ACLs, not mode bits
-        return
-    if st.st_uid != uid:
-        raise InsecureLockPathError(
-            f"private lock directory {path} belongs to uid {st.st_uid}, not to "
-            f"you (uid {uid}); remove it, or set ${ENV_DIRECTORY} or directory= "
-            "to a directory of your own"
-        )
-    if st.st_mode & _OTHERS_WRITE:
-        raise InsecureLockPathError(
-            f"private lock directory {path} is writable by group or others "
-            f"(mode {stat.S_IMODE(st.st_mode):04o}); run: chmod 700 {path}"
-        )
+    if uid is not None:  # Windows: ACLs, not mode bits
+        if st.st_uid != uid:
+            raise InsecureLockPathError(
+                f"private lock directory {path} belongs to uid {st.st_uid}, not to "
+                f"you (uid {uid}); remove it, or set ${ENV_DIRECTORY} or "
+                "directory= to a directory of your own"
+            )
+        if st.st_mode & _OTHERS_WRITE:
+            raise InsecureLockPathError(
+                f"private lock directory {path} is writable by group or others "
+                f"(mode {stat.S_IMODE(st.st_mode):04o}); run: chmod 700 {path}"
+            )
     _warn_if_network(path, st)
 
 
 def _warn_if_network(path: Path, st: os.stat_result) -> None:
     """Warn once per filesystem when file locks there may not exclude."""
-    if st.st_dev in _warned_devices:
+    if st.st_dev in _checked_devices:
         return
-    _warned_devices.add(st.st_dev)
-    fstype = _filesystem_type(path)
-    if fstype:
+    _checked_devices.add(st.st_dev)
+    fstype = _platform.filesystem_type(path)
+    words = set(fstype.lower().split())
+    if words & _NETWORK_FS or "remote" in words or "fuse" in fstype.lower():
         warnings.warn(
             f"lock directory {path} is on a {fstype} filesystem, where file "
             "locks may not exclude processes on other machines or at all; "
             "use a local directory",
             RuntimeWarning,
-            stacklevel=4,
+            stacklevel=_caller_stacklevel(),
         )
 
 
-def _filesystem_type(path: Path) -> str:
-    """The type of the network or FUSE filesystem holding ``path``, or ``""``."""
-    import psutil  # noqa: PLC0415  (only on the first lock in a directory)
-
-    real = os.path.realpath(path)
-    best = None
-    for part in psutil.disk_partitions(all=True):
-        mount = part.mountpoint
-        inside = real == mount or real.startswith(mount.rstrip(os.sep) + os.sep)
-        if inside and (best is None or len(mount) > len(best.mountpoint)):
-            best = part
-    if best is None:
-        return ""
-    fstype = best.fstype.lower()
-    if fstype in _NETWORK_FS or "fuse" in fstype or "remote" in best.opts:
-        return best.fstype
-    return ""
+def _caller_stacklevel() -> int:
+    """The ``stacklevel`` that points a warning at the first frame outside us."""
+    level, frame = 1, sys._getframe(1)  # noqa: SLF001
+    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+        level += 1
+        frame = frame.f_back  # type: ignore[assignment]
+    return level
 
 
 def open_no_follow(path: Path, flags: int, mode: int = FILE_MODE) -> int:
@@ -224,7 +228,7 @@ def open_no_follow(path: Path, flags: int, mode: int = FILE_MODE) -> int:
     try:
         fd = os.open(path, flags | _platform.OPEN_FLAGS, mode)
     except OSError as exc:
-        if exc.errno in {errno.ELOOP, errno.EMLINK} and path.is_symlink():
+        if _platform.refused_symlink(exc) and path.is_symlink():
             raise symlink_refused(path) from None
         raise
     if not stat.S_ISREG(os.fstat(fd).st_mode):

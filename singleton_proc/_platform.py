@@ -9,27 +9,42 @@ package never tests ``os.name`` or ``sys.platform`` itself:
   ``LOCKER`` setting;
 * open flags (``O_NOFOLLOW``, ``O_CLOEXEC``, ``O_NONBLOCK``) and file modes;
 * where the per-user cache directory and its fallback are;
-* who holds a lock, read without taking it (Linux: ``/proc/locks``).
+* who holds a lock, read without taking it (Linux: ``/proc/locks``), and
+  which lock files a process has open (Linux: ``/proc/<pid>/fd``);
+* symlinks and junctions, fork hooks, filesystem types.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
+import stat
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from portalocker import exceptions as _pl_exceptions
 from portalocker.constants import LockFlags
 from portalocker.portalocker import BaseLocker
 
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
 __all__ = [
     "HAS_NOFOLLOW",
     "IS_WINDOWS",
     "OPEN_FLAGS",
+    "at_fork",
     "cache_home",
     "current_uid",
     "fallback_directory",
+    "filesystem_type",
     "flock_holders",
+    "is_link",
+    "open_lock_files",
+    "refused_symlink",
+    "set_directory_mode",
     "set_mode",
     "try_lock",
     "unlock",
@@ -63,7 +78,10 @@ OPEN_FLAGS = (
     | getattr(os, "O_BINARY", 0)
 )
 
-_PROC_LOCKS = Path("/proc/locks")
+_PROC = Path("/proc")
+_PROC_LOCKS = _PROC / "locks"
+_MOUNTINFO = _PROC / "self" / "mountinfo"
+_REPARSE_POINT = 0x400  # FILE_ATTRIBUTE_REPARSE_POINT: symlinks and junctions
 
 
 def try_lock(fd: int) -> bool:
@@ -101,6 +119,40 @@ def set_mode(fd: int, mode: int) -> None:
         os.fchmod(fd, mode)
 
 
+def set_directory_mode(path: Path, mode: int) -> None:
+    """Give a directory we created ``mode`` whatever the umask (POSIX only)."""
+    if not IS_WINDOWS:
+        os.chmod(path, mode, follow_symlinks=False)
+
+
+def is_link(st: os.stat_result) -> bool:
+    """Whether an ``lstat`` result is a symlink (or, on Windows, a junction)."""
+    attributes = getattr(st, "st_file_attributes", 0)
+    return stat.S_ISLNK(st.st_mode) or bool(attributes & _REPARSE_POINT)
+
+
+def refused_symlink(exc: OSError) -> bool:
+    """Whether an ``O_NOFOLLOW`` open failed because the path is a symlink.
+
+    Linux and macOS say ``ELOOP``; FreeBSD says ``EMLINK``.
+    """
+    return exc.errno in {errno.ELOOP, errno.EMLINK}
+
+
+def at_fork(
+    *,
+    before: Callable[[], object] | None = None,
+    after_in_parent: Callable[[], object] | None = None,
+    after_in_child: Callable[[], object],
+) -> None:
+    """Register fork hooks, as :func:`os.register_at_fork` (POSIX only)."""
+    if not hasattr(os, "register_at_fork"):  # pragma: no cover - Windows has no fork
+        return
+    if before is not None and after_in_parent is not None:
+        os.register_at_fork(before=before, after_in_parent=after_in_parent)
+    os.register_at_fork(after_in_child=after_in_child)
+
+
 def current_uid() -> int | None:
     """The effective user id, or ``None`` where there is no such thing."""
     if IS_WINDOWS:  # pragma: no cover - Windows is correct by design
@@ -108,17 +160,25 @@ def current_uid() -> int | None:
     return os.geteuid()
 
 
-def cache_home() -> Path:
+def cache_home() -> Path | None:
     """The per-user cache directory that every session of the user shares.
 
     ``~`` is resolved as :func:`os.path.expanduser` does (``$HOME``, else the
     password database), never from session variables such as
     ``$XDG_RUNTIME_DIR`` or ``$TMPDIR``, which cron and systemd do not set.
+
+    Returns:
+        The directory, or ``None`` when the home is unusable: an empty or
+        relative ``$HOME``, no password entry, or ``/`` (service users).
     """
     if IS_WINDOWS:  # pragma: no cover - Windows is correct by design
         local = os.environ.get("LOCALAPPDATA")
         return Path(local) if local else Path.home() / "AppData" / "Local"
-    home = Path(os.path.expanduser("~"))  # noqa: PTH111  (documented semantics)
+    if os.environ.get("HOME") == "":
+        return None  # expanduser would make "/" of it
+    home = Path(os.path.expanduser("~"))
+    if not home.is_absolute() or home == Path(home.anchor):
+        return None
     if IS_MACOS:  # pragma: no cover - macOS is correct by design
         return home / "Library" / "Caches"
     return home / ".cache"
@@ -132,18 +192,41 @@ def fallback_directory() -> Path:
     between sessions), with the uid in the name so that every user has one.
     """
     if IS_WINDOWS:  # pragma: no cover - Windows is correct by design
-        import tempfile  # noqa: PLC0415  (Windows only)
+        import getpass  # noqa: PLC0415  (Windows only)
+        import tempfile  # noqa: PLC0415
 
-        return Path(tempfile.gettempdir()) / "singleton_proc"
+        return Path(tempfile.gettempdir()) / f"singleton_proc-{getpass.getuser()}"
     return Path(f"/tmp/singleton_proc-{os.geteuid()}")  # noqa: S108
 
 
-def flock_holders(st: os.stat_result) -> frozenset[int] | None:
-    """The pids holding a ``flock`` on the file ``st`` describes, without locking.
+def filesystem_type(path: Path) -> str:
+    """The type of the filesystem holding ``path`` (``"ext4"``, ``"nfs4"``, ...).
 
-    Linux lists every lock in ``/proc/locks``, identified by the device
-    (hexadecimal ``major:minor``) and the inode; lines marked ``->`` are
-    waiters, not holders.
+    From psutil's mount table, which every platform has; ``"remote"`` is
+    appended for what Windows reports as a network drive.
+    """
+    import psutil  # noqa: PLC0415  (only on the first lock in a directory)
+
+    real = os.path.realpath(path)
+    best = None
+    for part in psutil.disk_partitions(all=True):
+        mount = part.mountpoint
+        inside = real == mount or real.startswith(mount.rstrip(os.sep) + os.sep)
+        if inside and (best is None or len(mount) > len(best.mountpoint)):
+            best = part
+    if best is None:
+        return ""
+    return f"{best.fstype} remote" if "remote" in best.opts else best.fstype
+
+
+def flock_holders(directory: Path, st: os.stat_result) -> frozenset[int] | None:
+    """The pids holding a ``flock`` on a file in ``directory``, without locking.
+
+    Linux lists every lock in ``/proc/locks`` by inode and by the device of
+    the filesystem's superblock (hexadecimal ``major:minor``). That device
+    is the one ``stat`` reports on most filesystems, but not on overlayfs
+    (containers) or btrfs subvolumes, where ``/proc/self/mountinfo`` has it;
+    both are accepted. Lines marked ``->`` are waiters, not holders.
 
     Returns:
         The holders' pids (empty when the file is not locked), or ``None``
@@ -153,14 +236,89 @@ def flock_holders(st: os.stat_result) -> frozenset[int] | None:
         text = _PROC_LOCKS.read_text(encoding="ascii", errors="replace")
     except OSError:
         return None
-    wanted = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    wanted = {f"{_device(st.st_dev)}:{st.st_ino}"}
+    mount_device = _mount_device(directory)
+    if mount_device:
+        wanted.add(f"{mount_device}:{st.st_ino}")
     pids: set[int] = set()
     for line in text.splitlines():
         fields = line.split()
         # Fields: ordinal, FLOCK, ADVISORY, WRITE, pid, major:minor:inode, ...
-        if len(fields) >= 6 and fields[1] == "FLOCK" and fields[5] == wanted:  # noqa: PLR2004
-            try:
+        if len(fields) >= 6 and fields[1] == "FLOCK" and fields[5] in wanted:  # noqa: PLR2004
+            with contextlib.suppress(ValueError):
                 pids.add(int(fields[4]))
-            except ValueError:
-                continue
     return frozenset(pids)
+
+
+def _device(dev: int) -> str:
+    """``st_dev`` as ``/proc/locks`` writes devices: hexadecimal ``major:minor``."""
+    return f"{os.major(dev):02x}:{os.minor(dev):02x}"
+
+
+_mount_devices: dict[str, str] = {}
+
+
+def _mount_device(directory: Path) -> str:
+    """The superblock device of the mount holding ``directory``, or ``""``.
+
+    Read from ``/proc/self/mountinfo`` (decimal ``major:minor``, mount points
+    octal-escaped) once per directory per process.
+    """
+    key = str(directory)
+    if key not in _mount_devices:
+        real = os.path.realpath(directory)
+        best, device = "", ""
+        try:
+            lines = _MOUNTINFO.read_text(
+                encoding="utf-8", errors="replace"
+            ).splitlines()
+        except OSError:
+            lines = []
+        for line in lines:
+            fields = line.split()
+            if len(fields) < 5:  # noqa: PLR2004
+                continue
+            mount = _unescape_mount(fields[4])
+            inside = real == mount or real.startswith(mount.rstrip("/") + "/")
+            if inside and len(mount) >= len(best):
+                major, _, minor = fields[2].partition(":")
+                with contextlib.suppress(ValueError):
+                    device = f"{int(major):02x}:{int(minor):02x}"
+                    best = mount
+        _mount_devices[key] = device
+    return _mount_devices[key]
+
+
+def _unescape_mount(field: str) -> str:
+    r"""Undo mountinfo's octal escapes (``\040`` for a space, and so on)."""
+    if "\\" not in field:
+        return field
+    return field.encode("latin-1", "backslashreplace").decode("unicode_escape")
+
+
+def open_lock_files(pid: int, path: Path) -> frozenset[tuple[int, int]] | None:
+    """``(st_dev, st_ino)`` of the files named ``path`` that ``pid`` has open.
+
+    Includes a file deleted since it was opened (Linux shows it as
+    ``"<path> (deleted)"``): the evidence that a live holder still holds a
+    lock file someone removed or replaced under it.
+
+    Returns:
+        The open files' identities, or ``None`` when the platform cannot tell
+        (not Linux, or not allowed to look at that process's descriptors).
+    """
+    fd_dir = _PROC / str(pid) / "fd"
+    names = {str(path), f"{path} (deleted)"}
+    found: set[tuple[int, int]] = set()
+    try:
+        entries = os.listdir(fd_dir)
+    except OSError:
+        return None
+    for entry in entries:
+        try:
+            if os.readlink(fd_dir / entry) in names:
+                st = os.stat(fd_dir / entry)  # follows the magic link to the open file
+                found.add((st.st_dev, st.st_ino))
+        except OSError:  # closed meanwhile
+            continue
+    return frozenset(found)

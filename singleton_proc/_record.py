@@ -1,4 +1,4 @@
-"""The holder's record: the ``Holder`` dataclass and its ``<name>.pid`` JSON file.
+"""The holder's record: the ``<name>.pid`` JSON file.
 
 The record is advisory. It is written atomically by the process that holds
 the lock, right after locking, and removed by that process on release while
@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 import os
-import shlex
 import string
-from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from . import _platform
+from ._errors import InsecureLockPathError
+from ._holder import Holder
 from ._paths import FILE_MODE, open_no_follow, symlink_refused
 
 if TYPE_CHECKING:
@@ -26,7 +27,6 @@ if TYPE_CHECKING:
 
 __all__ = [
     "RECORD_VERSION",
-    "Holder",
     "decode_record",
     "encode_record",
     "read_record",
@@ -40,49 +40,12 @@ RECORD_VERSION = 1
 #: A record is a few hundred bytes; anything much larger is not one of ours.
 _MAX_RECORD_BYTES = 64 * 1024
 _TOKEN_HEX = 16
-_MAX_COMMAND = 200
+#: Plausible bounds for the times in a record: anything outside is not ours.
+_LATEST_EPOCH = 1e11  # year 5138
+_EARLIEST_YEAR, _LATEST_YEAR = 1970, 9000
+
+_log = logging.getLogger("singleton_proc")
 _TEMP_SUFFIX = ".tmp"
-
-
-@dataclass(frozen=True)
-class Holder:
-    """The process holding an instance name, as recorded and verified.
-
-    Attributes:
-        name: The instance name.
-        pid: The holder's process id.
-        create_time: When the process started, as psutil reports it
-            (seconds since the epoch).
-        started_at: When it took the lock (an aware datetime, UTC).
-        cmdline: Its command line.
-        user: The user it runs as.
-        host: The host it runs on.
-
-    Example:
-        >>> from singleton_proc import holder
-        >>> h = holder("feishu")  # doctest: +SKIP
-        >>> print(h)  # doctest: +SKIP
-        pid 4242, since 2026-11-27 13:45:01, command: python bot.py
-    """
-
-    name: str
-    pid: int
-    create_time: float
-    started_at: datetime
-    cmdline: tuple[str, ...]
-    user: str
-    host: str
-
-    def __str__(self) -> str:
-        """One line for people: pid, since when (local time), command."""
-        since = self.started_at.astimezone().strftime("%Y-%m-%d %H:%M:%S")
-        return f"pid {self.pid}, since {since}, command: {self.command}"
-
-    @property
-    def command(self) -> str:
-        """The command line as one shell-quoted line, cut at 200 characters."""
-        line = shlex.join(self.cmdline).replace("\n", "\\n").replace("\r", "\\r")
-        return line if len(line) <= _MAX_COMMAND else line[: _MAX_COMMAND - 1] + "…"
 
 
 def record_path(directory: Path, name: str) -> Path:
@@ -119,7 +82,10 @@ def decode_record(data: bytes, name: str) -> Holder | None:
         raw = json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError):
         return None
-    if not isinstance(raw, dict) or raw.get("version") != RECORD_VERSION:
+    if not isinstance(raw, dict):
+        return None
+    version = raw.get("version")
+    if type(version) is not int or version != RECORD_VERSION:
         return None
     try:
         return _holder_from(raw, name)
@@ -139,6 +105,7 @@ def _holder_from(raw: dict[str, Any], name: str) -> Holder | None:
         or not isinstance(create_time, (int, float))
         or isinstance(create_time, bool)
         or not math.isfinite(create_time)
+        or not 0 < create_time < _LATEST_EPOCH
         or not isinstance(started, str)
         or not isinstance(cmdline, list)
         or not all(isinstance(arg, str) for arg in cmdline)
@@ -147,13 +114,13 @@ def _holder_from(raw: dict[str, Any], name: str) -> Holder | None:
     ):
         return None
     started_at = datetime.fromisoformat(started)
-    if started_at.tzinfo is None:
-        return None
+    if started_at.tzinfo is None or not _EARLIEST_YEAR < started_at.year < _LATEST_YEAR:
+        return None  # naive, or so far off that local-time arithmetic could overflow
     return Holder(
         name=name,
         pid=pid,
         create_time=float(create_time),
-        started_at=started_at,
+        started_at=started_at.astimezone(timezone.utc),
         cmdline=tuple(cmdline),
         user=user,
         host=host,
@@ -178,7 +145,7 @@ def read_record(directory: Path, name: str) -> Holder | None:
     return decode_record(data, name)
 
 
-def write_record(directory: Path, holder: Holder) -> None:
+def write_record(directory: Path, holder: Holder) -> bool:
     """Atomically replace the record of ``holder.name`` with ``holder``.
 
     The data goes to a new, randomly named temporary file (``O_EXCL``, no
@@ -187,34 +154,54 @@ def write_record(directory: Path, holder: Holder) -> None:
     after a reboot. Stale temporary files of this name, left by a holder
     that crashed mid-write, are swept afterwards.
 
+    The record is advisory, so failing to write it (a full disk, another
+    user's stale record in a sticky directory, a reader holding it open on
+    Windows) does not fail the caller, who holds the lock: it is logged, and
+    the holder reads as unknown.
+
+    Returns:
+        Whether the record was written.
+
     Raises:
-        InsecureLockPathError: the record path is a symlink.
-        OSError: the record could not be written.
+        InsecureLockPathError: the record or temporary path is a symlink.
     """
     target = record_path(directory, holder.name)
     prefix = _temp_prefix(holder.name)
     temp = directory / f"{prefix}{os.urandom(_TOKEN_HEX // 2).hex()}{_TEMP_SUFFIX}"
-    fd = open_no_follow(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
     try:
-        _platform.set_mode(fd, FILE_MODE)
-        os.write(fd, encode_record(holder))
-    finally:
-        os.close(fd)
-    try:
-        # os.replace never follows a symlink at the target, but a symlink
-        # there means someone is meddling: refuse rather than hide it.
-        if target.is_symlink():
-            raise symlink_refused(target)  # noqa: TRY301  (the cleanup below applies)
-        temp.replace(target)
-    except BaseException:
-        temp.unlink(missing_ok=True)
+        fd = open_no_follow(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+        try:
+            _platform.set_mode(fd, FILE_MODE)
+            os.write(fd, encode_record(holder))
+        finally:
+            os.close(fd)
+        try:
+            # os.replace never follows a symlink at the target, but a symlink
+            # there means someone is meddling: refuse rather than hide it.
+            if target.is_symlink():
+                raise symlink_refused(target)  # noqa: TRY301  (cleanup below)
+            temp.replace(target)
+        except BaseException:
+            temp.unlink(missing_ok=True)
+            raise
+    except InsecureLockPathError:
         raise
+    except OSError as exc:
+        _log.warning(
+            "could not write the record %s (%s); holding without it", target, exc
+        )
+        return False
     _sweep_temp_files(directory, prefix)
+    return True
 
 
 def remove_record(directory: Path, name: str) -> None:
-    """Delete the record of ``name`` if it is there."""
-    record_path(directory, name).unlink(missing_ok=True)
+    """Delete the record of ``name``; a failure is logged, never raised."""
+    path = record_path(directory, name)
+    try:
+        path.unlink(missing_ok=True)
+    except OSError as exc:
+        _log.warning("could not remove the record %s (%s)", path, exc)
 
 
 def _temp_prefix(name: str) -> str:
@@ -230,15 +217,21 @@ def _sweep_temp_files(directory: Path, prefix: str) -> None:
     (prefix, 16 hex digits, ``.tmp``) so another name's files never match.
     """
     size = len(prefix) + _TOKEN_HEX + len(_TEMP_SUFFIX)
-    with os.scandir(directory) as entries:
-        stale = [
-            entry.path
-            for entry in entries
-            if len(entry.name) == size
-            and entry.name.startswith(prefix)
-            and entry.name.endswith(_TEMP_SUFFIX)
-            and all(c in string.hexdigits for c in entry.name[len(prefix) : -4])
-        ]
+    try:
+        with os.scandir(directory) as entries:
+            stale = [
+                entry.path
+                for entry in entries
+                if len(entry.name) == size
+                and entry.name.startswith(prefix)
+                and entry.name.endswith(_TEMP_SUFFIX)
+                and all(
+                    c in string.hexdigits
+                    for c in entry.name[len(prefix) : len(prefix) + _TOKEN_HEX]
+                )
+            ]
+    except OSError:  # a directory we may write but not list: nothing to sweep
+        return
     for path in stale:
         with contextlib.suppress(OSError):  # another user's, in a sticky directory
-            os.unlink(path)  # noqa: PTH108
+            os.unlink(path)

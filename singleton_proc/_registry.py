@@ -2,19 +2,26 @@
 
 At interpreter exit every instance still held is released, so its record
 does not outlive it. In a child made by ``os.fork()`` (or multiprocessing's
-fork start method) every inherited instance is abandoned: its descriptor is
-closed without unlocking, so the child neither keeps the lock alive after
-the parent exits nor releases or deletes anything of the parent's.
+fork start method) every inherited instance is abandoned (its descriptor
+is closed, without unlocking, by ``_lockfile``'s own fork hook), so the
+child neither keeps the lock alive after the parent exits nor releases or
+deletes anything of the parent's.
 """
 
 from __future__ import annotations
 
 import atexit
+import logging
 import os
 import threading
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-__all__ = ["Holding", "add", "discard", "holding"]
+from . import _platform
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+__all__ = ["Holding", "NameKey", "add", "discard", "holding", "name_key"]
 
 
 class Holding(Protocol):
@@ -27,24 +34,36 @@ class Holding(Protocol):
         """Forget the instance in a forked child without touching the lock."""
 
 
+#: A name's identity in this process: the lock directory's ``(st_dev,
+#: st_ino)`` and the name. Two spellings of one directory are one key, and
+#: deleting the lock file does not change it.
+NameKey = tuple[int, int, str]
+
 _mutex = threading.Lock()
-_held: dict[tuple[int, int], Holding] = {}
+_held: dict[NameKey, Holding] = {}
+_log = logging.getLogger("singleton_proc")
 
 
-def add(key: tuple[int, int], instance: Holding) -> None:
-    """Record that ``instance`` holds the lock file identified by ``key``."""
+def name_key(directory: Path, name: str) -> NameKey:
+    """The key of ``name`` in ``directory``."""
+    st = os.stat(directory)
+    return (st.st_dev, st.st_ino, name)
+
+
+def add(key: NameKey, instance: Holding) -> None:
+    """Record that ``instance`` holds the name ``key``."""
     with _mutex:
         _held[key] = instance
 
 
-def discard(key: tuple[int, int]) -> None:
-    """Forget the lock file ``key`` (released)."""
+def discard(key: NameKey) -> None:
+    """Forget the name ``key`` (released)."""
     with _mutex:
         _held.pop(key, None)
 
 
-def holding(key: tuple[int, int]) -> Holding | None:
-    """The instance of this process holding lock file ``key``, if any."""
+def holding(key: NameKey) -> Holding | None:
+    """The instance of this process holding ``key``, if any."""
     with _mutex:
         return _held.get(key)
 
@@ -54,7 +73,10 @@ def _release_all() -> None:
     with _mutex:
         instances = list(_held.values())
     for instance in instances:
-        instance.release()
+        try:
+            instance.release()
+        except Exception:  # noqa: BLE001  (one failure must not keep the others held)
+            _log.exception("could not release %r at exit", instance)
 
 
 def _abandon_all_in_child() -> None:
@@ -68,5 +90,4 @@ def _abandon_all_in_child() -> None:
 
 
 atexit.register(_release_all)
-if hasattr(os, "register_at_fork"):  # POSIX; Windows has no fork
-    os.register_at_fork(after_in_child=_abandon_all_in_child)
+_platform.at_fork(after_in_child=_abandon_all_in_child)

@@ -52,7 +52,7 @@ def parent_state(instance: SingleInstance, directory: Path, name: str) -> None:
     report(
         parent_held=instance.held,
         record_pid=record.pid if record else None,
-        lock_pids=sorted(_platform.flock_holders(st) or ()),
+        lock_pids=sorted(_platform.flock_holders(directory, st) or ()),
         running=is_running(name, directory),
     )
 

@@ -1,7 +1,17 @@
-"""Fixtures shared by every test: a private lock directory, and no child left."""
+"""Fixtures shared by every test: a private lock directory, and no child left.
+
+The test process makes itself a child subreaper (Linux), so that processes
+orphaned by a test (a forked grandchild whose parent exited) are re-parented
+to it instead of to init, where ``no_child_left`` sees, fails and reaps them.
+"""
 
 from __future__ import annotations
 
+import ctypes
+import shutil
+import sys
+import tempfile
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import psutil
@@ -9,7 +19,6 @@ import pytest
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
-    from pathlib import Path
 
 
 @pytest.fixture
@@ -20,12 +29,37 @@ def lock_dir(tmp_path: Path) -> Path:
     return path
 
 
+@pytest.fixture
+def shared_dir() -> Iterator[Path]:
+    """A sticky, world-writable directory that every user can reach (like /tmp)."""
+    top = Path(tempfile.mkdtemp(prefix="singleton-proc-test-", dir="/tmp"))
+    top.chmod(0o755)
+    shared = top / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    try:
+        yield shared
+    finally:
+        shutil.rmtree(top)
+
+
 @pytest.fixture(autouse=True)
 def private_default_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Point the default directory (for us and our children) into tmp_path."""
     path = tmp_path / "default"
     monkeypatch.setenv("SINGLETON_PROC_DIR", str(path))
     return path
+
+
+_PR_SET_CHILD_SUBREAPER = 36
+
+
+def pytest_configure(config: pytest.Config) -> None:  # noqa: ARG001
+    """Adopt orphans: they become our children, visible to ``no_child_left``."""
+    if sys.platform == "linux":
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER) failed")
 
 
 @pytest.fixture(autouse=True)

@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import select
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import psutil
+import pytest
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
 
 TESTS = Path(__file__).parent
 HOLDER_SCRIPT = TESTS / "child_holder.py"
@@ -45,18 +46,16 @@ def reap(proc: subprocess.Popen[str]) -> None:
 
 
 def start_holder(
-    name: str, directory: Path, policy: str = "raise", exit_code: int = 1
+    name: str,
+    directory: Path,
+    policy: str = "raise",
+    exit_code: int = 1,
+    extra: str = "",
 ) -> subprocess.Popen[str]:
-    """Start ``child_holder.py``; the caller reaps it."""
+    """Start ``child_holder.py`` (``extra``: one more argument it ignores); reap it."""
+    args = [name, str(directory), policy, str(exit_code), *([extra] if extra else [])]
     return subprocess.Popen(
-        [
-            sys.executable,
-            str(HOLDER_SCRIPT),
-            name,
-            str(directory),
-            policy,
-            str(exit_code),
-        ],
+        [sys.executable, str(HOLDER_SCRIPT), *args],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -86,13 +85,54 @@ def finish(proc: subprocess.Popen[str]) -> tuple[int, str, str]:
 
 
 def wait_until_gone(pid: int, timeout: float = DEADLINE) -> None:
-    """Wait for a process we do not own (not our child) to disappear."""
-    deadline = time.monotonic() + timeout
-    while psutil.pid_exists(pid):
-        assert time.monotonic() < deadline, f"pid {pid} still exists"
-        time.sleep(0.01)
+    """Wait for ``pid`` to end, reaping it if it was re-parented to us."""
+    try:
+        psutil.Process(pid).wait(timeout)
+    except psutil.NoSuchProcess:
+        return
 
 
 def env_without_coverage() -> dict[str, str]:
     """The environment minus coverage's start-up hook variables."""
     return {k: v for k, v in os.environ.items() if not k.startswith("COVERAGE_")}
+
+
+needs_root = pytest.mark.skipif(
+    not hasattr(os, "geteuid") or os.geteuid() != 0,
+    reason="needs root to act as other users (CI runs as root)",
+)
+
+
+def as_user(uid: int, work: Callable[[], object]) -> object:
+    """Run ``work()`` in a forked child running as ``uid``; return its value.
+
+    The child needs no interpreter of its own (the venv under /root is not
+    readable by other users): it is this process, forked, with its
+    privileges dropped. Its result or exception comes back as JSON.
+    """
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        status = 0
+        try:
+            os.close(read_end)
+            os.setgid(uid)
+            os.setgroups([])
+            os.setuid(uid)
+            reply = {"value": work()}
+        except BaseException as exc:  # noqa: BLE001  (reported to the parent)
+            reply = {"error": f"{type(exc).__name__}: {exc}"}
+            status = 1
+        with os.fdopen(write_end, "w") as out:
+            json.dump(reply, out, default=str)
+        os._exit(status)
+    os.close(write_end)
+    with os.fdopen(read_end) as replies:
+        data = replies.read()
+    _, status = os.waitpid(pid, 0)
+    if not data:
+        raise AssertionError(f"as uid {uid}: no reply (exit status {status})")
+    reply = json.loads(data)
+    if "error" in reply:
+        raise AssertionError(f"as uid {uid}: {reply['error']}")
+    return reply["value"]

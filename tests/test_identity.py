@@ -14,7 +14,7 @@ import pytest
 from singleton_proc._identity import CREATE_TIME_TOLERANCE, current_identity, mismatch
 
 if TYPE_CHECKING:
-    from singleton_proc._record import Holder
+    from singleton_proc import Holder
 
 
 def _me() -> Holder:

@@ -117,7 +117,9 @@ def test_acquire_without_release_is_cleaned_up_at_exit(lock_dir: Path) -> None:
     assert read_line(proc) == "ready"
     # child_holder releases on EOF; here we make it exit without releasing
     os.kill(proc.pid, signal.SIGINT)  # KeyboardInterrupt in sys.stdin.read()
-    finish(proc)
+    code, _, err = finish(proc)
+    assert code == -signal.SIGINT, "it died of the KeyboardInterrupt, not by releasing"
+    assert "KeyboardInterrupt" in err
     assert not is_running("bot", lock_dir)
     assert not (lock_dir / "bot.pid").exists(), "atexit removed the record"
 
@@ -139,3 +141,21 @@ def test_default_directory_is_used_without_directory(private_default_dir: Path) 
     with SingleInstance("bot"):
         assert (private_default_dir / "bot.lock").exists()
         assert is_running("bot")
+
+
+def test_the_exit_line_stays_one_printable_line_whatever_the_command(
+    lock_dir: Path,
+) -> None:
+    nasty = "\x1b]0;pwned\x07 line\u2028sep\x0bvt\x85nel\nnl"
+    first = start_holder("bot", lock_dir, extra=nasty)
+    try:
+        assert read_line(first) == "ready"
+        second = start_holder("bot", lock_dir, policy="exit")
+        code, _, err = finish(second)
+    finally:
+        finish(first)
+    assert code == 1
+    line = err.removesuffix("\n")
+    assert "\n" not in line
+    assert line.isprintable()
+    assert "\\x1b]0;pwned" in line

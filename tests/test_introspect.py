@@ -10,7 +10,7 @@ import pytest
 
 from singleton_proc import SingleInstance, _platform, holder, is_running, list_instances
 
-from helpers import holding, read_line, reap
+from helpers import finish, holding, read_line
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -47,7 +47,8 @@ def test_every_holder_is_listed_and_nothing_else(
 ) -> None:
     with holding("alpha", lock_dir) as alpha, holding("beta", lock_dir) as beta:
         with holding("stale", lock_dir) as stale:
-            pass  # reaped by SIGTERM: its record stays, its lock is gone
+            stale.kill()  # SIGKILL: its record stays, its lock is gone
+            stale.wait()
         assert (lock_dir / "stale.pid").exists()
         (lock_dir / "not a name\x01.lock").write_text("")
         flock = subprocess.Popen(
@@ -84,7 +85,7 @@ def test_every_holder_is_listed_and_nothing_else(
             assert holder("stale", lock_dir) is None
             assert stale.returncode is not None
         finally:
-            reap(flock)
+            finish(flock)  # EOF ends cat, then flock(1) exits: nobody orphaned
 
 
 def test_a_record_naming_another_live_process_is_not_believed(lock_dir: Path) -> None:

@@ -8,10 +8,15 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from singleton_proc import InsecureLockPathError, SingleInstance, _platform
+from singleton_proc import (
+    AlreadyRunningError,
+    InsecureLockPathError,
+    SingleInstance,
+    _platform,
+)
 from singleton_proc._lockfile import lock_state, try_lock_file
 
-from helpers import holding, read_line, reap
+from helpers import finish, holding, read_line
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -36,7 +41,7 @@ def test_symlink_at_the_lock_path_is_refused_and_its_target_untouched(
     assert precious.stat().st_ino not in _locked_inodes()
     assert sorted(p.name for p in lock_dir.iterdir()) == ["bot.lock"]
     with pytest.raises(InsecureLockPathError, match="symlink"):
-        lock_state(lock_dir / "bot.lock")
+        lock_state(lock_dir, lock_dir / "bot.lock")
 
 
 def test_dangling_symlink_at_the_lock_path_creates_nothing(
@@ -97,28 +102,30 @@ def test_lock_taken_by_flock_1_counts_as_running(lock_dir: Path) -> None:
     )
     try:
         assert read_line(proc) == "locked"
-        state = lock_state(lock_dir / "bot.lock")
+        state = lock_state(lock_dir, lock_dir / "bot.lock")
         assert state.held
         assert state.pids == frozenset({proc.pid})
         with pytest.raises(
-            Exception, match="record is missing or unreadable; the lock is held by pid"
-        ):
+            AlreadyRunningError,
+            match=f"missing or unreadable; the lock is held by pid {proc.pid}",
+        ) as info:
             SingleInstance("bot", directory=lock_dir).acquire()
+        assert info.value.holder is None
     finally:
-        reap(proc)
+        finish(proc)  # EOF ends cat, then flock(1) exits: nobody orphaned
 
 
 def test_lock_state_without_proc_locks_probes_the_lock(
     lock_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(_platform, "flock_holders", lambda st: None)  # noqa: ARG005
+    monkeypatch.setattr(_platform, "flock_holders", lambda directory, st: None)  # noqa: ARG005
     path = lock_dir / "bot.lock"
-    assert not lock_state(path).held, "a missing file is not held"
+    assert not lock_state(lock_dir, path).held, "a missing file is not held"
     with holding("bot", lock_dir):
-        state = lock_state(path)
+        state = lock_state(lock_dir, path)
         assert state.held
         assert state.pids is None
-    state = lock_state(path)
+    state = lock_state(lock_dir, path)
     assert not state.held
     assert state.pids is None
     with SingleInstance("bot", directory=lock_dir):

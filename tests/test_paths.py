@@ -14,11 +14,9 @@ import psutil
 import pytest
 
 from singleton_proc import InsecureLockPathError, SingleInstance, _paths, _platform
-from singleton_proc._paths import default_directory, resolve_directory
+from singleton_proc._paths import existing_directory, resolve_directory
 
-needs_root = pytest.mark.skipif(
-    os.geteuid() != 0, reason="chown to another user needs root"
-)
+from helpers import needs_root
 
 
 def _mode(path: Path) -> int:
@@ -30,7 +28,7 @@ def test_env_directory_is_created_private_whatever_the_umask(
 ) -> None:
     old = os.umask(0)
     try:
-        assert default_directory() == private_default_dir
+        assert resolve_directory(None) == private_default_dir
     finally:
         os.umask(old)
     assert _mode(private_default_dir) == 0o700
@@ -39,7 +37,7 @@ def test_env_directory_is_created_private_whatever_the_umask(
 def test_relative_env_directory_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SINGLETON_PROC_DIR", "relative/locks")
     with pytest.raises(ValueError, match="SINGLETON_PROC_DIR must be an absolute path"):
-        default_directory()
+        resolve_directory(None)
 
 
 def test_default_is_under_the_home_cache(
@@ -49,7 +47,7 @@ def test_default_is_under_the_home_cache(
     home.mkdir()
     monkeypatch.delenv("SINGLETON_PROC_DIR")
     monkeypatch.setenv("HOME", str(home))
-    assert default_directory() == home / ".cache" / "singleton_proc"
+    assert resolve_directory(None) == home / ".cache" / "singleton_proc"
     assert _mode(home / ".cache" / "singleton_proc") == 0o700
 
 
@@ -69,7 +67,7 @@ def test_missing_home_falls_back_to_tmp(
     monkeypatch.setattr(_platform, "fallback_directory", lambda: fallback)
     monkeypatch.delenv("SINGLETON_PROC_DIR")
     monkeypatch.setenv("HOME", str(tmp_path / "no-such-home"))
-    assert default_directory() == fallback
+    assert resolve_directory(None) == fallback
     assert _mode(fallback) == 0o700
     assert not (tmp_path / "no-such-home").exists(), "the home must not be invented"
 
@@ -78,7 +76,7 @@ def test_same_directory_under_cron_and_a_login_shell(tmp_path: Path) -> None:
     """cron sets HOME but no XDG_RUNTIME_DIR; shells set TMPDIR; all must agree."""
     home = tmp_path / "home"
     home.mkdir()
-    show = "import singleton_proc._paths as p; print(p.default_directory())"
+    show = "import singleton_proc._paths as p; print(p.resolve_directory(None))"
     cron = {"HOME": str(home), "PATH": "/usr/bin:/bin"}
     shell = {
         **cron,
@@ -174,7 +172,7 @@ def test_network_filesystem_gets_a_warning(
     real = os.path.realpath(lock_dir)
     nfs = _Partition("server:/export", str(Path(real).parent), "nfs4", "rw")
     monkeypatch.setattr(psutil, "disk_partitions", lambda all: [nfs])  # noqa: A006, ARG005
-    monkeypatch.setattr(_paths, "_warned_devices", set())
+    monkeypatch.setattr(_paths, "_checked_devices", set())
     with pytest.warns(RuntimeWarning, match="nfs4 filesystem"):
         resolve_directory(lock_dir)
 
@@ -182,5 +180,39 @@ def test_network_filesystem_gets_a_warning(
 def test_local_filesystem_gets_no_warning(
     lock_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(_paths, "_warned_devices", set())
+    monkeypatch.setattr(_paths, "_checked_devices", set())
     resolve_directory(lock_dir)  # warnings are errors in this suite
+
+
+def test_private_directory_is_0700_even_under_a_harsh_umask(
+    private_default_dir: Path,
+) -> None:
+    old = os.umask(0o277)
+    try:
+        with SingleInstance("x"):
+            pass
+    finally:
+        os.umask(old)
+    assert _mode(private_default_dir) == 0o700
+
+
+@pytest.mark.parametrize("home", ["", "relative/home"])
+def test_an_unusable_home_falls_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, home: str
+) -> None:
+    fallback = tmp_path / "fallback"
+    monkeypatch.setattr(_platform, "fallback_directory", lambda: fallback)
+    monkeypatch.delenv("SINGLETON_PROC_DIR")
+    monkeypatch.setenv("HOME", home)
+    monkeypatch.chdir(tmp_path)
+    assert resolve_directory(None) == fallback
+    assert not (tmp_path / ".cache").exists()
+
+
+def test_looking_creates_no_directory(
+    private_default_dir: Path, tmp_path: Path
+) -> None:
+    assert existing_directory(None) is None
+    assert existing_directory(tmp_path / "explicit") is None
+    assert not private_default_dir.exists()
+    assert not (tmp_path / "explicit").exists()

@@ -8,21 +8,22 @@ import subprocess
 import time
 from typing import TYPE_CHECKING
 
-from singleton_proc import _platform
+import pytest
 
-from helpers import read_line, reap
+from singleton_proc import _platform, holder, is_running
+
+from helpers import holding, needs_root, read_line, reap
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
     from pathlib import Path
-
-    import pytest
 
 
 def test_flock_holders_lists_the_holder_and_not_the_waiters(tmp_path: Path) -> None:
     path = tmp_path / "f.lock"
     fd = os.open(path, os.O_RDONLY | os.O_CREAT, 0o644)
     try:
-        assert _platform.flock_holders(os.fstat(fd)) == frozenset()
+        assert _platform.flock_holders(tmp_path, os.fstat(fd)) == frozenset()
         fcntl.flock(fd, fcntl.LOCK_EX)
         waiter = subprocess.Popen(
             ["sh", "-c", f"echo waiting; exec flock {path} true"],
@@ -32,7 +33,9 @@ def test_flock_holders_lists_the_holder_and_not_the_waiters(tmp_path: Path) -> N
         try:
             assert read_line(waiter) == "waiting"
             _wait_for_waiter(os.fstat(fd).st_ino)
-            assert _platform.flock_holders(os.fstat(fd)) == frozenset({os.getpid()})
+            assert _platform.flock_holders(tmp_path, os.fstat(fd)) == frozenset(
+                {os.getpid()}
+            )
         finally:
             fcntl.flock(fd, fcntl.LOCK_UN)
             assert waiter.wait(30) == 0
@@ -58,7 +61,7 @@ def test_flock_holders_without_proc_locks_cannot_tell(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(_platform, "_PROC_LOCKS", tmp_path / "missing")
-    assert _platform.flock_holders(os.stat(tmp_path)) is None
+    assert _platform.flock_holders(tmp_path, os.stat(tmp_path)) is None
 
 
 def test_flock_holders_skips_malformed_lines(
@@ -75,4 +78,51 @@ def test_flock_holders_skips_malformed_lines(
         "garbage\n"
     )
     monkeypatch.setattr(_platform, "_PROC_LOCKS", fake)
-    assert _platform.flock_holders(st) == frozenset({77})
+    assert _platform.flock_holders(tmp_path, st) == frozenset({77})
+
+
+def _run(*command: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        command, capture_output=True, text=True, check=False, timeout=60
+    )
+
+
+@pytest.fixture
+def overlay_dir(tmp_path: Path) -> Iterator[Path]:
+    """A directory on overlayfs over layers on two filesystems, as in containers.
+
+    There ``stat`` reports one device for a file and ``/proc/locks`` another.
+    """
+    layers = {name: tmp_path / name for name in ("lower", "upper", "work", "merged")}
+    for path in layers.values():
+        path.mkdir()
+    options = "lowerdir={lower},upperdir={upper},workdir={work}".format(**layers)
+    mounted = []
+    try:
+        for command in (
+            ("mount", "-t", "tmpfs", "tmpfs", str(layers["lower"])),
+            ("mount", "-t", "overlay", "overlay", "-o", options, str(layers["merged"])),
+        ):
+            result = _run(*command)
+            if result.returncode != 0:
+                pytest.skip(f"cannot mount here: {result.stderr.strip()}")
+            mounted.append(command[-1])
+        locks = layers["merged"] / "locks"
+        locks.mkdir(mode=0o700)
+        yield locks
+    finally:
+        for point in reversed(mounted):
+            _run("umount", point)
+
+
+@needs_root
+def test_holders_are_seen_on_overlayfs(overlay_dir: Path) -> None:
+    with holding("bot", overlay_dir) as first:
+        st = os.lstat(overlay_dir / "bot.lock")
+        in_proc_locks = _platform._device(st.st_dev)  # noqa: SLF001
+        assert _platform._mount_device(overlay_dir) != in_proc_locks  # noqa: SLF001
+        assert _platform.flock_holders(overlay_dir, st) == frozenset({first.pid})
+        assert is_running("bot", overlay_dir)
+        found = holder("bot", overlay_dir)
+        assert found is not None
+        assert found.pid == first.pid

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import typing
+from datetime import datetime
 
 import pytest
 
@@ -92,3 +94,17 @@ def test_worker_names_load_on_first_use() -> None:
 def test_version_is_a_string() -> None:
     assert isinstance(singleton_proc.__version__, str)
     assert singleton_proc.__version__[0].isdigit()
+
+
+def test_type_hints_resolve_for_the_public_types() -> None:
+    hints = typing.get_type_hints(singleton_proc.Holder)
+    assert hints["started_at"] is datetime
+    assert hints["cmdline"] == tuple[str, ...]
+    init = typing.get_type_hints(singleton_proc.AlreadyRunningError.__init__)
+    assert init["holder"] == typing.Optional[singleton_proc.Holder]  # noqa: UP045
+
+
+def test_dir_lists_the_public_names_only() -> None:
+    assert [n for n in dir(singleton_proc) if not n.startswith("_")] == sorted(
+        n for n in EXPECTED if not n.startswith("_")
+    )

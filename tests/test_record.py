@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 import stat
@@ -23,7 +24,7 @@ from singleton_proc import (
 )
 from singleton_proc._record import decode_record, encode_record, read_record
 
-from helpers import DEADLINE, holding, reap
+from helpers import DEADLINE, as_user, holding, needs_root, reap
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -78,6 +79,12 @@ def test_a_good_record_decodes() -> None:
         b'{"version": 1, "pid": 12, "create_time": NaN}',
         _variant(started_at="yesterday"),
         _variant(started_at="2026-11-27T13:45:00"),
+        _variant(started_at="9999-12-31T23:00:00-05:00"),
+        _variant(started_at="0001-01-01T00:00:00+05:00"),
+        _variant(create_time=1e308),
+        _variant(create_time=-1e12),
+        _variant(version=True),
+        _variant(version=1.0),
         _variant(started_at=5),
         _variant(cmdline="python bot.py"),
         _variant(cmdline=["python", 3]),
@@ -206,3 +213,76 @@ def test_symlink_at_the_record_path_is_refused_and_its_target_untouched(
     assert (lock_dir / "bot.pid").is_symlink()
     assert not is_running("bot", lock_dir), "a refused acquire must not keep the lock"
     assert [p.name for p in lock_dir.iterdir() if p.name.endswith(".tmp")] == []
+
+
+def test_a_live_process_named_by_a_record_without_the_lock_never_blocks(
+    lock_dir: Path,
+) -> None:
+    """A leftover or forged record naming a real, live process is not believed."""
+    with holding("decoy", lock_dir) as decoy:
+        record = (lock_dir / "decoy.pid").read_text().replace('"decoy"', '"bot"')
+        (lock_dir / "bot.pid").write_text(record)
+        assert not is_running("bot", lock_dir)
+        assert holder("bot", lock_dir) is None
+        with SingleInstance("bot", directory=lock_dir):
+            found = read_record(lock_dir, "bot")
+            assert found is not None
+            assert found.pid == os.getpid()
+        assert decoy.poll() is None, "the process named by the record is untouched"
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"create_time": 1e308},
+        {"create_time": -1e12},
+        {"started_at": "9999-12-31T23:00:00-05:00"},
+    ],
+)
+def test_absurd_times_in_a_record_never_crash(
+    lock_dir: Path, changes: dict[str, object]
+) -> None:
+    me = psutil.Process()
+    live = {**GOOD, "name": "bot", "pid": os.getpid(), "cmdline": me.cmdline()}
+    (lock_dir / "bot.pid").write_text(json.dumps({**live, **changes}))
+    assert holder("bot", lock_dir) is None
+    assert not is_running("bot", lock_dir)
+    with SingleInstance("bot", directory=lock_dir):
+        pass
+
+
+def test_a_record_that_cannot_be_written_is_logged_not_fatal(
+    lock_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    (lock_dir / "bot.pid").mkdir()  # os.replace onto a directory fails
+    with (
+        caplog.at_level(logging.WARNING, logger="singleton_proc"),
+        SingleInstance("bot", directory=lock_dir) as instance,
+    ):
+        assert instance.held
+        assert is_running("bot", lock_dir)
+        assert holder("bot", lock_dir) is None, "held, holder unknown"
+    assert "could not write the record" in caplog.text
+    assert (lock_dir / "bot.pid").is_dir(), "release leaves what it did not write"
+    assert not any(p.name.endswith(".tmp") for p in lock_dir.iterdir())
+
+
+@needs_root
+def test_a_crashed_holder_of_another_user_does_not_lock_others_out(
+    shared_dir: Path,
+) -> None:
+    shared = shared_dir
+
+    def crash_while_holding() -> None:
+        SingleInstance("bot", directory=shared).acquire()
+        os._exit(0)  # no release: the record (owned by uid 65534) stays
+
+    with pytest.raises(AssertionError, match="no reply"):
+        as_user(65534, crash_while_holding)
+    assert (shared / "bot.pid").stat().st_uid == 65534
+
+    def take_it() -> list[object]:
+        with SingleInstance("bot", directory=shared) as instance:
+            return [instance.held, is_running("bot", shared), holder("bot", shared)]
+
+    assert as_user(65533, take_it) == [True, True, None]
