@@ -26,6 +26,7 @@ from ._errors import (
 from ._holder import Holder
 from ._instance import SingleInstance, single_instance
 from ._introspect import holder, is_running, list_instances
+from ._stop import terminate
 from ._version import __version__
 
 if TYPE_CHECKING:
@@ -46,6 +47,7 @@ __all__ = [
     "is_running",
     "list_instances",
     "single_instance",
+    "terminate",
 ]
 
 #: Public names that live in modules importing the worker machinery.

@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, get_args, overload
 
-from . import _registry
+from . import _registry, _sigterm
 from ._decorate import decorate
 from ._errors import AlreadyRunningError, LockTimeoutError
 from ._identity import current_identity
@@ -19,6 +19,7 @@ from ._lockfile import OpenLock, lock_path, try_lock_file
 from ._names import derive_name, validate_name
 from ._paths import resolve_directory
 from ._record import remove_record, write_record
+from ._stop import refusal, stopping, validate_grace
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Generator, Iterator
@@ -29,7 +30,7 @@ if TYPE_CHECKING:
 
 __all__ = ["ConflictPolicy", "SingleInstance", "single_instance"]
 
-ConflictPolicy = Literal["raise", "exit", "wait"]
+ConflictPolicy = Literal["raise", "exit", "wait", "replace"]
 _POLICIES: tuple[str, ...] = get_args(ConflictPolicy)
 #: A holder that lets go between our failed lock and our look at it gets
 #: another try at once, a few times, instead of a confusing "held by nobody".
@@ -52,6 +53,7 @@ class _Held:
     key: _registry.NameKey
     owner_pid: int
     record_written: bool = False
+    sigterm_held: bool = False
 
 
 class SingleInstance:
@@ -75,15 +77,22 @@ class SingleInstance:
             prints one line naming the holder to stderr and raises
             ``SystemExit(exit_code)``; ``"wait"`` waits until it is free
             (polling every few milliseconds; ``async with`` never blocks the
-            event loop).
+            event loop); ``"replace"`` proves who the holder is, stops it and
+            its whole process tree (SIGTERM, then SIGKILL after ``grace``)
+            and takes the name, or raises :class:`ReplaceRefusedError`
+            without stopping anything.
         timeout: With ``"wait"``, give up after this many seconds with
             :class:`LockTimeoutError` (``0``: a single try). ``None`` waits
             for ever.
+        grace: With ``"replace"``, seconds between SIGTERM and SIGKILL.
         directory: The lock directory. ``None`` uses the private per-user
             one (``$SINGLETON_PROC_DIR``, else ``~/.cache/singleton_proc``);
             give a shared one (sticky if others can write to it, such as
             ``/run/lock``) for one instance per machine across users.
         exit_code: The exit status for ``on_conflict="exit"``.
+        handle_sigterm: While held by the main thread, turn SIGTERM (if its
+            handler is still the default) into ``SystemExit(143)``, so that
+            ``finally`` blocks run and the record is removed.
 
     Raises:
         ValueError: an invalid name, ``on_conflict`` or ``timeout``.
@@ -102,8 +111,10 @@ class SingleInstance:
         *,
         on_conflict: ConflictPolicy = "raise",
         timeout: float | None = None,
+        grace: float = 5.0,
         directory: str | os.PathLike[str] | None = None,
         exit_code: int = 1,
+        handle_sigterm: bool = True,
     ) -> None:
         """Validate the options; nothing is locked until entered or acquired."""
         self.name = derive_name() if name is None else validate_name(name)
@@ -125,7 +136,9 @@ class SingleInstance:
             raise TypeError(f"exit_code must be an int, not {type(exit_code).__name__}")
         self.on_conflict: ConflictPolicy = on_conflict
         self.timeout = timeout
+        self.grace = validate_grace(grace)
         self.exit_code = exit_code
+        self.handle_sigterm = bool(handle_sigterm)
         self._directory = directory
         self._mutex = threading.Lock()
         self._busy = False  # between the start and the end of an acquire
@@ -195,6 +208,8 @@ class SingleInstance:
                     remove_record(held.directory, self.name)
             finally:
                 held.lock.release()
+                if held.sigterm_held:
+                    _sigterm.let_go()
 
     def abandon(self) -> None:
         """In a forked child: forget the inherited lock without releasing it.
@@ -246,8 +261,10 @@ class SingleInstance:
             self.name,
             on_conflict=self.on_conflict,
             timeout=self.timeout,
+            grace=self.grace,
             directory=self._directory,
             exit_code=self.exit_code,
+            handle_sigterm=self.handle_sigterm,
         )
 
     def _acquiring(self) -> Generator[float, None, None]:
@@ -264,6 +281,7 @@ class SingleInstance:
             start = time.monotonic()
             delay = _FIRST_POLL
             races = 0
+            replaced = False
             while True:
                 self._refuse_if_held_here(directory, key)
                 lock = try_lock_file(path)
@@ -276,6 +294,14 @@ class SingleInstance:
                         continue
                     found = _unseen_holder(found)
                 races = 0
+                if self.on_conflict == "replace" and not replaced:
+                    refused = refusal(self.name, found)
+                    if refused is not None:
+                        raise refused
+                    assert found.holder is not None  # noqa: S101  (refusal() checked)
+                    yield from stopping(found.holder, self.grace)
+                    replaced = True  # once: a newcomer taking it meanwhile wins
+                    continue
                 if self.on_conflict != "wait":
                     raise self._conflict(found)
                 remaining = _remaining(self.timeout, start)
@@ -321,6 +347,7 @@ class SingleInstance:
             held.record_written = write_record(
                 directory, current_identity().holder(self.name)
             )
+            held.sigterm_held = self.handle_sigterm and _sigterm.hold()
         except BaseException:
             with self._mutex:
                 self._held = None

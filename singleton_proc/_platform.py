@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import signal
 import stat
 import sys
 from pathlib import Path
@@ -43,9 +44,11 @@ __all__ = [
     "flock_holders",
     "is_link",
     "open_lock_files",
+    "own_process_group",
     "refused_symlink",
     "set_directory_mode",
     "set_mode",
+    "signal_group",
     "try_lock",
     "unlock",
 ]
@@ -151,6 +154,26 @@ def at_fork(
     if before is not None and after_in_parent is not None:
         os.register_at_fork(before=before, after_in_parent=after_in_parent)
     os.register_at_fork(after_in_child=after_in_child)
+
+
+def own_process_group(pid: int) -> bool:
+    """Whether ``pid`` leads its own process group, one that does not hold us.
+
+    Only then may the group be signalled: it is the holder's, and signalling
+    it cannot reach this process.
+    """
+    if IS_WINDOWS:  # pragma: no cover - Windows has no process groups
+        return False
+    try:
+        return os.getpgid(pid) == pid and os.getpgrp() != pid
+    except OSError:  # gone already
+        return False
+
+
+def signal_group(pgid: int, *, kill: bool) -> None:
+    """Send SIGTERM (or SIGKILL) to process group ``pgid``, if it still exists."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL if kill else signal.SIGTERM)
 
 
 def current_uid() -> int | None:

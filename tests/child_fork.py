@@ -21,6 +21,7 @@ import atexit
 import json
 import multiprocessing
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -36,7 +37,11 @@ def report(**facts: object) -> None:
 
 def child(instance: SingleInstance, how: str) -> None:
     """What the forked child does before it ends."""
-    report(child_pid=os.getpid(), child_sees_held=instance.held)
+    report(
+        child_pid=os.getpid(),
+        child_sees_held=instance.held,
+        child_sigterm_default=signal.getsignal(signal.SIGTERM) == signal.SIG_DFL,
+    )
     if how == "sys.exit":
         sys.exit(0)
     if how == "atexit":

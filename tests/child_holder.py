@@ -1,41 +1,92 @@
 """A child program for the tests: take a name, say so, hold it until told.
 
-Usage: python child_holder.py NAME DIRECTORY [POLICY [EXIT_CODE]]
+Usage: python child_holder.py NAME DIRECTORY [options]
 
-Prints ``ready`` once it holds the name, then holds it until its standard
-input closes, releases, prints ``released <time.monotonic()>``, exits 0.
-On a conflict, "raise" prints ``conflict <holder pid or None>`` and exits
-3; "exit" behaves as the library says (one stderr line, the exit code).
+Prints ``ready`` once it holds the name (after ``tree {...}`` with the pids
+of its process tree when ``--tree`` is given), then holds it until its
+standard input closes, releases, prints ``released <time.monotonic()>``,
+exits 0. A ``finally`` block prints ``finally`` on the way out, however it
+leaves (SIGTERM included). On a conflict, "raise" prints
+``conflict <holder pid or None>`` and exits 3; "exit" behaves as the library
+says (one stderr line, the exit code).
 """
 
 from __future__ import annotations
 
+import argparse
+import json
+import multiprocessing
+import signal
+import subprocess
 import sys
 import time
 
 from singleton_proc import AlreadyRunningError, SingleInstance
 
+#: A grandchild that ignores SIGTERM, under a child that does not.
+GRANDCHILD = """
+import signal, subprocess, sys
+code = "import signal as s, sys; s.signal(s.SIGTERM, s.SIG_IGN); sys.stdin.read()"
+grandchild = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE)
+print(grandchild.pid, flush=True)
+sys.stdin.read()
+"""
+
+
+def _square(value: int) -> int:
+    """Work for the pool."""
+    return value * value
+
 
 def main() -> int:
     """Hold the name given on the command line until stdin closes."""
-    name, directory = sys.argv[1], sys.argv[2]
-    policy = sys.argv[3] if len(sys.argv) > 3 else "raise"
-    exit_code = int(sys.argv[4]) if len(sys.argv) > 4 else 1
+    parser = argparse.ArgumentParser()
+    parser.add_argument("name")
+    parser.add_argument("directory")
+    parser.add_argument("--policy", default="raise")
+    parser.add_argument("--exit-code", type=int, default=1)
+    parser.add_argument("--ignore-term", action="store_true")
+    parser.add_argument("--no-handle-sigterm", action="store_true")
+    parser.add_argument("--tree", action="store_true")
+    parser.add_argument("--note", default="", help="ignored: shows in the command line")
+    args = parser.parse_args()
+    if args.ignore_term:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
     instance = SingleInstance(
-        name,
-        directory=directory,
-        on_conflict=policy,  # type: ignore[arg-type]
-        exit_code=exit_code,
+        args.name,
+        directory=args.directory,
+        on_conflict=args.policy,
+        exit_code=args.exit_code,
+        handle_sigterm=not args.no_handle_sigterm,
     )
     try:
         instance.acquire()
     except AlreadyRunningError as exc:
         print("conflict", exc.holder.pid if exc.holder else None, flush=True)
         return 3
-    print("ready", flush=True)
-    sys.stdin.read()
-    instance.release()
-    print("released", time.monotonic(), flush=True)
+    try:
+        if args.tree:
+            pool = multiprocessing.get_context("fork").Pool(2)
+            assert pool.map(_square, range(4)) == [0, 1, 4, 9]
+            child = subprocess.Popen(
+                [sys.executable, "-c", GRANDCHILD],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            assert child.stdout is not None
+            tree = {
+                "workers": [worker.pid for worker in pool._pool],  # type: ignore[attr-defined]  # noqa: SLF001
+                "child": child.pid,
+                "grandchild": int(child.stdout.readline()),
+            }
+            print("tree", json.dumps(tree), flush=True)
+        print("ready", flush=True)
+        sys.stdin.read()
+        instance.release()
+        print("released", time.monotonic(), flush=True)
+    finally:
+        print("finally", flush=True)
     return 0
 
 

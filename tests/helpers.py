@@ -5,9 +5,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import select
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -24,11 +24,21 @@ DEADLINE = 30.0
 
 
 def read_line(proc: subprocess.Popen[str], timeout: float = DEADLINE) -> str:
-    """Read one line from ``proc``'s stdout, failing after ``timeout`` seconds."""
-    assert proc.stdout is not None
-    ready, _, _ = select.select([proc.stdout], [], [], timeout)
-    assert ready, f"pid {proc.pid} printed nothing within {timeout} s"
-    return proc.stdout.readline().strip()
+    """Read one line from ``proc``'s stdout, failing after ``timeout`` seconds.
+
+    The read runs in a thread: ``select`` on the pipe would miss lines that
+    the buffered reader has already pulled in with an earlier one.
+    """
+    stdout = proc.stdout
+    assert stdout is not None
+    lines: list[str] = []
+    reader = threading.Thread(
+        target=lambda: lines.append(stdout.readline()), daemon=True
+    )
+    reader.start()
+    reader.join(timeout)
+    assert lines, f"pid {proc.pid} printed no line within {timeout} s"
+    return lines[0].strip()
 
 
 def reap(proc: subprocess.Popen[str]) -> None:
@@ -48,25 +58,27 @@ def reap(proc: subprocess.Popen[str]) -> None:
 def start_holder(
     name: str,
     directory: Path,
+    *flags: str,
     policy: str = "raise",
     exit_code: int = 1,
-    extra: str = "",
+    new_session: bool = False,
 ) -> subprocess.Popen[str]:
-    """Start ``child_holder.py`` (``extra``: one more argument it ignores); reap it."""
-    args = [name, str(directory), policy, str(exit_code), *([extra] if extra else [])]
+    """Start ``child_holder.py`` with ``flags`` (see its docstring); reap it after."""
+    args = [name, str(directory), "--policy", policy, "--exit-code", str(exit_code)]
     return subprocess.Popen(
-        [sys.executable, str(HOLDER_SCRIPT), *args],
+        [sys.executable, str(HOLDER_SCRIPT), *args, *flags],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        start_new_session=new_session,
     )
 
 
 @contextlib.contextmanager
-def holding(name: str, directory: Path) -> Iterator[subprocess.Popen[str]]:
+def holding(name: str, directory: Path, *flags: str) -> Iterator[subprocess.Popen[str]]:
     """A child process that holds ``name`` for the duration of the block."""
-    proc = start_holder(name, directory)
+    proc = start_holder(name, directory, *flags)
     try:
         line = read_line(proc)
         assert line == "ready", f"holder said {line!r}, exit status {proc.poll()}"

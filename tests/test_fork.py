@@ -41,6 +41,7 @@ def test_a_forked_child_ending_releases_and_deletes_nothing(
         facts.update(line)
     parent = facts["parent_pid"]
     assert facts["child_sees_held"] is False, "the child does not think it holds"
+    assert facts["child_sigterm_default"] is True, "SIGTERM kills a child as usual"
     assert facts.get("child_status", 0) == 0
     assert facts["parent_held"] is True
     assert facts["record_pid"] == parent, "the parent's record is still there"

@@ -124,10 +124,11 @@ def test_acquire_without_release_is_cleaned_up_at_exit(lock_dir: Path) -> None:
     assert not (lock_dir / "bot.pid").exists(), "atexit removed the record"
 
 
-@pytest.mark.parametrize("policy", ["replace", "kill", "RAISE", ""])
+@pytest.mark.parametrize("policy", ["kill", "RAISE", ""])
 def test_unknown_policies_are_refused_naming_the_allowed_ones(policy: str) -> None:
     with pytest.raises(
-        ValueError, match="on_conflict must be one of 'raise', 'exit', 'wait'"
+        ValueError,
+        match="on_conflict must be one of 'raise', 'exit', 'wait', 'replace'",
     ):
         SingleInstance("bot", on_conflict=policy)  # type: ignore[arg-type]
 
@@ -147,7 +148,7 @@ def test_the_exit_line_stays_one_printable_line_whatever_the_command(
     lock_dir: Path,
 ) -> None:
     nasty = "\x1b]0;pwned\x07 line\u2028sep\x0bvt\x85nel\nnl"
-    first = start_holder("bot", lock_dir, extra=nasty)
+    first = start_holder("bot", lock_dir, "--note", nasty)
     try:
         assert read_line(first) == "ready"
         second = start_holder("bot", lock_dir, policy="exit")

@@ -29,6 +29,7 @@ EXPECTED = [
     "is_running",
     "list_instances",
     "single_instance",
+    "terminate",
 ]
 
 

@@ -1,0 +1,77 @@
+"""SIGTERM as a clean exit while a name is held.
+
+The default action of SIGTERM kills the process on the spot: no ``finally``,
+no ``with`` exit, so the record stays behind. While at least one instance is
+held by the main thread, and only if SIGTERM still has its default action, a
+handler turns it into ``SystemExit(143)`` (128 + 15, what a shell reports
+for a SIGTERM death). The default comes back when the last instance is
+released, unless someone installed another handler meanwhile: theirs stays.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from typing import TYPE_CHECKING
+
+from . import _platform
+
+if TYPE_CHECKING:
+    from types import FrameType
+
+__all__ = ["hold", "let_go"]
+
+_SIGTERM = getattr(signal, "SIGTERM", 15)
+_mutex = threading.Lock()
+_holds = 0  # instances that asked for the handler and have not let go
+
+
+def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:  # noqa: ARG001
+    """Turn SIGTERM into ``SystemExit``, so ``finally`` blocks and releases run."""
+    raise SystemExit(128 + signum)
+
+
+def hold() -> bool:
+    """Install the handler for one more held instance, if it may be.
+
+    Returns:
+        Whether this call counts as a hold (pair it with :func:`let_go`):
+        false off the main thread, where handlers cannot be installed.
+    """
+    global _holds  # noqa: PLW0603  (process-wide, guarded by _mutex)
+    if threading.current_thread() is not threading.main_thread():
+        return False
+    with _mutex:
+        if _holds == 0 and signal.getsignal(_SIGTERM) == signal.SIG_DFL:
+            signal.signal(_SIGTERM, _exit_on_sigterm)
+        _holds += 1
+    return True
+
+
+def let_go() -> None:
+    """Undo one :func:`hold`; the last one restores the default if ours is in place.
+
+    Only the main thread may change handlers: released from another thread,
+    the handler stays (it then only turns SIGTERM into a clean exit).
+    """
+    global _holds  # noqa: PLW0603
+    with _mutex:
+        _holds -= 1
+        if (
+            _holds == 0
+            and signal.getsignal(_SIGTERM) is _exit_on_sigterm
+            and threading.current_thread() is threading.main_thread()
+        ):
+            signal.signal(_SIGTERM, signal.SIG_DFL)
+
+
+def _reset_in_child() -> None:
+    """After fork: the child holds nothing, so it gets the default back."""
+    global _holds, _mutex  # noqa: PLW0603
+    _mutex = threading.Lock()
+    _holds = 0
+    if signal.getsignal(_SIGTERM) is _exit_on_sigterm:
+        signal.signal(_SIGTERM, signal.SIG_DFL)
+
+
+_platform.at_fork(after_in_child=_reset_in_child)
