@@ -15,15 +15,14 @@ from ._decorate import decorate
 from ._errors import AlreadyRunningError, LockTimeoutError
 from ._identity import current_identity
 from ._introspect import Inspection, detached_holder, inspect
-from ._lockfile import OpenLock, lock_path, try_lock_file
+from ._lockfile import OpenLock, try_lock_file
 from ._names import derive_name, validate_name
-from ._paths import resolve_directory
-from ._record import remove_record, write_record
+from ._paths import NameFiles, check_directory, resolve_directory
+from ._record import load_record, remove_record, write_record
 from ._stop import refusal, stopping, validate_grace
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Generator, Iterator
-    from pathlib import Path
+    from collections.abc import Callable, Generator
     from types import TracebackType
 
     from typing_extensions import Self
@@ -49,7 +48,7 @@ class _Held:
     """What an instance holds: the lock, where, which process took it."""
 
     lock: OpenLock
-    directory: Path
+    files: NameFiles
     key: _registry.NameKey
     owner_pid: int
     record_written: bool = False
@@ -143,6 +142,7 @@ class SingleInstance:
         self._mutex = threading.Lock()
         self._busy = False  # between the start and the end of an acquire
         self._held: _Held | None = None
+        self._files: NameFiles | None = None  # worked out at the first acquire
 
     def __repr__(self) -> str:
         """Show the name, the policy and whether this object holds it."""
@@ -205,7 +205,7 @@ class SingleInstance:
             _registry.discard(held.key)
             try:
                 if held.record_written:
-                    remove_record(held.directory, self.name)
+                    remove_record(held.files)
             finally:
                 held.lock.release()
                 if held.sigterm_held:
@@ -274,20 +274,25 @@ class SingleInstance:
         Every try is a non-blocking lock attempt, so stopping between two
         of them (timeout, cancellation, ``close()``) leaves nothing behind.
         """
-        with self._begin():
-            directory = resolve_directory(self._directory)
-            key = _registry.name_key(directory, self.name)
-            path = lock_path(directory, self.name)
+        with self._mutex:
+            if self.held or self._busy:
+                raise RuntimeError(
+                    f"{self!r} is already held or being acquired; "
+                    "release() it before acquiring again"
+                )
+            self._busy = True
+        try:
+            files, key = self._locate()
             start = time.monotonic()
             delay = _FIRST_POLL
             races = 0
             replaced = False
             while True:
-                self._refuse_if_held_here(directory, key)
-                lock = try_lock_file(path)
+                self._refuse_if_held_here(files, key)
+                lock = try_lock_file(files.lock)
                 if lock is not None:
                     break
-                found = inspect(directory, self.name)
+                found = inspect(files)
                 if not found.held:
                     if races < _RACE_RETRIES:
                         races += 1  # let go a moment ago: try again at once
@@ -309,33 +314,43 @@ class SingleInstance:
                     raise self._timed_out(found)
                 yield min(delay, remaining)
                 delay = min(delay * _POLL_GROWTH, _POLL_CAP)
-            self._take(directory, key, lock)
-
-    @contextlib.contextmanager
-    def _begin(self) -> Iterator[None]:
-        """Mark this object busy for one acquire; refuse a second one."""
-        with self._mutex:
-            if self.held or self._busy:
-                raise RuntimeError(
-                    f"{self!r} is already held or being acquired; "
-                    "release() it before acquiring again"
-                )
-            self._busy = True
-        try:
-            yield
+            self._take(files, key, lock)
         finally:
             self._busy = False
 
-    def _take(self, directory: Path, key: _registry.NameKey, lock: OpenLock) -> None:
+    def _locate(self) -> tuple[NameFiles, _registry.NameKey]:
+        """The name's files and its key in this process, the directory checked.
+
+        Where the directory is, and the paths in it, are worked out once per
+        object; every acquire still checks the directory itself (one
+        ``lstat``), which also gives the key.
+        """
+        private = self._directory is None
+        files = self._files
+        if files is not None:
+            try:
+                st = check_directory(files.directory, private=private)
+            except FileNotFoundError:  # removed since: find (and create) it again
+                files = None
+        if files is None:
+            files = NameFiles.of(resolve_directory(self._directory), self.name)
+            st = check_directory(files.directory, private=private)
+            self._files = files
+        return files, _registry.name_key(st, self.name)
+
+    def _take(self, files: NameFiles, key: _registry.NameKey, lock: OpenLock) -> None:
         """Having locked the file: check for a detached holder, write the record.
 
         The instance counts as held (registered for exit) before the record
         is written, and anything that interrupts this removes the record
-        before the lock is released, so no record outlives its lock.
+        before the lock is released, so no record outlives its lock. A
+        record left by a crashed holder is the sign to sweep its temporary
+        files too.
         """
-        held = _Held(lock, directory, key, os.getpid())
+        held = _Held(lock, files, key, os.getpid())
         try:
-            detached = detached_holder(directory, self.name)
+            crashed, previous = load_record(files)
+            detached = detached_holder(files, previous)
             if detached is not None:
                 found = Inspection(
                     held=True, holder=detached, lock_pids=None, detached=True
@@ -345,7 +360,7 @@ class SingleInstance:
                 self._held = held
             _registry.add(key, self)
             held.record_written = write_record(
-                directory, current_identity().holder(self.name)
+                files, current_identity().holder(self.name), sweep=crashed
             )
             held.sigterm_held = self.handle_sigterm and _sigterm.hold()
         except BaseException:
@@ -353,11 +368,11 @@ class SingleInstance:
                 self._held = None
             _registry.discard(key)
             if held.record_written:
-                remove_record(directory, self.name)
+                remove_record(files)
             lock.release()
             raise
 
-    def _refuse_if_held_here(self, directory: Path, key: _registry.NameKey) -> None:
+    def _refuse_if_held_here(self, files: NameFiles, key: _registry.NameKey) -> None:
         """Refuse at once when another object of this process holds the name.
 
         Waiting would wait on ourselves and replacing would kill ourselves.
@@ -366,7 +381,7 @@ class SingleInstance:
         """
         if _registry.holding(key) is None:
             return
-        found = inspect(directory, self.name)
+        found = inspect(files)
         raise AlreadyRunningError(
             f"{self.name!r} is already held by this very process (pid {os.getpid()}) "
             "through another SingleInstance; release that one first",

@@ -7,15 +7,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ._identity import mismatch
-from ._lockfile import LOCK_SUFFIX, lock_path, lock_state
+from ._lockfile import LOCK_SUFFIX, lock_state
 from ._names import validate_name
-from ._paths import existing_directory
+from ._paths import NameFiles, existing_directory
 from ._platform import open_lock_files
 from ._record import read_record
 
 if TYPE_CHECKING:
-    from pathlib import Path
-
     from ._holder import Holder
 
 __all__ = [
@@ -49,23 +47,23 @@ class Inspection:
     detached: bool = False
 
 
-def inspect(directory: Path, name: str) -> Inspection:
-    """Inspect ``name`` in an already resolved ``directory``.
+def inspect(files: NameFiles) -> Inspection:
+    """Inspect a name whose directory is already resolved.
 
     The record is believed only when the live process passes every identity
     check against it: then it is the holder, even if the lock file was
     deleted under it (see :func:`detached_holder`).
     """
-    state = lock_state(directory, lock_path(directory, name))
+    state = lock_state(files)
+    record = read_record(files)
     if not state.held:
-        detached = detached_holder(directory, name)
+        detached = detached_holder(files, record)
         return Inspection(
             held=detached is not None,
             holder=detached,
             lock_pids=state.pids,
             detached=detached is not None,
         )
-    record = read_record(directory, name)
     if record is None:
         reason = "its record is missing or unreadable"
         if state.pids:
@@ -80,8 +78,8 @@ def inspect(directory: Path, name: str) -> Inspection:
     )
 
 
-def detached_holder(directory: Path, name: str) -> Holder | None:
-    """A live holder of ``name`` whose lock file was deleted or replaced under it.
+def detached_holder(files: NameFiles, record: Holder | None) -> Holder | None:
+    """A live holder whose lock file was deleted or replaced under it.
 
     Deleting a live holder's lock file (a tmp cleaner) lets a newcomer lock a
     fresh file: two holders. It is recognised only on positive evidence, so
@@ -89,16 +87,18 @@ def detached_holder(directory: Path, name: str) -> Holder | None:
     process passes every identity check and still has a file open under the
     lock file's name that is not the file there now (Linux shows it in
     ``/proc/<pid>/fd``). Where the platform cannot tell, nobody is believed.
+
+    Args:
+        files: The name's files.
+        record: What its record says (already read by the caller).
     """
-    record = read_record(directory, name)
     if record is None or record.pid == os.getpid():
         return None
-    path = lock_path(directory, name)
-    open_files = open_lock_files(record.pid, path)
+    open_files = open_lock_files(record.pid, files.lock)
     if not open_files or mismatch(record, None):
         return None
     try:
-        st = os.lstat(path)
+        st = os.lstat(files.lock)
         current = {(st.st_dev, st.st_ino)}
     except FileNotFoundError:
         current = set()
@@ -129,7 +129,7 @@ def holder(name: str, directory: str | os.PathLike[str] | None = None) -> Holder
     """
     validate_name(name)
     path = existing_directory(directory)
-    return None if path is None else inspect(path, name).holder
+    return None if path is None else inspect(NameFiles.of(path, name)).holder
 
 
 def is_running(name: str, directory: str | os.PathLike[str] | None = None) -> bool:
@@ -144,7 +144,7 @@ def is_running(name: str, directory: str | os.PathLike[str] | None = None) -> bo
     """
     validate_name(name)
     path = existing_directory(directory)
-    return path is not None and inspect(path, name).held
+    return path is not None and inspect(NameFiles.of(path, name)).held
 
 
 def list_instances(directory: str | os.PathLike[str] | None = None) -> list[Holder]:
@@ -172,7 +172,7 @@ def list_instances(directory: str | os.PathLike[str] | None = None) -> list[Hold
             validate_name(name)
         except ValueError:
             continue
-        found = inspect(path, name).holder
+        found = inspect(NameFiles.of(path, name)).holder
         if found is not None:
             holders.append(found)
     return holders

@@ -23,26 +23,14 @@ from ._errors import SingletonProcError
 from ._paths import FILE_MODE, open_no_follow, symlink_refused
 
 if TYPE_CHECKING:
-    from pathlib import Path
+    from ._paths import NameFiles
 
-__all__ = [
-    "LOCK_SUFFIX",
-    "LockState",
-    "OpenLock",
-    "lock_path",
-    "lock_state",
-    "try_lock_file",
-]
+__all__ = ["LOCK_SUFFIX", "LockState", "OpenLock", "lock_state", "try_lock_file"]
 
 LOCK_SUFFIX = ".lock"
 #: A file replaced between open and lock this many times in a row means
 #: something is fighting us; give up rather than spin.
 _MAX_ATTEMPTS = 100
-
-
-def lock_path(directory: Path, name: str) -> Path:
-    """Where the lock file of ``name`` lives."""
-    return directory / f"{name}{LOCK_SUFFIX}"
 
 
 class OpenLock:
@@ -113,7 +101,7 @@ _platform.at_fork(
 )
 
 
-def try_lock_file(path: Path) -> OpenLock | None:
+def try_lock_file(path: str) -> OpenLock | None:
     """Open (creating if needed) and lock ``path`` without waiting.
 
     After locking, the path must still name the locked inode: a file
@@ -148,7 +136,7 @@ def try_lock_file(path: Path) -> OpenLock | None:
     )
 
 
-def _key_of(path: Path) -> tuple[int, int] | None:
+def _key_of(path: str) -> tuple[int, int] | None:
     """``(st_dev, st_ino)`` of ``path`` itself (not followed), or ``None``."""
     try:
         st = os.lstat(path)
@@ -157,7 +145,7 @@ def _key_of(path: Path) -> tuple[int, int] | None:
     return (st.st_dev, st.st_ino)
 
 
-def _open(path: Path) -> OpenLock:
+def _open(path: str) -> OpenLock:
     """Open ``path`` read-only, creating it ``0644`` when missing.
 
     An existing file is opened without ``O_CREAT``: with
@@ -169,16 +157,13 @@ def _open(path: Path) -> OpenLock:
     while True:
         with _open_mutex:
             try:
-                fd = open_no_follow(path, os.O_RDONLY)
+                fd, st = open_no_follow(path, os.O_RDONLY)
             except FileNotFoundError:
-                fd = -1
-            if fd < 0:
                 try:
-                    fd = open_no_follow(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL)
+                    fd, st = open_no_follow(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL)
                 except FileExistsError:  # created by someone else just now
                     continue
                 _platform.set_mode(fd, FILE_MODE)
-            st = os.fstat(fd)
             lock = OpenLock(fd, (st.st_dev, st.st_ino))
             _open_locks.add(lock)
             return lock
@@ -198,8 +183,8 @@ class LockState:
     pids: frozenset[int] | None
 
 
-def lock_state(directory: Path, path: Path) -> LockState:
-    """Look at the lock on ``path`` without disturbing a concurrent start.
+def lock_state(files: NameFiles) -> LockState:
+    """Look at a name's lock without disturbing a concurrent start.
 
     On Linux ``/proc/locks`` answers. Elsewhere the only way to know is to
     try the lock and let go at once, which a concurrent start may see as a
@@ -209,15 +194,15 @@ def lock_state(directory: Path, path: Path) -> LockState:
         InsecureLockPathError: the path is a symlink.
     """
     try:
-        st = os.lstat(path)
+        st = os.lstat(files.lock)
     except FileNotFoundError:
         return LockState(held=False, pids=frozenset())
     if _platform.is_link(st):
-        raise symlink_refused(path)
-    pids = _platform.flock_holders(directory, st)
+        raise symlink_refused(files.lock)
+    pids = _platform.flock_holders(files.directory, st)
     if pids is not None:
         return LockState(held=bool(pids), pids=pids)
-    probe = try_lock_file(path)
+    probe = try_lock_file(files.lock)
     if probe is None:
         return LockState(held=True, pids=None)
     probe.release()

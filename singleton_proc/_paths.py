@@ -13,6 +13,7 @@ import os
 import stat
 import sys
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 from . import _platform
@@ -21,6 +22,8 @@ from ._errors import InsecureLockPathError
 __all__ = [
     "ENV_DIRECTORY",
     "FILE_MODE",
+    "NameFiles",
+    "check_directory",
     "existing_directory",
     "open_no_follow",
     "resolve_directory",
@@ -45,6 +48,37 @@ _NETWORK_FS = frozenset(
     }
 )  # fmt: skip
 _checked_devices: set[int] = set()
+
+
+@dataclass(frozen=True)
+class NameFiles:
+    """Where one name's files live, as plain strings (cheap to pass to ``os``).
+
+    Attributes:
+        directory: The lock directory.
+        name: The instance name.
+        lock: ``<name>.lock``, which carries the OS lock.
+        record: ``<name>.pid``, the holder's record.
+        temp_prefix: The prefix of the record's temporary files.
+    """
+
+    directory: str
+    name: str
+    lock: str
+    record: str
+    temp_prefix: str
+
+    @classmethod
+    def of(cls, directory: str | os.PathLike[str], name: str) -> NameFiles:
+        """The files of ``name`` in ``directory`` (an already checked one)."""
+        base = os.fspath(directory)
+        return cls(
+            directory=base,
+            name=name,
+            lock=os.path.join(base, f"{name}.lock"),
+            record=os.path.join(base, f"{name}.pid"),
+            temp_prefix=os.path.join(base, f".{name}.pid."),
+        )
 
 
 def resolve_directory(directory: str | os.PathLike[str] | None) -> Path:
@@ -89,14 +123,7 @@ def _resolve(directory: str | os.PathLike[str] | None, *, create: bool) -> Path 
         if not create:
             return None
         _make_directory(path, _SHARED_MODE, parents=True)
-    st = _lstat_directory(path)
-    if st.st_mode & _OTHERS_WRITE and not st.st_mode & stat.S_ISVTX:
-        raise InsecureLockPathError(
-            f"lock directory {path} is writable by other users but not sticky, "
-            "so they could replace the lock files; use a sticky directory "
-            "(chmod +t, like /tmp or /run/lock) or one only you can write to"
-        )
-    _warn_if_network(path, st)
+    check_directory(path, private=False)
     return path
 
 
@@ -127,7 +154,7 @@ def _default_directory(*, create: bool) -> Path | None:
             except OSError as exc:  # home missing or read-only: try the next one
                 failure = exc
                 continue
-        _check_private(path)
+        check_directory(path, private=True)
         return path
     if failure is None:
         return None
@@ -149,9 +176,19 @@ def _make_directory(path: Path, mode: int, *, parents: bool) -> None:
     _platform.set_directory_mode(path, mode)  # the umask may have taken bits
 
 
-def _lstat_directory(path: Path) -> os.stat_result:
-    """``lstat`` ``path`` and insist on a real directory."""
-    st = path.lstat()
+def check_directory(path: str | os.PathLike[str], *, private: bool) -> os.stat_result:
+    """Check a lock directory with one ``lstat``; return that ``lstat``.
+
+    Every directory must be a real directory, not a symlink. A private one
+    must belong to the current user and be writable by nobody else; a
+    shared one must be sticky if others may write to it.
+
+    Raises:
+        InsecureLockPathError: the directory fails a check; the message
+            says how to fix it.
+        FileNotFoundError: it does not exist (any more).
+    """
+    st = os.lstat(path)
     if _platform.is_link(st):
         raise InsecureLockPathError(
             f"lock directory {path} is a symlink; refusing to follow it "
@@ -159,34 +196,42 @@ def _lstat_directory(path: Path) -> os.stat_result:
         )
     if not stat.S_ISDIR(st.st_mode):
         raise InsecureLockPathError(f"lock directory {path} is not a directory")
+    if private:
+        _check_private(path, st)
+    elif st.st_mode & _OTHERS_WRITE and not st.st_mode & stat.S_ISVTX:
+        raise InsecureLockPathError(
+            f"lock directory {path} is writable by other users but not sticky, "
+            "so they could replace the lock files; use a sticky directory "
+            "(chmod +t, like /tmp or /run/lock) or one only you can write to"
+        )
+    _warn_if_network(path, st)
     return st
 
 
-def _check_private(path: Path) -> None:
-    """Insist that ``path`` is a directory only the current user controls."""
-    st = _lstat_directory(path)
+def _check_private(path: str | os.PathLike[str], st: os.stat_result) -> None:
+    """Insist that a private directory is ours and writable by nobody else."""
     uid = _platform.current_uid()
-    if uid is not None:  # Windows: ACLs, not mode bits
-        if st.st_uid != uid:
-            raise InsecureLockPathError(
-                f"private lock directory {path} belongs to uid {st.st_uid}, not to "
-                f"you (uid {uid}); remove it, or set ${ENV_DIRECTORY} or "
-                "directory= to a directory of your own"
-            )
-        if st.st_mode & _OTHERS_WRITE:
-            raise InsecureLockPathError(
-                f"private lock directory {path} is writable by group or others "
-                f"(mode {stat.S_IMODE(st.st_mode):04o}); run: chmod 700 {path}"
-            )
-    _warn_if_network(path, st)
+    if uid is None:  # Windows: ACLs, not mode bits
+        return
+    if st.st_uid != uid:
+        raise InsecureLockPathError(
+            f"private lock directory {path} belongs to uid {st.st_uid}, not to "
+            f"you (uid {uid}); remove it, or set ${ENV_DIRECTORY} or "
+            "directory= to a directory of your own"
+        )
+    if st.st_mode & _OTHERS_WRITE:
+        raise InsecureLockPathError(
+            f"private lock directory {path} is writable by group or others "
+            f"(mode {stat.S_IMODE(st.st_mode):04o}); run: chmod 700 {path}"
+        )
 
 
-def _warn_if_network(path: Path, st: os.stat_result) -> None:
+def _warn_if_network(path: str | os.PathLike[str], st: os.stat_result) -> None:
     """Warn once per filesystem when file locks there may not exclude."""
     if st.st_dev in _checked_devices:
         return
     _checked_devices.add(st.st_dev)
-    fstype = _platform.filesystem_type(path)
+    fstype = _platform.filesystem_type(os.fspath(path))
     words = set(fstype.lower().split())
     if words & _NETWORK_FS or "remote" in words or "fuse" in fstype.lower():
         warnings.warn(
@@ -207,7 +252,9 @@ def _caller_stacklevel() -> int:
     return level
 
 
-def open_no_follow(path: Path, flags: int, mode: int = FILE_MODE) -> int:
+def open_no_follow(
+    path: str, flags: int, mode: int = FILE_MODE
+) -> tuple[int, os.stat_result]:
     """``os.open`` a regular file without following a symlink at ``path``.
 
     Args:
@@ -217,27 +264,28 @@ def open_no_follow(path: Path, flags: int, mode: int = FILE_MODE) -> int:
         mode: The mode for a file that ``O_CREAT`` creates.
 
     Returns:
-        The open descriptor of a regular file.
+        The open descriptor of a regular file, and its ``fstat``.
 
     Raises:
         InsecureLockPathError: ``path`` is a symlink or not a regular file.
         OSError: it could not be opened (missing, permission denied, ...).
     """
-    if not _platform.HAS_NOFOLLOW and path.is_symlink():  # pragma: no cover
+    if not _platform.HAS_NOFOLLOW and os.path.islink(path):  # pragma: no cover
         raise symlink_refused(path)
     try:
         fd = os.open(path, flags | _platform.OPEN_FLAGS, mode)
     except OSError as exc:
-        if _platform.refused_symlink(exc) and path.is_symlink():
+        if _platform.refused_symlink(exc) and os.path.islink(path):
             raise symlink_refused(path) from None
         raise
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
         os.close(fd)
         raise InsecureLockPathError(f"{path} is not a regular file; refusing to use it")
-    return fd
+    return fd, st
 
 
-def symlink_refused(path: Path) -> InsecureLockPathError:
+def symlink_refused(path: str) -> InsecureLockPathError:
     """The error for a symlink found where one of our files should be."""
     return InsecureLockPathError(
         f"{path} is a symlink; refusing to follow it (its target is left "

@@ -222,7 +222,7 @@ def fallback_directory() -> Path:
     return Path(f"/tmp/singleton_proc-{os.geteuid()}")  # noqa: S108
 
 
-def filesystem_type(path: Path) -> str:
+def filesystem_type(path: str) -> str:
     """The type of the filesystem holding ``path`` (``"ext4"``, ``"nfs4"``, ...).
 
     From psutil's mount table, which every platform has; ``"remote"`` is
@@ -242,7 +242,7 @@ def filesystem_type(path: Path) -> str:
     return f"{best.fstype} remote" if "remote" in best.opts else best.fstype
 
 
-def flock_holders(directory: Path, st: os.stat_result) -> frozenset[int] | None:
+def flock_holders(directory: str, st: os.stat_result) -> frozenset[int] | None:
     """The pids holding a ``flock`` on a file in ``directory``, without locking.
 
     Linux lists every lock in ``/proc/locks`` by inode and by the device of
@@ -281,13 +281,13 @@ def _device(dev: int) -> str:
 _mount_devices: dict[str, str] = {}
 
 
-def _mount_device(directory: Path) -> str:
+def _mount_device(directory: str) -> str:
     """The superblock device of the mount holding ``directory``, or ``""``.
 
     Read from ``/proc/self/mountinfo`` (decimal ``major:minor``, mount points
     octal-escaped) once per directory per process.
     """
-    key = str(directory)
+    key = directory
     if key not in _mount_devices:
         real = os.path.realpath(directory)
         best, device = "", ""
@@ -319,7 +319,7 @@ def _unescape_mount(field: str) -> str:
     return field.encode("latin-1", "backslashreplace").decode("unicode_escape")
 
 
-def open_lock_files(pid: int, path: Path) -> frozenset[tuple[int, int]] | None:
+def open_lock_files(pid: int, path: str) -> frozenset[tuple[int, int]] | None:
     """``(st_dev, st_ino)`` of the files named ``path`` that ``pid`` has open.
 
     Includes a file deleted since it was opened (Linux shows it as
@@ -331,7 +331,7 @@ def open_lock_files(pid: int, path: Path) -> frozenset[tuple[int, int]] | None:
         (not Linux, or not allowed to look at that process's descriptors).
     """
     fd_dir = _PROC / str(pid) / "fd"
-    names = {str(path), f"{path} (deleted)"}
+    names = {path, f"{path} (deleted)"}
     found: set[tuple[int, int]] = set()
     try:
         entries = os.listdir(fd_dir)

@@ -9,28 +9,26 @@ not a complete, well-typed record of the expected name reads as "unknown".
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import math
 import os
 import string
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from . import _platform
 from ._errors import InsecureLockPathError
 from ._holder import Holder
-from ._paths import FILE_MODE, open_no_follow, symlink_refused
-
-if TYPE_CHECKING:
-    from pathlib import Path
+from ._paths import FILE_MODE, NameFiles, open_no_follow
 
 __all__ = [
     "RECORD_VERSION",
     "decode_record",
     "encode_record",
+    "load_record",
     "read_record",
-    "record_path",
     "remove_record",
     "write_record",
 ]
@@ -46,28 +44,50 @@ _EARLIEST_YEAR, _LATEST_YEAR = 1970, 9000
 
 _log = logging.getLogger("singleton_proc")
 _TEMP_SUFFIX = ".tmp"
-
-
-def record_path(directory: Path, name: str) -> Path:
-    """Where the record of ``name`` lives."""
-    return directory / f"{name}.pid"
+_STARTED_MARK = "\x00started_at\x00"  # cannot occur in any other field's JSON
 
 
 def encode_record(holder: Holder) -> bytes:
-    """Serialize ``holder`` as the JSON record."""
-    return json.dumps(
+    """Serialize ``holder`` as the JSON record.
+
+    Everything but ``started_at`` is the same at every acquire of a name in
+    a process, so that part is encoded once and the timestamp (an ISO 8601
+    string, which needs no JSON escaping) is put in its place.
+    """
+    head, tail = _template(
+        (
+            holder.name,
+            holder.pid,
+            holder.create_time,
+            holder.cmdline,
+            holder.user,
+            holder.host,
+        )
+    )
+    return f'{head}"{holder.started_at.isoformat()}"{tail}'.encode()
+
+
+@functools.lru_cache(maxsize=64)
+def _template(
+    fields: tuple[str, int, float, tuple[str, ...], str, str],
+) -> tuple[str, str]:
+    """The JSON record around its ``started_at`` value: ``(before, after)``."""
+    name, pid, create_time, cmdline, user, host = fields
+    text = json.dumps(
         {
             "version": RECORD_VERSION,
-            "name": holder.name,
-            "pid": holder.pid,
-            "create_time": holder.create_time,
-            "started_at": holder.started_at.isoformat(),
-            "cmdline": list(holder.cmdline),
-            "user": holder.user,
-            "host": holder.host,
+            "name": name,
+            "pid": pid,
+            "create_time": create_time,
+            "started_at": _STARTED_MARK,
+            "cmdline": list(cmdline),
+            "user": user,
+            "host": host,
         },
         separators=(", ", ": "),
-    ).encode()
+    )
+    head, _, tail = text.partition(json.dumps(_STARTED_MARK))
+    return head, tail
 
 
 def decode_record(data: bytes, name: str) -> Holder | None:
@@ -127,98 +147,120 @@ def _holder_from(raw: dict[str, Any], name: str) -> Holder | None:
     )
 
 
-def read_record(directory: Path, name: str) -> Holder | None:
-    """Read the record of ``name``; ``None`` when missing or unreadable.
+def load_record(files: NameFiles) -> tuple[bool, Holder | None]:
+    """Look at ``<name>.pid`` as the next holder: is there one, and what it says.
+
+    Returns:
+        Whether a file is there (a previous holder did not remove it: it
+        crashed), and the record it holds, or ``None`` if unreadable.
+
+    Raises:
+        InsecureLockPathError: the record path is a symlink (or not a regular
+            file): someone is meddling, and we will not write through it.
+    """
+    try:
+        fd, _ = open_no_follow(files.record, os.O_RDONLY)
+    except FileNotFoundError:  # the common case: the last holder removed it
+        return False, None
+    except InsecureLockPathError:
+        raise
+    except OSError:  # unreadable to us (another user's, a permission issue)
+        return True, None
+    try:
+        data = os.read(fd, _MAX_RECORD_BYTES + 1)
+    except OSError:
+        return True, None
+    finally:
+        os.close(fd)
+    return True, decode_record(data, files.name)
+
+
+def read_record(files: NameFiles) -> Holder | None:
+    """Read the record of a name, for looking; ``None`` when missing or unreadable.
 
     A symlink in place of the record is not followed and reads as missing.
     """
     try:
-        fd = open_no_follow(record_path(directory, name), os.O_RDONLY)
-    except OSError:  # missing, unreadable, a symlink, not a regular file
+        return load_record(files)[1]
+    except InsecureLockPathError:
         return None
-    try:
-        data = os.read(fd, _MAX_RECORD_BYTES + 1)
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
-    return decode_record(data, name)
 
 
-def write_record(directory: Path, holder: Holder) -> bool:
+def write_record(files: NameFiles, holder: Holder, *, sweep: bool) -> bool:
     """Atomically replace the record of ``holder.name`` with ``holder``.
 
     The data goes to a new, randomly named temporary file (``O_EXCL``, no
-    symlink followed) that then replaces the record in one ``os.replace``.
-    No fsync: the record describes a running process and means nothing
-    after a reboot. Stale temporary files of this name, left by a holder
-    that crashed mid-write, are swept afterwards.
+    symlink followed) that then replaces the record in one ``os.replace``,
+    which never follows a symlink at the target. No fsync: the record
+    describes a running process and means nothing after a reboot.
 
     The record is advisory, so failing to write it (a full disk, another
     user's stale record in a sticky directory, a reader holding it open on
     Windows) does not fail the caller, who holds the lock: it is logged, and
     the holder reads as unknown.
 
+    Args:
+        files: The name's files.
+        holder: What to record.
+        sweep: Also remove temporary files that a crashed holder left; the
+            caller asks when it found the crashed holder's record, so that
+            the common path needs no directory listing.
+
     Returns:
         Whether the record was written.
-
-    Raises:
-        InsecureLockPathError: the record or temporary path is a symlink.
     """
-    target = record_path(directory, holder.name)
-    prefix = _temp_prefix(holder.name)
-    temp = directory / f"{prefix}{os.urandom(_TOKEN_HEX // 2).hex()}{_TEMP_SUFFIX}"
+    temp = f"{files.temp_prefix}{os.urandom(_TOKEN_HEX // 2).hex()}{_TEMP_SUFFIX}"
     try:
-        fd = open_no_follow(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+        fd, _ = open_no_follow(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+    except OSError as exc:
+        return _not_written(files, exc)
+    try:
         try:
             _platform.set_mode(fd, FILE_MODE)
             os.write(fd, encode_record(holder))
         finally:
             os.close(fd)
-        try:
-            # os.replace never follows a symlink at the target, but a symlink
-            # there means someone is meddling: refuse rather than hide it.
-            if target.is_symlink():
-                raise symlink_refused(target)  # noqa: TRY301  (cleanup below)
-            temp.replace(target)
-        except BaseException:
-            temp.unlink(missing_ok=True)
-            raise
-    except InsecureLockPathError:
+        os.replace(temp, files.record)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+        if isinstance(exc, OSError):
+            return _not_written(files, exc)
         raise
-    except OSError as exc:
-        _log.warning(
-            "could not write the record %s (%s); holding without it", target, exc
-        )
-        return False
-    _sweep_temp_files(directory, prefix)
+    if sweep:
+        _sweep_temp_files(files)
     return True
 
 
-def remove_record(directory: Path, name: str) -> None:
-    """Delete the record of ``name``; a failure is logged, never raised."""
-    path = record_path(directory, name)
+def _not_written(files: NameFiles, exc: OSError) -> bool:
+    """Log that the record could not be written; the holder goes on without one."""
+    _log.warning(
+        "could not write the record %s (%s); holding without it", files.record, exc
+    )
+    return False
+
+
+def remove_record(files: NameFiles) -> None:
+    """Delete the record of a name; a failure is logged, never raised."""
     try:
-        path.unlink(missing_ok=True)
+        os.unlink(files.record)
+    except FileNotFoundError:
+        return
     except OSError as exc:
-        _log.warning("could not remove the record %s (%s)", path, exc)
+        _log.warning("could not remove the record %s (%s)", files.record, exc)
 
 
-def _temp_prefix(name: str) -> str:
-    """The prefix of the temporary files of ``name``'s record."""
-    return f".{name}.pid."
-
-
-def _sweep_temp_files(directory: Path, prefix: str) -> None:
+def _sweep_temp_files(files: NameFiles) -> None:
     """Remove temporary record files of one name left behind by crashes.
 
     Only the lock holder writes them, and the caller holds the lock, so any
     that exist besides the one just renamed are stale. The match is exact
     (prefix, 16 hex digits, ``.tmp``) so another name's files never match.
     """
+    prefix = os.path.basename(files.temp_prefix)
     size = len(prefix) + _TOKEN_HEX + len(_TEMP_SUFFIX)
     try:
-        with os.scandir(directory) as entries:
+        with os.scandir(files.directory) as entries:
             stale = [
                 entry.path
                 for entry in entries

@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import atexit
 import logging
-import os
 import threading
 from typing import TYPE_CHECKING, Protocol
 
 from . import _platform
 
 if TYPE_CHECKING:
-    from pathlib import Path
+    import os
 
 __all__ = ["Holding", "NameKey", "add", "discard", "holding", "name_key"]
 
@@ -44,10 +43,9 @@ _held: dict[NameKey, Holding] = {}
 _log = logging.getLogger("singleton_proc")
 
 
-def name_key(directory: Path, name: str) -> NameKey:
-    """The key of ``name`` in ``directory``."""
-    st = os.stat(directory)
-    return (st.st_dev, st.st_ino, name)
+def name_key(directory: os.stat_result, name: str) -> NameKey:
+    """The key of ``name`` in the directory that ``directory`` describes."""
+    return (directory.st_dev, directory.st_ino, name)
 
 
 def add(key: NameKey, instance: Holding) -> None:

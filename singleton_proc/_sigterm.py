@@ -22,6 +22,11 @@ if TYPE_CHECKING:
 __all__ = ["hold", "let_go"]
 
 _SIGTERM = getattr(signal, "SIGTERM", 15)
+# The C-level functions, where there are: ``signal.signal``/``getsignal``
+# convert to enums on every call, a cost paid on each acquire and release.
+_getsignal = getattr(signal, "_signal", signal).getsignal
+_setsignal = getattr(signal, "_signal", signal).signal
+_SIG_DFL = int(signal.SIG_DFL)
 _mutex = threading.Lock()
 _holds = 0  # instances that asked for the handler and have not let go
 
@@ -42,8 +47,8 @@ def hold() -> bool:
     if threading.current_thread() is not threading.main_thread():
         return False
     with _mutex:
-        if _holds == 0 and signal.getsignal(_SIGTERM) == signal.SIG_DFL:
-            signal.signal(_SIGTERM, _exit_on_sigterm)
+        if _holds == 0 and _getsignal(_SIGTERM) == _SIG_DFL:
+            _setsignal(_SIGTERM, _exit_on_sigterm)
         _holds += 1
     return True
 
@@ -59,10 +64,10 @@ def let_go() -> None:
         _holds -= 1
         if (
             _holds == 0
-            and signal.getsignal(_SIGTERM) is _exit_on_sigterm
+            and _getsignal(_SIGTERM) is _exit_on_sigterm
             and threading.current_thread() is threading.main_thread()
         ):
-            signal.signal(_SIGTERM, signal.SIG_DFL)
+            _setsignal(_SIGTERM, _SIG_DFL)
 
 
 def _reset_in_child() -> None:
@@ -70,8 +75,8 @@ def _reset_in_child() -> None:
     global _holds, _mutex  # noqa: PLW0603
     _mutex = threading.Lock()
     _holds = 0
-    if signal.getsignal(_SIGTERM) is _exit_on_sigterm:
-        signal.signal(_SIGTERM, signal.SIG_DFL)
+    if _getsignal(_SIGTERM) is _exit_on_sigterm:
+        _setsignal(_SIGTERM, _SIG_DFL)
 
 
 _platform.at_fork(after_in_child=_reset_in_child)

@@ -24,7 +24,7 @@ from ._errors import ReplaceRefusedError
 from ._identity import CREATE_TIME_TOLERANCE, current_identity
 from ._introspect import Inspection, inspect
 from ._names import validate_name
-from ._paths import existing_directory
+from ._paths import NameFiles, existing_directory
 
 if TYPE_CHECKING:
     from collections.abc import Generator
@@ -264,7 +264,7 @@ def terminate(
     path = existing_directory(directory)
     if path is None:
         return None
-    found = inspect(path, name)
+    found = inspect(NameFiles.of(path, name))
     if not found.held:
         return None
     refused = refusal(name, found, verb="stop")

@@ -26,7 +26,7 @@ import sys
 from pathlib import Path
 
 from singleton_proc import SingleInstance, _platform, is_running
-from singleton_proc._lockfile import lock_path
+from singleton_proc._paths import NameFiles
 from singleton_proc._record import read_record
 
 
@@ -52,12 +52,13 @@ def child(instance: SingleInstance, how: str) -> None:
 
 def parent_state(instance: SingleInstance, directory: Path, name: str) -> None:
     """Report what the parent still holds after its child ended."""
-    record = read_record(directory, name)
-    st = os.stat(lock_path(directory, name))
+    files = NameFiles.of(directory, name)
+    record = read_record(files)
+    st = os.stat(files.lock)
     report(
         parent_held=instance.held,
         record_pid=record.pid if record else None,
-        lock_pids=sorted(_platform.flock_holders(directory, st) or ()),
+        lock_pids=sorted(_platform.flock_holders(files.directory, st) or ()),
         running=is_running(name, directory),
     )
 

@@ -14,8 +14,13 @@ from typing import TYPE_CHECKING
 import psutil
 import pytest
 
+from singleton_proc._paths import NameFiles
+from singleton_proc._record import read_record
+
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
+
+    from singleton_proc import Holder
 
 TESTS = Path(__file__).parent
 HOLDER_SCRIPT = TESTS / "child_holder.py"
@@ -148,3 +153,8 @@ def as_user(uid: int, work: Callable[[], object]) -> object:
     if "error" in reply:
         raise AssertionError(f"as uid {uid}: {reply['error']}")
     return reply["value"]
+
+
+def record_of(directory: Path, name: str) -> Holder | None:
+    """The record of ``name`` in ``directory``, as the library reads it."""
+    return read_record(NameFiles.of(directory, name))

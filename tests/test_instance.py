@@ -9,9 +9,8 @@ from typing import TYPE_CHECKING
 import pytest
 
 from singleton_proc import AlreadyRunningError, SingleInstance, holder, is_running
-from singleton_proc._record import read_record
 
-from helpers import finish, holding, read_line, start_holder
+from helpers import finish, holding, read_line, record_of, start_holder
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -54,13 +53,13 @@ def test_a_sigkilled_holder_frees_the_name_at_once(lock_dir: Path) -> None:
     with holding("bot", lock_dir) as first:
         first.send_signal(signal.SIGKILL)
         first.wait()
-        assert read_record(lock_dir, "bot") is not None, (
+        assert record_of(lock_dir, "bot") is not None, (
             "a killed holder leaves its record"
         )
         assert not is_running("bot", lock_dir)
         assert holder("bot", lock_dir) is None, "a stale record is not believed"
         with SingleInstance("bot", directory=lock_dir):
-            found = read_record(lock_dir, "bot")
+            found = record_of(lock_dir, "bot")
             assert found is not None
             assert found.pid == os.getpid(), "the stale record is overwritten"
 

@@ -15,6 +15,7 @@ from singleton_proc import (
     _platform,
 )
 from singleton_proc._lockfile import lock_state, try_lock_file
+from singleton_proc._paths import NameFiles
 
 from helpers import finish, holding, read_line
 
@@ -41,7 +42,7 @@ def test_symlink_at_the_lock_path_is_refused_and_its_target_untouched(
     assert precious.stat().st_ino not in _locked_inodes()
     assert sorted(p.name for p in lock_dir.iterdir()) == ["bot.lock"]
     with pytest.raises(InsecureLockPathError, match="symlink"):
-        lock_state(lock_dir, lock_dir / "bot.lock")
+        lock_state(NameFiles.of(lock_dir, "bot"))
 
 
 def test_dangling_symlink_at_the_lock_path_creates_nothing(
@@ -76,7 +77,7 @@ def test_a_file_replaced_between_open_and_lock_does_not_count(
         return locked
 
     monkeypatch.setattr(_platform, "try_lock", racing_try_lock)
-    lock = try_lock_file(path)
+    lock = try_lock_file(str(path))
     assert lock is not None
     try:
         assert len(calls) == 2
@@ -102,7 +103,7 @@ def test_lock_taken_by_flock_1_counts_as_running(lock_dir: Path) -> None:
     )
     try:
         assert read_line(proc) == "locked"
-        state = lock_state(lock_dir, lock_dir / "bot.lock")
+        state = lock_state(NameFiles.of(lock_dir, "bot"))
         assert state.held
         assert state.pids == frozenset({proc.pid})
         with pytest.raises(
@@ -119,13 +120,13 @@ def test_lock_state_without_proc_locks_probes_the_lock(
     lock_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(_platform, "flock_holders", lambda directory, st: None)  # noqa: ARG005
-    path = lock_dir / "bot.lock"
-    assert not lock_state(lock_dir, path).held, "a missing file is not held"
+    files = NameFiles.of(lock_dir, "bot")
+    assert not lock_state(files).held, "a missing file is not held"
     with holding("bot", lock_dir):
-        state = lock_state(lock_dir, path)
+        state = lock_state(files)
         assert state.held
         assert state.pids is None
-    state = lock_state(lock_dir, path)
+    state = lock_state(files)
     assert not state.held
     assert state.pids is None
     with SingleInstance("bot", directory=lock_dir):

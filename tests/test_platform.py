@@ -23,7 +23,7 @@ def test_flock_holders_lists_the_holder_and_not_the_waiters(tmp_path: Path) -> N
     path = tmp_path / "f.lock"
     fd = os.open(path, os.O_RDONLY | os.O_CREAT, 0o644)
     try:
-        assert _platform.flock_holders(tmp_path, os.fstat(fd)) == frozenset()
+        assert _platform.flock_holders(str(tmp_path), os.fstat(fd)) == frozenset()
         fcntl.flock(fd, fcntl.LOCK_EX)
         waiter = subprocess.Popen(
             ["sh", "-c", f"echo waiting; exec flock {path} true"],
@@ -33,7 +33,7 @@ def test_flock_holders_lists_the_holder_and_not_the_waiters(tmp_path: Path) -> N
         try:
             assert read_line(waiter) == "waiting"
             _wait_for_waiter(os.fstat(fd).st_ino)
-            assert _platform.flock_holders(tmp_path, os.fstat(fd)) == frozenset(
+            assert _platform.flock_holders(str(tmp_path), os.fstat(fd)) == frozenset(
                 {os.getpid()}
             )
         finally:
@@ -61,7 +61,7 @@ def test_flock_holders_without_proc_locks_cannot_tell(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(_platform, "_PROC_LOCKS", tmp_path / "missing")
-    assert _platform.flock_holders(tmp_path, os.stat(tmp_path)) is None
+    assert _platform.flock_holders(str(tmp_path), os.stat(tmp_path)) is None
 
 
 def test_flock_holders_skips_malformed_lines(
@@ -78,7 +78,7 @@ def test_flock_holders_skips_malformed_lines(
         "garbage\n"
     )
     monkeypatch.setattr(_platform, "_PROC_LOCKS", fake)
-    assert _platform.flock_holders(tmp_path, st) == frozenset({77})
+    assert _platform.flock_holders(str(tmp_path), st) == frozenset({77})
 
 
 def _run(*command: str) -> subprocess.CompletedProcess[str]:
@@ -120,8 +120,8 @@ def test_holders_are_seen_on_overlayfs(overlay_dir: Path) -> None:
     with holding("bot", overlay_dir) as first:
         st = os.lstat(overlay_dir / "bot.lock")
         in_proc_locks = _platform._device(st.st_dev)  # noqa: SLF001
-        assert _platform._mount_device(overlay_dir) != in_proc_locks  # noqa: SLF001
-        assert _platform.flock_holders(overlay_dir, st) == frozenset({first.pid})
+        assert _platform._mount_device(str(overlay_dir)) != in_proc_locks  # noqa: SLF001
+        assert _platform.flock_holders(str(overlay_dir), st) == frozenset({first.pid})
         assert is_running("bot", overlay_dir)
         found = holder("bot", overlay_dir)
         assert found is not None

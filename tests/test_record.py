@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -22,9 +23,9 @@ from singleton_proc import (
     holder,
     is_running,
 )
-from singleton_proc._record import decode_record, encode_record, read_record
+from singleton_proc._record import decode_record, encode_record
 
-from helpers import DEADLINE, as_user, holding, needs_root, reap
+from helpers import DEADLINE, as_user, holding, needs_root, reap, record_of
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -111,7 +112,7 @@ def test_a_bad_record_on_disk_never_crashes_nor_misleads(
             SingleInstance("bot", directory=lock_dir).acquire()
         assert info.value.holder is None
     with SingleInstance("bot", directory=lock_dir):  # then it is simply overwritten
-        assert read_record(lock_dir, "bot") is not None
+        assert record_of(lock_dir, "bot") is not None
 
 
 def test_record_is_complete_and_removed_on_release(lock_dir: Path) -> None:
@@ -129,7 +130,7 @@ def test_record_is_complete_and_removed_on_release(lock_dir: Path) -> None:
             "user",
             "host",
         }
-        found = read_record(lock_dir, "bot")
+        found = record_of(lock_dir, "bot")
         assert found is not None
         assert found.name == "bot"
         assert found.pid == os.getpid()
@@ -194,6 +195,7 @@ def test_stale_temporary_files_are_swept_and_others_left(lock_dir: Path) -> None
     unrelated = lock_dir / ".bot.pid.notes.tmp"
     for path in (stale, other_name, unrelated):
         path.write_text("{")
+    (lock_dir / "bot.pid").write_text("{")  # and the record of the holder that crashed
     with SingleInstance("bot", directory=lock_dir):
         pass
     assert not stale.exists()
@@ -225,7 +227,7 @@ def test_a_live_process_named_by_a_record_without_the_lock_never_blocks(
         assert not is_running("bot", lock_dir)
         assert holder("bot", lock_dir) is None
         with SingleInstance("bot", directory=lock_dir):
-            found = read_record(lock_dir, "bot")
+            found = record_of(lock_dir, "bot")
             assert found is not None
             assert found.pid == os.getpid()
         assert decoy.poll() is None, "the process named by the record is untouched"
@@ -252,19 +254,30 @@ def test_absurd_times_in_a_record_never_crash(
 
 
 def test_a_record_that_cannot_be_written_is_logged_not_fatal(
-    lock_dir: Path, caplog: pytest.LogCaptureFixture
+    lock_dir: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    (lock_dir / "bot.pid").mkdir()  # os.replace onto a directory fails
+    def disk_full(*_: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "write", disk_full)
     with (
         caplog.at_level(logging.WARNING, logger="singleton_proc"),
         SingleInstance("bot", directory=lock_dir) as instance,
     ):
+        monkeypatch.undo()
         assert instance.held
         assert is_running("bot", lock_dir)
         assert holder("bot", lock_dir) is None, "held, holder unknown"
     assert "could not write the record" in caplog.text
-    assert (lock_dir / "bot.pid").is_dir(), "release leaves what it did not write"
-    assert not any(p.name.endswith(".tmp") for p in lock_dir.iterdir())
+    assert "No space left on device" in caplog.text
+    assert sorted(p.name for p in lock_dir.iterdir()) == ["bot.lock"], "no temp left"
+
+
+def test_something_else_at_the_record_path_is_refused(lock_dir: Path) -> None:
+    (lock_dir / "bot.pid").mkdir()
+    with pytest.raises(InsecureLockPathError, match="not a regular file"):
+        SingleInstance("bot", directory=lock_dir).acquire()
+    assert not is_running("bot", lock_dir)
 
 
 @needs_root

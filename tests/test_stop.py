@@ -22,7 +22,6 @@ from singleton_proc import (
     is_running,
     terminate,
 )
-from singleton_proc._record import read_record
 
 from helpers import (
     DEADLINE,
@@ -31,6 +30,7 @@ from helpers import (
     needs_root,
     read_line,
     reap,
+    record_of,
     start_holder,
     wait_until_gone,
 )
@@ -56,7 +56,7 @@ def test_a_holder_that_exits_on_sigterm_is_replaced_promptly(
         with caplog.at_level(logging.INFO, logger="singleton_proc"), _replace(lock_dir):
             elapsed = time.monotonic() - started
             assert old.wait(DEADLINE) == 143, "SIGTERM became a clean SystemExit"
-            found = read_record(lock_dir, "bot")
+            found = record_of(lock_dir, "bot")
             assert found is not None
             assert found.pid == os.getpid()
         assert elapsed < REPLACE_BOUND
