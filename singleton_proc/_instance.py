@@ -17,7 +17,7 @@ from ._identity import current_identity
 from ._introspect import Inspection, detached_holder, inspect
 from ._lockfile import OpenLock, try_lock_file
 from ._names import derive_name, validate_name
-from ._paths import NameFiles, check_directory, resolve_directory
+from ._paths import NameFiles, check_directory, directory_key, resolve_directory
 from ._record import load_record, remove_record, write_record
 from ._stop import refusal, stopping, validate_grace
 
@@ -41,6 +41,11 @@ _POLL_CAP = 0.010
 _POLL_GROWTH = 1.5
 
 _F = TypeVar("_F", bound="Callable[..., Any]")
+
+#: Where each (directory argument, name) was found: resolving a directory
+#: (environment, home, creation) is done once per process, checking it at
+#: every acquire.
+_located: dict[tuple[tuple[str, ...], str], NameFiles] = {}
 
 
 @dataclass
@@ -142,7 +147,6 @@ class SingleInstance:
         self._mutex = threading.Lock()
         self._busy = False  # between the start and the end of an acquire
         self._held: _Held | None = None
-        self._files: NameFiles | None = None  # worked out at the first acquire
 
     def __repr__(self) -> str:
         """Show the name, the policy and whether this object holds it."""
@@ -322,11 +326,12 @@ class SingleInstance:
         """The name's files and its key in this process, the directory checked.
 
         Where the directory is, and the paths in it, are worked out once per
-        object; every acquire still checks the directory itself (one
-        ``lstat``), which also gives the key.
+        process for the same inputs; every acquire still checks the
+        directory itself (one ``lstat``), which also gives the key.
         """
         private = self._directory is None
-        files = self._files
+        cache_key = (directory_key(self._directory), self.name)
+        files = _located.get(cache_key)
         if files is not None:
             try:
                 st = check_directory(files.directory, private=private)
@@ -335,7 +340,7 @@ class SingleInstance:
         if files is None:
             files = NameFiles.of(resolve_directory(self._directory), self.name)
             st = check_directory(files.directory, private=private)
-            self._files = files
+            _located[cache_key] = files
         return files, _registry.name_key(st, self.name)
 
     def _take(self, files: NameFiles, key: _registry.NameKey, lock: OpenLock) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import sys
 import unicodedata
 from pathlib import Path
@@ -50,6 +51,7 @@ def validate_name(name: object) -> str:
     return name
 
 
+@functools.lru_cache(maxsize=256)
 def _name_problem(name: str) -> str:  # noqa: C901, PLR0911  (a flat list of checks)
     """Say what makes ``name`` unusable, or return ``""`` when it is fine."""
     if not name:

@@ -24,6 +24,7 @@ __all__ = [
     "FILE_MODE",
     "NameFiles",
     "check_directory",
+    "directory_key",
     "existing_directory",
     "open_no_follow",
     "resolve_directory",
@@ -102,6 +103,24 @@ def resolve_directory(directory: str | os.PathLike[str] | None) -> Path:
     path = _resolve(directory, create=True)
     assert path is not None  # noqa: S101  (created, or an error was raised)
     return path
+
+
+def directory_key(directory: str | os.PathLike[str] | None) -> tuple[str, ...]:
+    """What :func:`resolve_directory`'s answer depends on, for caching it.
+
+    The environment for the default directory, the path (and the working
+    directory, if it is relative) for an explicit one.
+    """
+    if directory is None:
+        return (
+            "default",
+            os.environ.get(ENV_DIRECTORY, ""),
+            os.environ.get("HOME", ""),
+        )
+    path = os.fspath(directory)
+    return (
+        ("explicit", path) if os.path.isabs(path) else ("relative", os.getcwd(), path)
+    )
 
 
 def existing_directory(directory: str | os.PathLike[str] | None) -> Path | None:
