@@ -44,11 +44,21 @@ def decorate(new_manager: Callable[[], _SyncAndAsync], func: _F) -> _F:
     """Wrap ``func`` so that every call runs inside a fresh ``new_manager()``.
 
     Raises:
-        TypeError: ``func`` is not callable.
+        TypeError: ``func`` is not callable, or is a generator function
+            (sync or async): the name would be released when the generator
+            object is created, before its body runs. Decorate the function
+            that iterates it instead.
     """
     if not callable(func):
         raise TypeError(f"cannot decorate {func!r}: it is not callable")
-    if inspect.iscoroutinefunction(func):
+    if inspect.isgeneratorfunction(func) or inspect.isasyncgenfunction(func):
+        raise TypeError(
+            f"cannot decorate the generator function {func!r}: the name would be "
+            "released before its body runs; decorate the function that iterates it"
+        )
+    if inspect.iscoroutinefunction(func) or inspect.iscoroutinefunction(
+        getattr(func, "__call__", None)  # noqa: B004  (an object with async __call__)
+    ):
 
         @functools.wraps(func)
         async def hold_while_awaited(*args: Any, **kwargs: Any) -> Any:

@@ -7,10 +7,11 @@ and friends although ``__module__`` says ``singleton_proc``.
 """
 
 import shlex
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-__all__ = ["Holder", "printable"]
+__all__ = ["Holder", "command_line", "printable"]
 
 _MAX_COMMAND = 200
 
@@ -52,7 +53,12 @@ class Holder:
     @property
     def command(self) -> str:
         """The command line, shell-quoted, printable, cut at 200 characters."""
-        return printable(shlex.join(self.cmdline), _MAX_COMMAND)
+        return command_line(self.cmdline)
+
+
+def command_line(argv: Sequence[str]) -> str:
+    """A command line for one line of a message or a log: quoted, printable, cut."""
+    return printable(shlex.join(argv), _MAX_COMMAND)
 
 
 def printable(text: str, limit: int = _MAX_COMMAND) -> str:

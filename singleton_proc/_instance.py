@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import sys
 import threading
@@ -18,6 +17,7 @@ from ._introspect import Inspection, detached_holder, inspect
 from ._lockfile import OpenLock, try_lock_file
 from ._names import derive_name, validate_name
 from ._paths import NameFiles, check_directory, directory_key, resolve_directory
+from ._polling import delays, run_blocking
 from ._record import load_record, remove_record, write_record
 from ._stop import refusal, stopping, validate_grace
 
@@ -34,11 +34,6 @@ _POLICIES: tuple[str, ...] = get_args(ConflictPolicy)
 #: A holder that lets go between our failed lock and our look at it gets
 #: another try at once, a few times, instead of a confusing "held by nobody".
 _RACE_RETRIES = 3
-#: "wait" polls the lock: first after 1 ms, backing off to every 10 ms, so a
-#: hand-over takes milliseconds and a long wait costs ~100 cheap syscalls/s.
-_FIRST_POLL = 0.001
-_POLL_CAP = 0.010
-_POLL_GROWTH = 1.5
 
 _F = TypeVar("_F", bound="Callable[..., Any]")
 
@@ -175,9 +170,7 @@ class SingleInstance:
             SystemExit: another process holds it (``"exit"``).
             InsecureLockPathError: the directory or a file in it is unsafe.
         """
-        with contextlib.closing(self._acquiring()) as steps:
-            for delay in steps:
-                time.sleep(delay)
+        run_blocking(self._acquiring())
         return self
 
     async def _acquire_async(self) -> Self:
@@ -188,9 +181,12 @@ class SingleInstance:
         """
         import asyncio  # noqa: PLC0415  (loaded by the caller's event loop already)
 
-        with contextlib.closing(self._acquiring()) as steps:
+        steps = self._acquiring()
+        try:
             for delay in steps:
                 await asyncio.sleep(delay)
+        finally:
+            steps.close()
         return self
 
     def release(self) -> None:
@@ -215,7 +211,7 @@ class SingleInstance:
                 if held.sigterm_held:
                     _sigterm.let_go()
 
-    def abandon(self) -> None:
+    def _abandon(self) -> None:
         """In a forked child: forget the inherited lock without releasing it.
 
         The descriptor itself was closed by the lock file's own fork hook.
@@ -253,9 +249,12 @@ class SingleInstance:
     def __call__(self, func: _F) -> _F:
         """Decorate ``func`` so that every call holds the name while it runs.
 
-        Each call acquires a fresh copy of this object, so concurrent calls
-        in one process conflict like two processes would. ``async def``
-        functions hold the name for the whole coroutine.
+        Each call acquires a fresh copy of this object. A call made while
+        another call of the same process holds the name (another thread, or
+        recursion) raises :class:`AlreadyRunningError` at once, whatever the
+        policy: waiting would wait on this very process. ``async def``
+        functions hold the name for the whole coroutine; generator functions
+        are refused (the name would be released before their body runs).
         """
         return decorate(self._copy, func)
 
@@ -271,12 +270,13 @@ class SingleInstance:
             handle_sigterm=self.handle_sigterm,
         )
 
-    def _acquiring(self) -> Generator[float, None, None]:
+    def _acquiring(self) -> Generator[float, None, None]:  # noqa: C901  (one loop, read top down)
         """The acquire algorithm, shared by the sync and async drivers.
 
         Yields how long to sleep before the next try; returns once held.
-        Every try is a non-blocking lock attempt, so stopping between two
-        of them (timeout, cancellation, ``close()``) leaves nothing behind.
+        Every try is a non-blocking lock attempt, so a wait that times out or
+        is cancelled leaves nothing behind. (A cancelled ``"replace"`` has
+        sent SIGTERM already; see :func:`~singleton_proc._stop.stopping`.)
         """
         with self._mutex:
             if self.held or self._busy:
@@ -288,27 +288,30 @@ class SingleInstance:
         try:
             files, key = self._locate()
             start = time.monotonic()
-            delay = _FIRST_POLL
+            polls = delays()
             races = 0
             replaced = False
             while True:
                 self._refuse_if_held_here(files, key)
                 lock = try_lock_file(files.lock)
                 if lock is not None:
-                    break
-                found = inspect(files)
-                if not found.held:
-                    if races < _RACE_RETRIES:
-                        races += 1  # let go a moment ago: try again at once
-                        continue
-                    found = _unseen_holder(found)
+                    found = self._take(files, key, lock)
+                    if found is None:
+                        return
+                elif self.on_conflict == "wait" and _remaining(self.timeout, start) > 0:
+                    # Waiting needs no inspection: just try again shortly.
+                    yield min(next(polls), _remaining(self.timeout, start))
+                    continue
+                else:
+                    found = inspect(files)
+                    if not found.held:
+                        if races < _RACE_RETRIES:
+                            races += 1  # let go a moment ago: try again at once
+                            continue
+                        found = _unseen_holder(found)
                 races = 0
                 if self.on_conflict == "replace" and not replaced:
-                    refused = refusal(self.name, found)
-                    if refused is not None:
-                        raise refused
-                    assert found.holder is not None  # noqa: S101  (refusal() checked)
-                    yield from stopping(found.holder, self.grace)
+                    yield from self._replace(found)
                     replaced = True  # once: a newcomer taking it meanwhile wins
                     continue
                 if self.on_conflict != "wait":
@@ -316,11 +319,17 @@ class SingleInstance:
                 remaining = _remaining(self.timeout, start)
                 if remaining <= 0:
                     raise self._timed_out(found)
-                yield min(delay, remaining)
-                delay = min(delay * _POLL_GROWTH, _POLL_CAP)
-            self._take(files, key, lock)
+                yield min(next(polls), remaining)
         finally:
             self._busy = False
+
+    def _replace(self, found: Inspection) -> Generator[float, None, None]:
+        """Prove the holder in ``found`` and stop its tree, or refuse."""
+        refused = refusal(self.name, found)
+        if refused is not None:
+            raise refused
+        assert found.holder is not None  # noqa: S101  (refusal() checked it)
+        yield from stopping(found.holder, self.grace)
 
     def _locate(self) -> tuple[NameFiles, _registry.NameKey]:
         """The name's files and its key in this process, the directory checked.
@@ -343,7 +352,9 @@ class SingleInstance:
             _located[cache_key] = files
         return files, _registry.name_key(st, self.name)
 
-    def _take(self, files: NameFiles, key: _registry.NameKey, lock: OpenLock) -> None:
+    def _take(
+        self, files: NameFiles, key: _registry.NameKey, lock: OpenLock
+    ) -> Inspection | None:
         """Having locked the file: check for a detached holder, write the record.
 
         The instance counts as held (registered for exit) before the record
@@ -351,16 +362,21 @@ class SingleInstance:
         before the lock is released, so no record outlives its lock. A
         record left by a crashed holder is the sign to sweep its temporary
         files too.
+
+        Returns:
+            ``None`` once held; or, with the lock released again, the
+            inspection of a live holder whose lock file was deleted under
+            it, for the conflict policy to deal with.
         """
         held = _Held(lock, files, key, os.getpid())
         try:
             crashed, previous = load_record(files)
             detached = detached_holder(files, previous)
             if detached is not None:
-                found = Inspection(
+                lock.release()
+                return Inspection(
                     held=True, holder=detached, lock_pids=None, detached=True
                 )
-                raise self._conflict(found)  # noqa: TRY301  (released below)
             with self._mutex:
                 self._held = held
             _registry.add(key, self)
@@ -376,6 +392,7 @@ class SingleInstance:
                 remove_record(files)
             lock.release()
             raise
+        return None
 
     def _refuse_if_held_here(self, files: NameFiles, key: _registry.NameKey) -> None:
         """Refuse at once when another object of this process holds the name.

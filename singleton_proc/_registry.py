@@ -20,7 +20,7 @@ from . import _platform
 if TYPE_CHECKING:
     import os
 
-__all__ = ["Holding", "NameKey", "add", "discard", "holding", "name_key"]
+__all__ = ["Holding", "NameKey", "add", "discard", "holding", "name_key", "release_all"]
 
 
 class Holding(Protocol):
@@ -29,7 +29,7 @@ class Holding(Protocol):
     def release(self) -> None:
         """Release the instance (at interpreter exit)."""
 
-    def abandon(self) -> None:
+    def _abandon(self) -> None:
         """Forget the instance in a forked child without touching the lock."""
 
 
@@ -66,7 +66,7 @@ def holding(key: NameKey) -> Holding | None:
         return _held.get(key)
 
 
-def _release_all() -> None:
+def release_all() -> None:
     """Release what is still held when the interpreter exits."""
     with _mutex:
         instances = list(_held.values())
@@ -84,8 +84,8 @@ def _abandon_all_in_child() -> None:
     instances = list(_held.values())
     _held.clear()
     for instance in instances:
-        instance.abandon()
+        instance._abandon()  # noqa: SLF001  (the fork hook is the caller it is for)
 
 
-atexit.register(_release_all)
+atexit.register(release_all)
 _platform.at_fork(after_in_child=_abandon_all_in_child)

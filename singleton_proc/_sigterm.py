@@ -5,7 +5,8 @@ no ``with`` exit, so the record stays behind. While at least one instance is
 held by the main thread, and only if SIGTERM still has its default action, a
 handler turns it into ``SystemExit(143)`` (128 + 15, what a shell reports
 for a SIGTERM death). The default comes back when the last instance is
-released, unless someone installed another handler meanwhile: theirs stays.
+released by the main thread, unless someone installed another handler
+meanwhile: theirs stays.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import signal
 import threading
 from typing import TYPE_CHECKING
 
-from . import _platform
+from . import _platform, _registry
 
 if TYPE_CHECKING:
     from types import FrameType
@@ -27,13 +28,49 @@ _SIGTERM = getattr(signal, "SIGTERM", 15)
 _getsignal = getattr(signal, "_signal", signal).getsignal
 _setsignal = getattr(signal, "_signal", signal).signal
 _SIG_DFL = int(signal.SIG_DFL)
+# Runs a function in the main thread when it finishes, before the interpreter
+# waits for the other threads (what concurrent.futures uses; CPython 3.9+).
+_register_thread_atexit = getattr(threading, "_register_atexit", None)
 _mutex = threading.Lock()
 _holds = 0  # instances that asked for the handler and have not let go
+_terminating = False  # our handler has turned a SIGTERM into SystemExit
 
 
 def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:  # noqa: ARG001
-    """Turn SIGTERM into ``SystemExit``, so ``finally`` blocks and releases run."""
+    """Turn SIGTERM into ``SystemExit``, so ``finally`` blocks and releases run.
+
+    Once only: a second SIGTERM while the first unwinds would cut the
+    cleanup short. With nothing held any more (the last instance was
+    released off the main thread, which may not restore handlers), the
+    default action is restored and the signal delivered again.
+    """
+    global _terminating  # noqa: PLW0603
+    if _holds == 0:
+        _die_by_sigterm()
+    if _terminating:
+        return
+    _terminating = True
+    if _register_thread_atexit is not None:
+        _register_thread_atexit(_end_if_threads_linger)
     raise SystemExit(128 + signum)
+
+
+def _end_if_threads_linger() -> None:
+    """When the main thread is done, before waiting for the other threads.
+
+    Threads that are not daemons would keep the process running after its
+    SIGTERM-driven exit, and without its name: release what is still held
+    and die of that SIGTERM, as the process would have without us.
+    """
+    if _other_threads_keep_us_alive():
+        _registry.release_all()
+        _die_by_sigterm()
+
+
+def _die_by_sigterm() -> None:
+    """Restore the default action and deliver SIGTERM to ourselves: we end now."""
+    _setsignal(_SIGTERM, _SIG_DFL)
+    signal.raise_signal(_SIGTERM)
 
 
 def hold() -> bool:
@@ -56,10 +93,10 @@ def hold() -> bool:
 def let_go() -> None:
     """Undo one :func:`hold`; the last one restores the default if ours is in place.
 
-    Only the main thread may change handlers: released from another thread,
-    the handler stays (it then only turns SIGTERM into a clean exit).
+    Only the main thread may change handlers; released from another thread,
+    ours stays, and the next SIGTERM restores the default itself.
     """
-    global _holds  # noqa: PLW0603
+    global _holds, _terminating  # noqa: PLW0603
     with _mutex:
         _holds -= 1
         if (
@@ -68,13 +105,23 @@ def let_go() -> None:
             and threading.current_thread() is threading.main_thread()
         ):
             _setsignal(_SIGTERM, _SIG_DFL)
+            _terminating = False  # if the program caught the SystemExit, it goes on
+
+
+def _other_threads_keep_us_alive() -> bool:
+    """Whether a thread other than this one would keep the interpreter running."""
+    me = threading.current_thread()
+    return any(
+        t is not me and not t.daemon and t.is_alive() for t in threading.enumerate()
+    )
 
 
 def _reset_in_child() -> None:
     """After fork: the child holds nothing, so it gets the default back."""
-    global _holds, _mutex  # noqa: PLW0603
+    global _holds, _mutex, _terminating  # noqa: PLW0603
     _mutex = threading.Lock()
     _holds = 0
+    _terminating = False
     if _getsignal(_SIGTERM) is _exit_on_sigterm:
         _setsignal(_SIGTERM, _SIG_DFL)
 

@@ -3,44 +3,53 @@
 Nothing is signalled until the holder is proven: the record names a live
 process with the recorded start time, command line, user and host, which
 (on Linux) holds the lock; it runs as the current user, and it is neither
-this process nor one of its ancestors. Then the tree is snapshotted (so
-that grandchildren are still found after their parent exits), sent SIGTERM,
-given ``grace`` seconds, and what is left gets SIGKILL. The whole operation
-is bounded in time, whatever the processes do with SIGTERM.
+this process nor one of its ancestors.
+
+Then the tree is frozen: the holder, its descendants and, when it leads a
+process group of its own that holds neither us nor our ancestors, the rest
+of that group (daemonized children that left the tree) are suspended, and
+the tree is walked again until nothing new appears, so that nobody spawns a
+replacement behind our back. They get SIGTERM and are resumed (a stopped
+process, Ctrl-Z, would never see the SIGTERM otherwise), get ``grace``
+seconds while the walk goes on, and whatever is left is frozen, walked and
+SIGKILLed. Every signal goes to one process, identified by pid and start
+time (psutil refuses a pid that was reused): never ``killpg``, whose group
+number could belong to someone else by then. The whole operation is bounded
+in time, whatever the processes do with SIGTERM.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import psutil
 
 from . import _platform
-from ._errors import ReplaceRefusedError
+from ._errors import ReplaceRefusedError, SingletonProcError
+from ._holder import command_line
 from ._identity import CREATE_TIME_TOLERANCE, current_identity
 from ._introspect import Inspection, inspect
 from ._names import validate_name
 from ._paths import NameFiles, existing_directory
+from ._polling import delays, run_blocking
 
 if TYPE_CHECKING:
-    from collections.abc import Generator
+    from collections.abc import Generator, Iterable
 
     from ._holder import Holder
 
 __all__ = ["StopReport", "refusal", "stopping", "terminate", "validate_grace"]
 
 _log = logging.getLogger("singleton_proc")
-#: Polling while the tree exits: 1 ms at first, backing off to 10 ms.
-_FIRST_POLL = 0.001
-_POLL_CAP = 0.010
-_POLL_GROWTH = 1.5
 #: How long SIGKILLed processes get to vanish (a process in uninterruptible
 #: sleep cannot die at once); past that we report them and go on.
 _KILL_WAIT = 5.0
+#: Walks of a frozen tree before we stop looking for newcomers (each walk
+#: suspends what it finds, so a tree settles in two or three).
+_MAX_WALKS = 10
 
 
 @dataclass(frozen=True)
@@ -108,7 +117,7 @@ def _why_not(found: Inspection) -> str:
         )
     if holder.pid == me.pid:
         return f"the holder, pid {holder.pid}, is this very process"
-    if holder.pid in _ancestors():
+    if holder.pid in {proc.pid for proc in _ancestors()}:
         return (
             f"the holder, pid {holder.pid}, is an ancestor of this process "
             f"(pid {me.pid}); stopping its tree would stop us too"
@@ -116,79 +125,183 @@ def _why_not(found: Inspection) -> str:
     return ""
 
 
-def _ancestors() -> set[int]:
-    """Pids of this process's ancestors."""
-    return {parent.pid for parent in psutil.Process().parents()}
+def _ancestors() -> list[psutil.Process]:
+    """This process's ancestors."""
+    return psutil.Process().parents()
+
+
+class _Tree:
+    """The processes being stopped: found once, walked again, signalled one by one."""
+
+    def __init__(self, root: psutil.Process) -> None:
+        """Start from the verified holder; we and our ancestors are never members."""
+        self.root = root
+        ancestors = _ancestors()
+        self.spared = {os.getpid()} | {proc.pid for proc in ancestors}
+        # The holder's own group counts as its tree, unless we or one of our
+        # ancestors is in it (then signalling it could reach us).
+        groups = {_platform.process_group(pid) for pid in self.spared}
+        self.group = root.pid if _platform.process_group(root.pid) == root.pid else None
+        if self.group in groups:
+            self.group = None
+        self.members: dict[int, psutil.Process] = {}
+        self.commands: dict[int, str] = {}
+        self._add([root])
+
+    def _add(self, procs: Iterable[psutil.Process]) -> list[psutil.Process]:
+        """Adopt processes not seen before; return the newcomers."""
+        new = []
+        for proc in procs:
+            if proc.pid in self.members or proc.pid in self.spared:
+                continue
+            self.members[proc.pid] = proc
+            self.commands[proc.pid] = _command(proc)
+            new.append(proc)
+        return new
+
+    def walk(self) -> list[psutil.Process]:
+        """Find descendants (and group members) not seen yet; return them."""
+        found: list[psutil.Process] = []
+        for proc in list(self.members.values()):
+            if _alive(proc):
+                found.extend(_children(proc))
+        if self.group is not None:
+            found.extend(_group_members(self.group))
+        return self._add(found)
+
+    def alive(self) -> list[psutil.Process]:
+        """Members that have not exited yet (a zombie has exited)."""
+        return [proc for proc in self.members.values() if _alive(proc)]
+
+    def freeze(self) -> list[psutil.Process]:
+        """Suspend every live member, walking until nothing new appears."""
+        frozen = self.alive()
+        _each(frozen, "suspend")
+        for _ in range(_MAX_WALKS):
+            new = self.walk()
+            if not new:
+                break
+            _each(new, "suspend")
+            frozen.extend(new)
+        return frozen
 
 
 def stopping(holder: Holder, grace: float) -> Generator[float, None, StopReport]:
     """Stop ``holder`` and its whole tree; yields how long to sleep between looks.
 
     A generator so that ``async with`` can wait without blocking the event
-    loop; :func:`terminate` and ``acquire()`` sleep instead.
+    loop; :func:`terminate` and ``acquire()`` sleep instead. If it is closed
+    early (a cancelled ``async with``, Ctrl-C) the processes already sent
+    SIGTERM are resumed and the log says that SIGKILL was not sent.
     """
-    tree = _snapshot(holder)
-    own_group = _platform.own_process_group(holder.pid)
-    commands = tuple((proc.pid, _command(proc)) for proc in tree)
-    _signal_all(tree, own_group, holder.pid, kill=False)
-    yield from _wait_for_exit(tree, grace)
-    left = [proc for proc in tree if _alive(proc)]
-    if left:
-        _signal_all(left, own_group, holder.pid, kill=True)
-        yield from _wait_for_exit(left, _KILL_WAIT)
+    root = _verified(holder)
+    if root is None:
+        report = StopReport(holder=holder, signalled=(), killed=(), survivors=())
+        _log_report(report, grace)
+        return report
+    tree = _Tree(root)
+    frozen: list[psutil.Process] = []
+    left: list[psutil.Process] = []
+    finished = False
+    try:
+        frozen = tree.freeze()
+        _each(frozen, "terminate")
+        _each(frozen, "resume")
+        frozen = []
+        _log.info("stopping %r: SIGTERM to %s", holder.name, _listing(tree.commands))
+        yield from _wait(tree, grace, signal_newcomers="terminate")
+        left = tree.alive()
+        if left:
+            frozen = tree.freeze()
+            left = [*left, *(proc for proc in frozen if proc not in left)]
+            _each(left, "kill")
+            frozen = []
+            yield from _wait(tree, _KILL_WAIT, signal_newcomers="kill")
+        finished = True
+    finally:
+        _each(frozen, "resume")  # interrupted between suspend and resume
+        if not finished:
+            _log.warning(
+                "stopping %r was interrupted: SIGTERM was sent to %s, SIGKILL was not",
+                holder.name,
+                _listing(tree.commands),
+            )
+    killed_pids = {proc.pid for proc in left}
     report = StopReport(
         holder=holder,
-        signalled=commands,
+        signalled=tuple(tree.commands.items()),
         killed=tuple(
-            (pid, cmd) for pid, cmd in commands if pid in {p.pid for p in left}
+            (pid, cmd) for pid, cmd in tree.commands.items() if pid in killed_pids
         ),
-        survivors=tuple(proc.pid for proc in left if _alive(proc)),
+        survivors=tuple(proc.pid for proc in tree.alive()),
     )
     _log_report(report, grace)
     return report
 
 
-def _snapshot(holder: Holder) -> list[psutil.Process]:
-    """The holder and all its descendants now, minus this process and its ancestors.
+def _wait(
+    tree: _Tree, limit: float, *, signal_newcomers: str
+) -> Generator[float, None, None]:
+    """Yield sleeps until the tree has exited or ``limit`` passed.
 
-    Each ``psutil.Process`` remembers its start time, and psutil refuses to
-    signal a pid that has since been reused.
+    Processes that appear meanwhile (a child spawned during its parent's
+    shutdown) get the same signal as the rest.
     """
+    waited = 0.0
+    for delay in delays():
+        _each(tree.walk(), signal_newcomers)
+        if not tree.alive() or waited >= limit:
+            return
+        step = min(delay, limit - waited)
+        waited += step
+        yield step
+
+
+def _verified(holder: Holder) -> psutil.Process | None:
+    """The holder's process, if its pid still belongs to it (not reused)."""
     try:
         root = psutil.Process(holder.pid)
         if abs(root.create_time() - holder.create_time) > CREATE_TIME_TOLERANCE:
-            return []  # it died and the pid was reused since we looked
-        tree = [root, *root.children(recursive=True)]
+            return None
+    except psutil.NoSuchProcess:
+        return None
+    return root
+
+
+def _children(proc: psutil.Process) -> list[psutil.Process]:
+    """All descendants of ``proc``, or none if it is gone."""
+    try:
+        return proc.children(recursive=True)
     except psutil.NoSuchProcess:
         return []
-    spared = _ancestors() | {os.getpid()}
-    return [proc for proc in tree if proc.pid not in spared]
+
+
+def _group_members(group: int) -> list[psutil.Process]:
+    """Live processes whose process group is ``group``."""
+    return [
+        proc
+        for proc in psutil.process_iter()
+        if _platform.process_group(proc.pid) == group
+    ]
 
 
 def _command(proc: psutil.Process) -> str:
     """A process's command line for the log, or its name."""
     try:
-        return " ".join(proc.cmdline()) or proc.name()
+        return command_line(proc.cmdline()) or proc.name()
     except (psutil.NoSuchProcess, psutil.AccessDenied):
         return "?"
 
 
-def _signal_all(
-    procs: list[psutil.Process], own_group: bool, group: int, *, kill: bool
-) -> None:
-    """SIGTERM (or SIGKILL) each process, and the holder's own group if it has one.
+def _each(procs: Iterable[psutil.Process], action: str) -> None:
+    """Call a psutil ``action`` (terminate, kill, suspend, resume) on each process.
 
-    The group catches descendants that left the tree (daemonized, or
-    re-parented when their parent exited) but kept the holder's group.
+    psutil checks each pid's start time first, so a pid that was reused by
+    another program is never signalled.
     """
-    if own_group:
-        _platform.signal_group(group, kill=kill)
     for proc in procs:
         try:
-            if kill:
-                proc.kill()
-            else:
-                proc.terminate()
+            getattr(proc, action)()
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
 
@@ -201,37 +314,32 @@ def _alive(proc: psutil.Process) -> bool:
         return False
 
 
-def _wait_for_exit(
-    procs: list[psutil.Process], limit: float
-) -> Generator[float, None, None]:
-    """Yield sleeps until every process in ``procs`` exited, or ``limit`` passed."""
-    deadline = time.monotonic() + limit
-    delay = _FIRST_POLL
-    while any(_alive(proc) for proc in procs):
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            return
-        yield min(delay, remaining)
-        delay = min(delay * _POLL_GROWTH, _POLL_CAP)
+def _listing(commands: dict[int, str]) -> str:
+    """``"12 (python bot.py), 13 (...)"`` for the log."""
+    return ", ".join(f"{pid} ({cmd})" for pid, cmd in commands.items()) or "nobody"
 
 
 def _log_report(report: StopReport, grace: float) -> None:
-    """Say on the ``singleton_proc`` logger what was stopped, and how."""
-    everyone = ", ".join(f"{pid} ({cmd})" for pid, cmd in report.signalled)
-    _log.info("stopped %r: SIGTERM to %s", report.holder.name, everyone or "nobody")
+    """Say on the ``singleton_proc`` logger how the stop ended."""
+    name = report.holder.name
+    if not report.signalled:
+        _log.info("stopping %r: pid %d had already exited", name, report.holder.pid)
+        return
     if report.killed:
         _log.warning(
             "stopping %r: SIGKILL needed after %g s for %s",
-            report.holder.name,
+            name,
             grace,
-            ", ".join(f"{pid} ({cmd})" for pid, cmd in report.killed),
+            _listing(dict(report.killed)),
         )
     if report.survivors:
         _log.error(
             "stopping %r: still alive after SIGKILL: %s",
-            report.holder.name,
+            name,
             ", ".join(str(pid) for pid in report.survivors),
         )
+    else:
+        _log.info("stopped %r: %d process(es) gone", name, len(report.signalled))
 
 
 def terminate(
@@ -254,6 +362,8 @@ def terminate(
     Raises:
         ReplaceRefusedError: the holder could not be proven; the message
             says why, and nothing was signalled.
+        SingletonProcError: some of its processes survived even SIGKILL
+            (uninterruptible sleep); the message names them.
 
     Example:
         >>> from singleton_proc import terminate
@@ -271,9 +381,11 @@ def terminate(
     if refused is not None:
         raise refused
     assert found.holder is not None  # noqa: S101  (refusal() checked it)
-    steps = stopping(found.holder, grace)
-    try:
-        while True:
-            time.sleep(next(steps))
-    except StopIteration:
-        return found.holder
+    report = run_blocking(stopping(found.holder, grace))
+    if report.survivors:
+        pids = ", ".join(str(pid) for pid in report.survivors)
+        raise SingletonProcError(
+            f"stopped {name!r} only in part: pid {pids} survived SIGKILL "
+            "(uninterruptible sleep, or not ours to kill); look at them with ps"
+        )
+    return found.holder

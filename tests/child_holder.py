@@ -16,9 +16,11 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
+import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 from singleton_proc import AlreadyRunningError, SingleInstance
@@ -38,6 +40,27 @@ def _square(value: int) -> int:
     return value * value
 
 
+def _daemon_child() -> int:
+    """Double-fork a SIGTERM-deaf process; return its pid once it is ready.
+
+    Its parent exits at once, so it is re-parented (out of our tree) but
+    stays in our process group.
+    """
+    read_end, write_end = os.pipe()
+    middle = os.fork()
+    if middle == 0:
+        if os.fork() == 0:
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            os.write(write_end, f"{os.getpid()}\n".encode())
+            while True:
+                signal.pause()
+        os._exit(0)
+    os.waitpid(middle, 0)
+    os.close(write_end)
+    with os.fdopen(read_end) as pipe:
+        return int(pipe.readline())
+
+
 def main() -> int:
     """Hold the name given on the command line until stdin closes."""
     parser = argparse.ArgumentParser()
@@ -48,6 +71,14 @@ def main() -> int:
     parser.add_argument("--ignore-term", action="store_true")
     parser.add_argument("--no-handle-sigterm", action="store_true")
     parser.add_argument("--tree", action="store_true")
+    parser.add_argument(
+        "--daemon-child",
+        action="store_true",
+        help="double-fork a SIGTERM-deaf process that leaves the tree, not the group",
+    )
+    parser.add_argument(
+        "--thread", action="store_true", help="run a non-daemon thread that never ends"
+    )
     parser.add_argument("--note", default="", help="ignored: shows in the command line")
     args = parser.parse_args()
     if args.ignore_term:
@@ -81,6 +112,10 @@ def main() -> int:
                 "grandchild": int(child.stdout.readline()),
             }
             print("tree", json.dumps(tree), flush=True)
+        if args.daemon_child:
+            print("daemon", _daemon_child(), flush=True)
+        if args.thread:
+            threading.Thread(target=threading.Event().wait, daemon=False).start()
         print("ready", flush=True)
         sys.stdin.read()
         instance.release()

@@ -158,3 +158,28 @@ def as_user(uid: int, work: Callable[[], object]) -> object:
 def record_of(directory: Path, name: str) -> Holder | None:
     """The record of ``name`` in ``directory``, as the library reads it."""
     return read_record(NameFiles.of(directory, name))
+
+
+def open_lock_fds(directory: Path) -> list[str]:
+    """Descriptors of this process that point into ``directory``."""
+    found = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith(str(directory)):
+            found.append(target)
+    return found
+
+
+def flock_holder(lock_file: Path) -> subprocess.Popen[str]:
+    """``flock(1)`` holding ``lock_file`` until its stdin closes (reap: finish())."""
+    proc = subprocess.Popen(
+        ["flock", "-n", str(lock_file), "sh", "-c", "echo locked; exec cat"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert read_line(proc) == "locked"
+    return proc

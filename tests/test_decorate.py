@@ -9,7 +9,6 @@ import threading
 from typing import TYPE_CHECKING
 
 import pytest
-from test_wait import open_lock_fds
 
 from singleton_proc import (
     AlreadyRunningError,
@@ -19,9 +18,10 @@ from singleton_proc import (
     single_instance,
 )
 
-from helpers import holding, read_line
+from helpers import holding, open_lock_fds, read_line
 
 if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Iterator
     from pathlib import Path
 
 DERIVED = """
@@ -180,3 +180,27 @@ def test_a_cancelled_wait_leaves_nothing_behind(lock_dir: Path) -> None:
     assert not is_running("bot", lock_dir)
     with instance:
         assert instance.held
+
+
+def test_generator_functions_are_refused(lock_dir: Path) -> None:
+    guard = SingleInstance("bot", directory=lock_dir)
+
+    def numbers() -> Iterator[int]:
+        yield 1
+
+    async def stream() -> AsyncIterator[int]:
+        yield 1
+
+    for function in (numbers, stream):
+        with pytest.raises(TypeError, match="released before its body runs"):
+            guard(function)
+
+
+def test_an_object_with_an_async_call_is_held_while_awaited(lock_dir: Path) -> None:
+    class Job:
+        async def __call__(self) -> bool:
+            await asyncio.sleep(0)
+            return is_running("bot", lock_dir)
+
+    job = SingleInstance("bot", directory=lock_dir)(Job())
+    assert asyncio.run(job()) is True

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import signal
+import subprocess
+import sys
 import threading
 from typing import TYPE_CHECKING
 
@@ -74,3 +76,39 @@ def test_opting_out_and_other_threads_install_nothing(lock_dir: Path) -> None:
     thread.start()
     thread.join(DEADLINE)
     assert seen == [signal.SIG_DFL]
+
+
+def test_sigterm_with_a_lingering_thread_still_ends_the_process(lock_dir: Path) -> None:
+    """A non-daemon thread would keep the process running without its name."""
+    with holding("bot", lock_dir, "--thread") as proc:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(DEADLINE) == -signal.SIGTERM, "it died of the SIGTERM"
+        assert read_line(proc) == "finally", "after its cleanup ran"
+    assert not (lock_dir / "bot.pid").exists()
+
+
+RELEASED_ELSEWHERE = """
+import sys, threading
+from singleton_proc import SingleInstance
+instance = SingleInstance("bot", directory=sys.argv[1]).acquire()
+thread = threading.Thread(target=instance.release)
+thread.start()
+thread.join()
+print("released", flush=True)
+sys.stdin.read()
+"""
+
+
+def test_released_off_the_main_thread_sigterm_kills_as_usual(lock_dir: Path) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", RELEASED_ELSEWHERE, str(lock_dir)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert read_line(proc) == "released"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(DEADLINE) == -signal.SIGTERM
+    finally:
+        finish(proc)

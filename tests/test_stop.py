@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -16,16 +18,21 @@ import pytest
 
 from singleton_proc import (
     AlreadyRunningError,
+    LockTimeoutError,
     ReplaceRefusedError,
     SingleInstance,
     holder,
     is_running,
     terminate,
 )
+from singleton_proc._identity import current_identity
+from singleton_proc._polling import run_blocking
+from singleton_proc._stop import stopping
 
 from helpers import (
     DEADLINE,
     finish,
+    flock_holder,
     holding,
     needs_root,
     read_line,
@@ -61,7 +68,8 @@ def test_a_holder_that_exits_on_sigterm_is_replaced_promptly(
             assert found.pid == os.getpid()
         assert elapsed < REPLACE_BOUND
         assert read_line(old) == "finally", "the old copy shut down cleanly"
-        assert f"stopped 'bot': SIGTERM to {old.pid} (" in caplog.text
+        assert f"stopping 'bot': SIGTERM to {old.pid} (" in caplog.text
+        assert "stopped 'bot': 1 process(es) gone" in caplog.text
         assert "SIGKILL" not in caplog.text
     finally:
         reap(old)
@@ -95,25 +103,43 @@ def _tree(proc: subprocess.Popen[str]) -> dict[str, Any]:
 def test_the_whole_tree_goes_and_nothing_else(
     lock_dir: Path, new_session: bool
 ) -> None:
+    """Pool workers (whose pool respawns them), a child, a SIGTERM-deaf grandchild.
+
+    Every process that ever belonged to the old tree ends up dead: those we
+    know by pid, and any spawned during the stop, which are re-parented to
+    this test (a subreaper) and must all be zombies, not running.
+    """
     bystander = subprocess.Popen(
         [sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE
     )
     old = start_holder("bot", lock_dir, "--tree", new_session=new_session)
-    pids: list[int] = []
     try:
         tree = _tree(old)
         pids = [old.pid, *tree["workers"], tree["child"], tree["grandchild"]]
-        procs = [psutil.Process(pid) for pid in pids]
         with _replace(lock_dir, grace=0.5):
-            running = [p for p in procs if p.is_running()]
-            alive = [p for p in running if p.status() != psutil.STATUS_ZOMBIE]
-            assert alive == [], "every process of the old tree is gone"
             assert bystander.poll() is None, "a process outside the tree is untouched"
+            known = [pid for pid in pids if _runs(pid)]
+            assert known == [], "every process of the old tree is gone"
+            adopted = [
+                p.pid for p in psutil.Process().children() if p.pid != bystander.pid
+            ]
+            assert [pid for pid in adopted if _runs(pid)] == [], (
+                "and those spawned since"
+            )
     finally:
         reap(old)
-        for pid in pids:  # re-parented to us (subreaper) when their parent died
-            wait_until_gone(pid)
+        for proc in psutil.Process().children():  # reap the adopted zombies
+            if proc.pid != bystander.pid:
+                wait_until_gone(proc.pid)
         finish(bystander)  # type: ignore[arg-type]
+
+
+def _runs(pid: int) -> bool:
+    """Whether ``pid`` is a running process (not gone, not a zombie)."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 def test_pid_reuse_is_refused_and_nothing_is_stopped(lock_dir: Path) -> None:
@@ -128,26 +154,8 @@ def test_pid_reuse_is_refused_and_nothing_is_stopped(lock_dir: Path) -> None:
         assert old.poll() is None
 
 
-def _flock_holder(lock_dir: Path) -> subprocess.Popen[str]:
-    proc = subprocess.Popen(
-        [
-            "flock",
-            "-n",
-            str(lock_dir / "bot.lock"),
-            "sh",
-            "-c",
-            "echo locked; exec cat",
-        ],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert read_line(proc) == "locked"
-    return proc
-
-
 def test_a_missing_record_is_refused_naming_the_lock_holder(lock_dir: Path) -> None:
-    flock = _flock_holder(lock_dir)
+    flock = flock_holder(lock_dir / "bot.lock")
     try:
         with pytest.raises(ReplaceRefusedError, match=f"held by pid {flock.pid}"):
             _replace(lock_dir).acquire()
@@ -160,7 +168,7 @@ def test_a_record_of_a_dead_process_is_refused(lock_dir: Path) -> None:
     with holding("other", lock_dir) as dead:
         record = (lock_dir / "other.pid").read_text().replace('"other"', '"bot"')
     (lock_dir / "bot.pid").write_text(record)
-    flock = _flock_holder(lock_dir)
+    flock = flock_holder(lock_dir / "bot.lock")
     try:
         with pytest.raises(
             ReplaceRefusedError,
@@ -301,3 +309,102 @@ def test_replacing_inside_async_with_keeps_the_loop_running(lock_dir: Path) -> N
         ticks = asyncio.run(main())
         assert old.wait(DEADLINE) == -signal.SIGKILL
     assert ticks >= 10, "the event loop kept running during the grace period"
+
+
+def test_a_daemonized_child_that_left_the_tree_but_not_the_group_goes_too(
+    lock_dir: Path,
+) -> None:
+    old = start_holder("bot", lock_dir, "--daemon-child", new_session=True)
+    daemon = None
+    try:
+        line = read_line(old)
+        assert line.startswith("daemon "), line
+        daemon = int(line.split()[1])
+        assert read_line(old) == "ready"
+        assert daemon not in {
+            p.pid for p in psutil.Process(old.pid).children(recursive=True)
+        }
+        with _replace(lock_dir, grace=0.3):
+            assert not _runs(daemon), "reached through the holder's own group"
+    finally:
+        reap(old)
+        if daemon is not None:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                psutil.Process(daemon).kill()
+            wait_until_gone(daemon)
+
+
+def test_a_stopped_holder_is_resumed_to_see_its_sigterm(lock_dir: Path) -> None:
+    with holding("bot", lock_dir) as old:
+        old.send_signal(signal.SIGSTOP)  # Ctrl-Z
+        started = time.monotonic()
+        with _replace(lock_dir, grace=5):
+            assert time.monotonic() - started < REPLACE_BOUND
+        assert old.wait(DEADLINE) == 143, "it got SIGTERM and exited cleanly"
+        assert read_line(old) == "finally"
+
+
+def test_a_pid_reused_before_the_stop_signals_nobody() -> None:
+    """The holder exits and its pid goes to another program between proof and stop."""
+    unrelated = subprocess.Popen(
+        [sys.executable, "-c", "import sys; sys.stdin.read()"],
+        stdin=subprocess.PIPE,
+        start_new_session=True,  # a group leader, like a daemon would be
+    )
+    try:
+        impostor = dataclasses.replace(
+            current_identity().holder("bot"),
+            pid=unrelated.pid,
+            create_time=psutil.Process(unrelated.pid).create_time() - 100,
+        )
+        report = run_blocking(stopping(impostor, grace=0.1))
+        assert report.signalled == ()
+        assert unrelated.poll() is None, "the new owner of the pid is untouched"
+    finally:
+        finish(unrelated)  # type: ignore[arg-type]
+
+
+def test_a_cancelled_replace_says_what_it_did_and_leaves_nobody_frozen(
+    lock_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import asyncio  # noqa: PLC0415
+
+    with holding("bot", lock_dir, "--ignore-term") as old:
+
+        async def main() -> None:
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(_replace(lock_dir, grace=30).__aenter__(), 0.2)
+
+        with caplog.at_level(logging.INFO, logger="singleton_proc"):
+            asyncio.run(main())
+        assert "was interrupted: SIGTERM was sent to" in caplog.text
+        assert "SIGKILL was not" in caplog.text
+        assert psutil.Process(old.pid).status() != psutil.STATUS_STOPPED
+        assert old.poll() is None, "it ignores SIGTERM and nobody sent SIGKILL"
+        old.kill()
+
+
+def test_the_log_escapes_hostile_command_lines(
+    lock_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with (
+        holding("bot", lock_dir, "--note", "x\nCRITICAL forged\x1b[2J"),
+        caplog.at_level(logging.INFO, logger="singleton_proc"),
+        _replace(lock_dir),
+    ):
+        pass
+    lines = [r.getMessage() for r in caplog.records]
+    assert all(line.isprintable() for line in lines), lines
+    assert any("x\\nCRITICAL forged\\x1b[2J" in line for line in lines)
+
+
+def test_a_detached_holder_is_replaced_and_waited_for(lock_dir: Path) -> None:
+    """Its lock file was deleted: "wait" times out, "replace" stops it."""
+    with holding("bot", lock_dir) as old:
+        (lock_dir / "bot.lock").unlink()
+        with pytest.raises(LockTimeoutError, match="lock file was deleted"):
+            SingleInstance(
+                "bot", directory=lock_dir, on_conflict="wait", timeout=0.1
+            ).acquire()
+        with _replace(lock_dir):
+            assert old.wait(DEADLINE) == 143

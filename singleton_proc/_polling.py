@@ -1,0 +1,45 @@
+"""How we wait: short sleeps that grow to a cap, and one driver that sleeps them.
+
+Waiting for a lock or for processes to exit is written once, as generators
+that yield how long to sleep before looking again. ``acquire()`` and
+``terminate()`` sleep through them with :func:`run_blocking`; ``async with``
+awaits ``asyncio.sleep`` instead, so the event loop keeps running.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, TypeVar, cast
+
+if TYPE_CHECKING:
+    from collections.abc import Generator, Iterator
+
+__all__ = ["POLL_CAP", "delays", "run_blocking"]
+
+#: The first look comes after 1 ms; each wait is 1.5 times the last, up to
+#: 10 ms: a hand-over takes milliseconds, and a long wait costs about a
+#: hundred cheap system calls a second.
+FIRST_POLL = 0.001
+POLL_CAP = 0.010
+_GROWTH = 1.5
+
+_R = TypeVar("_R")
+
+
+def delays() -> Iterator[float]:
+    """1 ms, 1.5 ms, 2.25 ms, ... then 10 ms for ever."""
+    delay = FIRST_POLL
+    while True:
+        yield delay
+        delay = min(delay * _GROWTH, POLL_CAP)
+
+
+def run_blocking(steps: Generator[float, None, _R]) -> _R:
+    """Sleep through ``steps`` and return what the generator returns."""
+    try:
+        while True:
+            time.sleep(steps.send(None))
+    except StopIteration as done:
+        return cast("_R", done.value)
+    finally:
+        steps.close()
