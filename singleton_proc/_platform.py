@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
 __all__ = [
+    "HAS_FORK",
     "HAS_NOFOLLOW",
     "IS_WINDOWS",
     "OPEN_FLAGS",
@@ -44,16 +45,18 @@ __all__ = [
     "flock_holders",
     "is_link",
     "open_lock_files",
-    "own_process_group",
+    "process_group",
     "refused_symlink",
     "set_directory_mode",
     "set_mode",
-    "signal_group",
+    "set_parent_death_signal",
     "try_lock",
     "unlock",
 ]
 
 IS_WINDOWS = os.name == "nt"
+#: ``os.fork`` and so ``subprocess``'s ``preexec_fn``: not on Windows.
+HAS_FORK = hasattr(os, "fork")
 IS_MACOS = sys.platform == "darwin"
 
 _LOCKER: BaseLocker
@@ -156,24 +159,14 @@ def at_fork(
     os.register_at_fork(after_in_child=after_in_child)
 
 
-def own_process_group(pid: int) -> bool:
-    """Whether ``pid`` leads its own process group, one that does not hold us.
-
-    Only then may the group be signalled: it is the holder's, and signalling
-    it cannot reach this process.
-    """
+def process_group(pid: int) -> int | None:
+    """The process group of ``pid``, or ``None`` (gone, or no groups: Windows)."""
     if IS_WINDOWS:  # pragma: no cover - Windows has no process groups
-        return False
+        return None
     try:
-        return os.getpgid(pid) == pid and os.getpgrp() != pid
-    except OSError:  # gone already
-        return False
-
-
-def signal_group(pgid: int, *, kill: bool) -> None:
-    """Send SIGTERM (or SIGKILL) to process group ``pgid``, if it still exists."""
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, signal.SIGKILL if kill else signal.SIGTERM)
+        return os.getpgid(pid)
+    except OSError:
+        return None
 
 
 def current_uid() -> int | None:
@@ -345,3 +338,32 @@ def open_lock_files(pid: int, path: str) -> frozenset[tuple[int, int]] | None:
         except OSError:  # closed meanwhile
             continue
     return frozenset(found)
+
+
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def set_parent_death_signal() -> None:
+    """Ask the kernel to SIGKILL this process when its parent dies (Linux).
+
+    Meant for a child between fork and exec (``subprocess.Popen``'s
+    ``preexec_fn``): the ``singleton-proc run`` wrapper holds the name for its
+    command, so the command must not outlive a wrapper killed by SIGKILL.
+    The setting survives ``exec`` (except of set-user-ID programs) and
+    fires when the *thread* that forked the child exits. The caller must
+    then check ``os.getppid()``: a parent that died before this call leaves
+    nothing to fire. Elsewhere a no-op: macOS and Windows have no such
+    setting.
+
+    Raises:
+        OSError: ``prctl`` refused.
+    """
+    if not sys.platform.startswith("linux"):  # pragma: no cover - Linux only
+        return
+    import ctypes  # noqa: PLC0415  (only in the child, never on import)
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    sigkill = ctypes.c_ulong(signal.SIGKILL)
+    if libc.prctl(_PR_SET_PDEATHSIG, sigkill, 0, 0, 0) != 0:
+        code = ctypes.get_errno()
+        raise OSError(code, f"prctl(PR_SET_PDEATHSIG): {os.strerror(code)}")

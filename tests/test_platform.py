@@ -5,14 +5,16 @@ from __future__ import annotations
 import fcntl
 import os
 import subprocess
+import sys
 import time
 from typing import TYPE_CHECKING
 
+import psutil
 import pytest
 
 from singleton_proc import _platform, holder, is_running
 
-from helpers import holding, needs_root, read_line, reap
+from helpers import DEADLINE, holding, needs_root, read_line, reap, wait_until_gone
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -126,3 +128,40 @@ def test_holders_are_seen_on_overlayfs(overlay_dir: Path) -> None:
         found = holder("bot", overlay_dir)
         assert found is not None
         assert found.pid == first.pid
+
+
+#: A parent that starts an idle child under set_parent_death_signal, prints
+#: the child's pid and waits. The child waits on nothing the parent's death
+#: would end (no pipe from it): only the death signal can stop it.
+_DEATH_SIGNAL_PARENT = """
+import subprocess, sys
+from singleton_proc import _platform
+idle = "import signal; signal.pause()"
+child = subprocess.Popen(
+    [sys.executable, "-c", idle],
+    stdin=subprocess.DEVNULL,
+    stdout=subprocess.DEVNULL,
+    preexec_fn=_platform.set_parent_death_signal,
+)
+print(child.pid, flush=True)
+sys.stdin.read()
+"""
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="PR_SET_PDEATHSIG is Linux's")
+def test_set_parent_death_signal_kills_the_child_with_its_parent() -> None:
+    parent = subprocess.Popen(
+        [sys.executable, "-c", _DEATH_SIGNAL_PARENT],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        child = int(read_line(parent))
+        assert psutil.Process(child).ppid() == parent.pid
+        parent.kill()
+        parent.wait(DEADLINE)
+        wait_until_gone(child, 10)  # adopted by us (a subreaper), then reaped
+        assert not psutil.pid_exists(child)
+    finally:
+        reap(parent)
