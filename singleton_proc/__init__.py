@@ -16,6 +16,7 @@ import importlib
 import logging
 from typing import TYPE_CHECKING, Any
 
+from ._decorate import single_instance
 from ._errors import (
     AlreadyRunningError,
     InsecureLockPathError,
@@ -24,7 +25,7 @@ from ._errors import (
     SingletonProcError,
 )
 from ._holder import Holder
-from ._instance import SingleInstance, single_instance
+from ._instance import SingleInstance
 from ._introspect import holder, is_running, list_instances
 from ._stop import terminate
 from ._version import __version__

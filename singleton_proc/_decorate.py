@@ -1,4 +1,4 @@
-"""Turning a context manager factory into a decorator for sync and async functions.
+"""Decorators: ``@single_instance``, and wrapping sync and async functions.
 
 ``contextlib.ContextDecorator`` is not enough: around an ``async def`` it
 would release the lock as soon as the coroutine object is created, before
@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import functools
 import inspect
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast, overload
 
 if TYPE_CHECKING:
     from collections.abc import Callable
     from types import TracebackType
 
-__all__ = ["decorate"]
+    from ._instance import SingleInstance
+
+__all__ = ["decorate", "single_instance"]
 
 _F = TypeVar("_F", bound="Callable[..., Any]")
 
@@ -73,3 +75,30 @@ def decorate(new_manager: Callable[[], _SyncAndAsync], func: _F) -> _F:
             return func(*args, **kwargs)
 
     return cast("_F", hold_while_running)
+
+
+@overload
+def single_instance(func: _F, /) -> _F: ...
+@overload
+def single_instance(name: str | None = None, /, **options: Any) -> SingleInstance: ...
+def single_instance(
+    name_or_func: str | Callable[..., Any] | None = None, /, **options: Any
+) -> Any:
+    """Decorate a function so that one process at a time runs it.
+
+    ``@single_instance`` alone derives the name from the running program;
+    ``@single_instance("name", on_conflict=...)`` takes the same options as
+    :class:`SingleInstance` (and returns one, usable with ``with`` too).
+    Every call acquires anew; ``async def`` functions are held for the whole
+    coroutine and wait without blocking the event loop.
+
+    Example:
+        >>> from singleton_proc import single_instance
+        >>> @single_instance("nightly-report", on_conflict="exit")
+        ... def main() -> None: ...
+    """
+    from ._instance import SingleInstance  # noqa: PLC0415  (it imports us)
+
+    if callable(name_or_func):
+        return SingleInstance(**options)(name_or_func)
+    return SingleInstance(name_or_func, **options)

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import os
-import sys
 import threading
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, TypeVar, get_args, overload
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, get_args
 
 from . import _registry, _sigterm
+from ._conflicts import (
+    conflict_error,
+    held_here_error,
+    timeout_error,
+    unseen_holder,
+)
 from ._decorate import decorate
-from ._errors import AlreadyRunningError, LockTimeoutError
 from ._identity import current_identity
 from ._introspect import Inspection, detached_holder, inspect
 from ._lockfile import OpenLock, try_lock_file
@@ -27,7 +31,7 @@ if TYPE_CHECKING:
 
     from typing_extensions import Self
 
-__all__ = ["ConflictPolicy", "SingleInstance", "single_instance"]
+__all__ = ["ConflictPolicy", "SingleInstance"]
 
 ConflictPolicy = Literal["raise", "exit", "wait", "replace"]
 _POLICIES: tuple[str, ...] = get_args(ConflictPolicy)
@@ -308,17 +312,18 @@ class SingleInstance:
                         if races < _RACE_RETRIES:
                             races += 1  # let go a moment ago: try again at once
                             continue
-                        found = _unseen_holder(found)
+                        found = unseen_holder(found)
                 races = 0
                 if self.on_conflict == "replace" and not replaced:
                     yield from self._replace(found)
                     replaced = True  # once: a newcomer taking it meanwhile wins
                     continue
                 if self.on_conflict != "wait":
-                    raise self._conflict(found)
+                    exit_code = self.exit_code if self.on_conflict == "exit" else None
+                    raise conflict_error(self.name, found, exit_code=exit_code)
                 remaining = _remaining(self.timeout, start)
                 if remaining <= 0:
-                    raise self._timed_out(found)
+                    raise timeout_error(self.name, found, self.timeout or 0.0)
                 yield min(next(polls), remaining)
         finally:
             self._busy = False
@@ -401,57 +406,8 @@ class SingleInstance:
         Keyed by the directory's identity and the name, so two spellings of
         one directory are one lock, and a deleted lock file changes nothing.
         """
-        if _registry.holding(key) is None:
-            return
-        found = inspect(files)
-        raise AlreadyRunningError(
-            f"{self.name!r} is already held by this very process (pid {os.getpid()}) "
-            "through another SingleInstance; release that one first",
-            holder=found.holder,
-        )
-
-    def _conflict(self, found: Inspection) -> BaseException:
-        """What ``on_conflict`` raises, naming the holder ("exit" prints first)."""
-        who = _describe(found)
-        if self.on_conflict == "exit":
-            print(  # noqa: T201  (the documented behaviour of "exit")
-                f"singleton_proc: {self.name!r} is already running ({who}); exiting",
-                file=sys.stderr,
-                flush=True,
-            )
-            return SystemExit(self.exit_code)
-        if found.holder is not None and found.holder.pid == os.getpid():
-            advice = "release the other SingleInstance of this process first"
-        else:
-            advice = (
-                "stop that process first, or choose "
-                'on_conflict="exit" to leave quietly or "wait" to queue'
-            )
-        return AlreadyRunningError(
-            f"{self.name!r} is already running ({who}); {advice}", holder=found.holder
-        )
-
-    def _timed_out(self, found: Inspection) -> LockTimeoutError:
-        """The error for a "wait" whose timeout ran out."""
-        return LockTimeoutError(
-            f"{self.name!r} is still held after waiting {self.timeout:g} s "
-            f"({_describe(found)}); wait longer, or stop that process",
-            holder=found.holder,
-        )
-
-
-def _unseen_holder(found: Inspection) -> Inspection:
-    """The lock is taken, but the platform's lock table does not show it.
-
-    Our failed attempt proves that some open file holds the lock, whatever
-    ``/proc/locks`` says (an unusual filesystem, a sandbox that hides it).
-    """
-    return Inspection(
-        held=True,
-        holder=None,
-        lock_pids=found.lock_pids,
-        reason="the lock is held, but the system's lock table does not say by whom",
-    )
+        if _registry.holding(key) is not None:
+            raise held_here_error(self.name, inspect(files))
 
 
 def _remaining(timeout: float | None, start: float) -> float:
@@ -459,42 +415,3 @@ def _remaining(timeout: float | None, start: float) -> float:
     if timeout is None:
         return float("inf")
     return timeout - (time.monotonic() - start)
-
-
-def _describe(found: Inspection) -> str:
-    """Name the holder for a message: who it is, or why that is unknown."""
-    if found.holder is None:
-        return f"holder unknown: {found.reason}"
-    if found.detached:
-        return (
-            f"{found.holder}; its lock file was deleted or replaced while it ran, "
-            "so keep the lock directory away from tmp cleaners"
-        )
-    if found.holder.pid == os.getpid():
-        return f"held by this very process, {found.holder}"
-    return str(found.holder)
-
-
-@overload
-def single_instance(func: _F, /) -> _F: ...
-@overload
-def single_instance(name: str | None = None, /, **options: Any) -> SingleInstance: ...
-def single_instance(
-    name_or_func: str | Callable[..., Any] | None = None, /, **options: Any
-) -> Any:
-    """Decorate a function so that one process at a time runs it.
-
-    ``@single_instance`` alone derives the name from the running program;
-    ``@single_instance("name", on_conflict=...)`` takes the same options as
-    :class:`SingleInstance` (and returns one, usable with ``with`` too).
-    Every call acquires anew; ``async def`` functions are held for the whole
-    coroutine and wait without blocking the event loop.
-
-    Example:
-        >>> from singleton_proc import single_instance
-        >>> @single_instance("nightly-report", on_conflict="exit")
-        ... def main() -> None: ...
-    """
-    if callable(name_or_func):
-        return SingleInstance(**options)(name_or_func)
-    return SingleInstance(name_or_func, **options)
