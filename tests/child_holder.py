@@ -79,6 +79,9 @@ def main() -> int:
     parser.add_argument(
         "--thread", action="store_true", help="run a non-daemon thread that never ends"
     )
+    parser.add_argument(
+        "--no-release", action="store_true", help="on EOF, exit without release()"
+    )
     parser.add_argument("--note", default="", help="ignored: shows in the command line")
     args = parser.parse_args()
     if args.ignore_term:
@@ -118,6 +121,8 @@ def main() -> int:
             threading.Thread(target=threading.Event().wait, daemon=False).start()
         print("ready", flush=True)
         sys.stdin.read()
+        if args.no_release:
+            return 0  # interpreter exit: the library's atexit hook releases
         instance.release()
         print("released", time.monotonic(), flush=True)
     finally:

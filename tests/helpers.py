@@ -71,7 +71,7 @@ def start_holder(
     """Start ``child_holder.py`` with ``flags`` (see its docstring); reap it after."""
     args = [name, str(directory), "--policy", policy, "--exit-code", str(exit_code)]
     return subprocess.Popen(
-        [sys.executable, str(HOLDER_SCRIPT), *args, *flags],
+        [sys.executable, str(HOLDER_SCRIPT), *flags, *args],  # flags first: visible
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
