@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shlex
 import shutil
 import signal
 import subprocess
@@ -20,6 +19,7 @@ import pytest
 
 import singleton_proc
 from singleton_proc._cli import human_age
+from singleton_proc._holder import command_line
 
 from helpers import (
     DEADLINE,
@@ -120,8 +120,8 @@ def one_error_line(stderr: str) -> str:
 
 
 def command_of(pid: int) -> str:
-    """A process's command line as status and messages print it."""
-    return shlex.join(psutil.Process(pid).cmdline())
+    """A process's command line as status and messages print it (maybe cut)."""
+    return command_line(psutil.Process(pid).cmdline())
 
 
 # --- help and version -------------------------------------------------------

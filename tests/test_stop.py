@@ -372,7 +372,7 @@ def test_a_cancelled_replace_says_what_it_did_and_leaves_nobody_frozen(
     with holding("bot", lock_dir, "--ignore-term") as old:
 
         async def main() -> None:
-            with pytest.raises(TimeoutError):
+            with pytest.raises(asyncio.TimeoutError):  # not TimeoutError before 3.11
                 await asyncio.wait_for(_replace(lock_dir, grace=30).__aenter__(), 0.2)
 
         with caplog.at_level(logging.INFO, logger="singleton_proc"):
