@@ -270,7 +270,7 @@ def test_a_held_name_is_a_conflict_naming_the_holder() -> None:
         assert status == 75
         one_error_line(err)
         status, _, err = cli("run", "--wait", "--timeout", "0.2", "bot", "--", "true")
-        assert status == 1
+        assert status == 1, err
         assert "'bot' is still running after waiting 0.2 s (pid " in one_error_line(err)
         args = ["--wait", "--timeout", "0", "--conflict-exit-code", "9"]
         assert cli("run", *args, "bot", "--", "true")[0] == 9
