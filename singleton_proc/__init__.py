@@ -31,6 +31,7 @@ from ._stop import terminate
 from ._version import __version__
 
 if TYPE_CHECKING:
+    from ._process import run_process, start_process
     from ._worker_errors import TaskTimeoutError, WorkerDiedError
 
 __all__ = [
@@ -47,7 +48,9 @@ __all__ = [
     "holder",
     "is_running",
     "list_instances",
+    "run_process",
     "single_instance",
+    "start_process",
     "terminate",
 ]
 
@@ -55,6 +58,8 @@ __all__ = [
 _LAZY = {
     "TaskTimeoutError": "._worker_errors",
     "WorkerDiedError": "._worker_errors",
+    "run_process": "._process",
+    "start_process": "._process",
 }
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())

@@ -5,68 +5,34 @@ process with the recorded start time, command line, user and host, which
 (on Linux) holds the lock; it runs as the current user, and it is neither
 this process nor one of its ancestors.
 
-Then the tree is frozen: the holder, its descendants and, when it leads a
-process group of its own that holds neither us nor our ancestors, the rest
-of that group (daemonized children that left the tree) are suspended, and
-the tree is walked again until nothing new appears, so that nobody spawns a
-replacement behind our back. They get SIGTERM and are resumed (a stopped
-process, Ctrl-Z, would never see the SIGTERM otherwise), get ``grace``
-seconds while the walk goes on, and whatever is left is frozen, walked and
-SIGKILLed. Every signal goes to one process, identified by pid and start
-time (psutil refuses a pid that was reused): never ``killpg``, whose group
-number could belong to someone else by then. The whole operation is bounded
-in time, whatever the processes do with SIGTERM.
+Then its tree is stopped by :mod:`singleton_proc._tree`: frozen, SIGTERM,
+``grace`` seconds, SIGKILL, each process verified, bounded in time.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import psutil
 
-from . import _platform
 from ._errors import ReplaceRefusedError, SingletonProcError
-from ._holder import command_line
 from ._identity import CREATE_TIME_TOLERANCE, current_identity
 from ._introspect import Inspection, inspect
 from ._names import validate_name
 from ._paths import NameFiles, existing_directory
-from ._polling import delays, run_blocking
+from ._polling import run_blocking
+from ._tree import TreeStop, ancestors, listing, stopping_tree
 
 if TYPE_CHECKING:
-    from collections.abc import Generator, Iterable
+    import os
+    from collections.abc import Generator
 
     from ._holder import Holder
 
-__all__ = ["StopReport", "refusal", "stopping", "terminate", "validate_grace"]
+__all__ = ["refusal", "stopping", "terminate", "validate_grace"]
 
 _log = logging.getLogger("singleton_proc")
-#: How long SIGKILLed processes get to vanish (a process in uninterruptible
-#: sleep cannot die at once); past that we report them and go on.
-_KILL_WAIT = 5.0
-#: Walks of a frozen tree before we stop looking for newcomers (each walk
-#: suspends what it finds, so a tree settles in two or three).
-_MAX_WALKS = 10
-
-
-@dataclass(frozen=True)
-class StopReport:
-    """What stopping a holder did.
-
-    Attributes:
-        holder: The holder that was stopped.
-        signalled: ``(pid, command)`` of every process sent SIGTERM.
-        killed: Those that needed SIGKILL after ``grace``.
-        survivors: Pids still alive even after SIGKILL and a wait.
-    """
-
-    holder: Holder
-    signalled: tuple[tuple[int, str], ...]
-    killed: tuple[tuple[int, str], ...]
-    survivors: tuple[int, ...]
 
 
 def validate_grace(grace: object) -> float:
@@ -117,7 +83,7 @@ def _why_not(found: Inspection) -> str:
         )
     if holder.pid == me.pid:
         return f"the holder, pid {holder.pid}, is this very process"
-    if holder.pid in {proc.pid for proc in _ancestors()}:
+    if holder.pid in {proc.pid for proc in ancestors()}:
         return (
             f"the holder, pid {holder.pid}, is an ancestor of this process "
             f"(pid {me.pid}); stopping its tree would stop us too"
@@ -125,68 +91,7 @@ def _why_not(found: Inspection) -> str:
     return ""
 
 
-def _ancestors() -> list[psutil.Process]:
-    """This process's ancestors."""
-    return psutil.Process().parents()
-
-
-class _Tree:
-    """The processes being stopped: found once, walked again, signalled one by one."""
-
-    def __init__(self, root: psutil.Process) -> None:
-        """Start from the verified holder; we and our ancestors are never members."""
-        self.root = root
-        ancestors = _ancestors()
-        self.spared = {os.getpid()} | {proc.pid for proc in ancestors}
-        # The holder's own group counts as its tree, unless we or one of our
-        # ancestors is in it (then signalling it could reach us).
-        groups = {_platform.process_group(pid) for pid in self.spared}
-        self.group = root.pid if _platform.process_group(root.pid) == root.pid else None
-        if self.group in groups:
-            self.group = None
-        self.members: dict[int, psutil.Process] = {}
-        self.commands: dict[int, str] = {}
-        self._add([root])
-
-    def _add(self, procs: Iterable[psutil.Process]) -> list[psutil.Process]:
-        """Adopt processes not seen before; return the newcomers."""
-        new = []
-        for proc in procs:
-            if proc.pid in self.members or proc.pid in self.spared:
-                continue
-            self.members[proc.pid] = proc
-            self.commands[proc.pid] = _command(proc)
-            new.append(proc)
-        return new
-
-    def walk(self) -> list[psutil.Process]:
-        """Find descendants (and group members) not seen yet; return them."""
-        found: list[psutil.Process] = []
-        for proc in list(self.members.values()):
-            if _alive(proc):
-                found.extend(_children(proc))
-        if self.group is not None:
-            found.extend(_group_members(self.group))
-        return self._add(found)
-
-    def alive(self) -> list[psutil.Process]:
-        """Members that have not exited yet (a zombie has exited)."""
-        return [proc for proc in self.members.values() if _alive(proc)]
-
-    def freeze(self) -> list[psutil.Process]:
-        """Suspend every live member, walking until nothing new appears."""
-        frozen = self.alive()
-        _each(frozen, "suspend")
-        for _ in range(_MAX_WALKS):
-            new = self.walk()
-            if not new:
-                break
-            _each(new, "suspend")
-            frozen.extend(new)
-        return frozen
-
-
-def stopping(holder: Holder, grace: float) -> Generator[float, None, StopReport]:
+def stopping(holder: Holder, grace: float) -> Generator[float, None, TreeStop]:
     """Stop ``holder`` and its whole tree; yields how long to sleep between looks.
 
     A generator so that ``async with`` can wait without blocking the event
@@ -196,65 +101,11 @@ def stopping(holder: Holder, grace: float) -> Generator[float, None, StopReport]
     """
     root = _verified(holder)
     if root is None:
-        report = StopReport(holder=holder, signalled=(), killed=(), survivors=())
-        _log_report(report, grace)
-        return report
-    tree = _Tree(root)
-    frozen: list[psutil.Process] = []
-    left: list[psutil.Process] = []
-    finished = False
-    try:
-        frozen = tree.freeze()
-        _each(frozen, "terminate")
-        _each(frozen, "resume")
-        frozen = []
-        _log.info("stopping %r: SIGTERM to %s", holder.name, _listing(tree.commands))
-        yield from _wait(tree, grace, signal_newcomers="terminate")
-        left = tree.alive()
-        if left:
-            frozen = tree.freeze()
-            left = [*left, *(proc for proc in frozen if proc not in left)]
-            _each(left, "kill")
-            frozen = []
-            yield from _wait(tree, _KILL_WAIT, signal_newcomers="kill")
-        finished = True
-    finally:
-        _each(frozen, "resume")  # interrupted between suspend and resume
-        if not finished:
-            _log.warning(
-                "stopping %r was interrupted: SIGTERM was sent to %s, SIGKILL was not",
-                holder.name,
-                _listing(tree.commands),
-            )
-    killed_pids = {proc.pid for proc in left}
-    report = StopReport(
-        holder=holder,
-        signalled=tuple(tree.commands.items()),
-        killed=tuple(
-            (pid, cmd) for pid, cmd in tree.commands.items() if pid in killed_pids
-        ),
-        survivors=tuple(proc.pid for proc in tree.alive()),
-    )
-    _log_report(report, grace)
-    return report
-
-
-def _wait(
-    tree: _Tree, limit: float, *, signal_newcomers: str
-) -> Generator[float, None, None]:
-    """Yield sleeps until the tree has exited or ``limit`` passed.
-
-    Processes that appear meanwhile (a child spawned during its parent's
-    shutdown) get the same signal as the rest.
-    """
-    waited = 0.0
-    for delay in delays():
-        _each(tree.walk(), signal_newcomers)
-        if not tree.alive() or waited >= limit:
-            return
-        step = min(delay, limit - waited)
-        waited += step
-        yield step
+        stopped = TreeStop(signalled=(), killed=(), survivors=())
+    else:
+        stopped = yield from stopping_tree(root, grace, repr(holder.name))
+    _log_report(holder, stopped, grace)
+    return stopped
 
 
 def _verified(holder: Holder) -> psutil.Process | None:
@@ -268,78 +119,27 @@ def _verified(holder: Holder) -> psutil.Process | None:
     return root
 
 
-def _children(proc: psutil.Process) -> list[psutil.Process]:
-    """All descendants of ``proc``, or none if it is gone."""
-    try:
-        return proc.children(recursive=True)
-    except psutil.NoSuchProcess:
-        return []
-
-
-def _group_members(group: int) -> list[psutil.Process]:
-    """Live processes whose process group is ``group``."""
-    return [
-        proc
-        for proc in psutil.process_iter()
-        if _platform.process_group(proc.pid) == group
-    ]
-
-
-def _command(proc: psutil.Process) -> str:
-    """A process's command line for the log, or its name."""
-    try:
-        return command_line(proc.cmdline()) or proc.name()
-    except (psutil.NoSuchProcess, psutil.AccessDenied):
-        return "?"
-
-
-def _each(procs: Iterable[psutil.Process], action: str) -> None:
-    """Call a psutil ``action`` (terminate, kill, suspend, resume) on each process.
-
-    psutil checks each pid's start time first, so a pid that was reused by
-    another program is never signalled.
-    """
-    for proc in procs:
-        try:
-            getattr(proc, action)()
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            continue
-
-
-def _alive(proc: psutil.Process) -> bool:
-    """Whether ``proc`` still runs (a zombie has exited: it only awaits reaping)."""
-    try:
-        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
-
-
-def _listing(commands: dict[int, str]) -> str:
-    """``"12 (python bot.py), 13 (...)"`` for the log."""
-    return ", ".join(f"{pid} ({cmd})" for pid, cmd in commands.items()) or "nobody"
-
-
-def _log_report(report: StopReport, grace: float) -> None:
+def _log_report(holder: Holder, stopped: TreeStop, grace: float) -> None:
     """Say on the ``singleton_proc`` logger how the stop ended."""
-    name = report.holder.name
-    if not report.signalled:
-        _log.info("stopping %r: pid %d had already exited", name, report.holder.pid)
+    name = holder.name
+    if not stopped.signalled:
+        _log.info("stopping %r: pid %d had already exited", name, holder.pid)
         return
-    if report.killed:
+    if stopped.killed:
         _log.warning(
             "stopping %r: SIGKILL needed after %g s for %s",
             name,
             grace,
-            _listing(dict(report.killed)),
+            listing(dict(stopped.killed)),
         )
-    if report.survivors:
+    if stopped.survivors:
         _log.error(
             "stopping %r: still alive after SIGKILL: %s",
             name,
-            ", ".join(str(pid) for pid in report.survivors),
+            ", ".join(str(pid) for pid in stopped.survivors),
         )
     else:
-        _log.info("stopped %r: %d process(es) gone", name, len(report.signalled))
+        _log.info("stopped %r: %d process(es) gone", name, len(stopped.signalled))
 
 
 def terminate(

@@ -28,7 +28,9 @@ EXPECTED = [
     "holder",
     "is_running",
     "list_instances",
+    "run_process",
     "single_instance",
+    "start_process",
     "terminate",
 ]
 

@@ -1,0 +1,133 @@
+"""Starting a worker process: the start method, its pipes, and dying with the parent.
+
+The start method is explicit; ``None`` picks a safe one: ``fork`` (the
+fastest) on Linux and other Unixes only in a parent running a single thread,
+since forking a multi-threaded process can copy a lock held by another
+thread and deadlock the child; else ``forkserver``. macOS and Windows keep
+their default (``spawn``). Any available method can be asked for.
+
+Every worker gets the read end of one pipe per parent process whose write
+end only the parent holds (a forked child closes its inherited copy at
+once): its end of file tells the worker that the parent is gone.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import multiprocessing.util  # its atexit hook must be registered before ours
+import threading
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from . import _platform
+from ._logforward import snapshot
+from ._worker import WATCHER_NAME, WorkerSettings, bootstrap
+
+if TYPE_CHECKING:
+    from multiprocessing.connection import Connection
+    from multiprocessing.process import BaseProcess
+
+__all__ = ["Launched", "available_methods", "choose_start_method", "launch"]
+
+
+def available_methods() -> list[str]:
+    """The start methods this platform offers."""
+    return multiprocessing.get_all_start_methods()
+
+
+def choose_start_method(requested: str | None) -> str:
+    """The start method to use: ``requested``, or a safe default.
+
+    Raises:
+        ValueError: ``requested`` is not a start method of this platform.
+    """
+    methods = available_methods()
+    if requested is not None:
+        if requested not in methods:
+            raise ValueError(
+                f"start_method must be one of {', '.join(map(repr, methods))} "
+                f"(or None for a safe default), not {requested!r}"
+            )
+        return requested
+    if _platform.IS_MACOS or _platform.IS_WINDOWS:  # pragma: no cover - by design
+        return multiprocessing.get_context().get_start_method()
+    if "fork" in methods and _single_threaded():
+        return "fork"
+    return "forkserver" if "forkserver" in methods else "spawn"
+
+
+def _single_threaded() -> bool:
+    """Whether this process runs one thread (a worker's watcher does not count)."""
+    others = [
+        thread
+        for thread in threading.enumerate()
+        if thread is not threading.current_thread() and thread.name != WATCHER_NAME
+    ]
+    return not others
+
+
+_pipe_lock = threading.Lock()
+_parent_alive: tuple[Connection, Connection] | None = None
+
+
+def _parent_alive_reader() -> Connection:
+    """The read end of this process's parent-alive pipe, made on first use."""
+    global _parent_alive  # noqa: PLW0603  (one pipe per process)
+    with _pipe_lock:
+        if _parent_alive is None:
+            _parent_alive = multiprocessing.Pipe(duplex=False)
+        return _parent_alive[0]
+
+
+def _forget_parent_alive_in_child() -> None:
+    """After fork, in the child: close the write end, which only the parent may hold.
+
+    The read end stays open: a worker started by ``fork`` watches it.
+    """
+    global _parent_alive, _pipe_lock  # noqa: PLW0603  (fork copies a process's state)
+    _pipe_lock = threading.Lock()
+    if _parent_alive is not None:
+        _parent_alive[1].close()
+        _parent_alive = None
+
+
+_platform.at_fork(after_in_child=_forget_parent_alive_in_child)
+
+
+@dataclass(frozen=True)
+class Launched:
+    """A started worker and the parent's end of its pipe."""
+
+    process: BaseProcess
+    conn: Connection
+    start_method: str
+
+
+def launch(call: bytes, start_method: str, name: str) -> Launched:
+    """Start a worker that runs the pickled ``call`` and reports on a pipe.
+
+    Args:
+        call: ``(fn, args, kwargs)`` as pickled by ``_wire.dumps_call``.
+        start_method: An available start method (see :func:`choose_start_method`).
+        name: The process name, for ``ps``-like tools and logging records.
+    """
+    context = multiprocessing.get_context(start_method)
+    reader, writer = context.Pipe(duplex=False)
+    settings = WorkerSettings(
+        levels=snapshot(),
+        # PR_SET_PDEATHSIG fires when the creating *thread* exits: only the
+        # main thread (and the forkserver's) lives as long as the process.
+        death_signal=start_method == "forkserver"
+        or threading.current_thread() is threading.main_thread(),
+    )
+    process: BaseProcess = context.Process(  # type: ignore[attr-defined]
+        target=bootstrap,
+        args=(writer, _parent_alive_reader(), call, settings),
+        name=name,
+        daemon=False,  # a worker may start processes of its own
+    )
+    try:
+        process.start()
+    finally:
+        writer.close()  # the worker's copy is the last: its exit means EOF
+    return Launched(process=process, conn=reader, start_method=start_method)

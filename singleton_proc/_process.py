@@ -1,0 +1,400 @@
+"""One call in a fresh child process: ``run_process``, ``start_process`` and the handle.
+
+Each handle has a reader thread that owns the parent's end of the worker's
+pipe: it hands logging records to the parent's loggers as they come, keeps
+the outcome, and waits on the pipe and on the process sentinel together,
+so that a worker that dies without a word (SIGKILL, ``os._exit``, a crash)
+is noticed at once and reaped; then ``result()`` says how it ended.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import signal
+import threading
+import weakref
+from multiprocessing.connection import wait
+from typing import TYPE_CHECKING, Any
+
+import psutil
+
+from ._launch import choose_start_method, launch
+from ._logforward import dispatch
+from ._polling import run_blocking
+from ._stop import validate_grace
+from ._tree import stopping_tree
+from ._wire import RemoteTraceback, UnpicklableError, dumps_call, loads
+from ._worker_errors import TaskTimeoutError, WorkerDiedError
+
+if TYPE_CHECKING:
+    from types import TracebackType
+
+    from typing_extensions import Self
+
+__all__ = ["ProcessHandle", "run_process", "start_process"]
+
+_log = logging.getLogger("singleton_proc")
+#: A worker gets this long to exit after reporting its outcome (a non-daemon
+#: thread can keep it alive) before its tree is stopped.
+_LINGER = 5.0
+#: SIGTERM-to-SIGKILL grace when Ctrl-C or interpreter exit stops workers.
+_INTERRUPT_GRACE = 0.5
+#: How often the reader also asks whether the worker is alive, in case a
+#: process forked meanwhile holds a copy of the worker's pipe or sentinel.
+_PROBE = 0.5
+_SIGNAL_HINTS = {
+    "SIGKILL": " (often the OOM killer: check the kernel log, dmesg)",
+    "SIGSEGV": " (a crash in native code)",
+    "SIGBUS": " (a crash in native code)",
+    "SIGABRT": " (abort() in native code)",
+    "SIGTERM": " (stopped from outside)",
+}
+
+_live: weakref.WeakSet[ProcessHandle] = weakref.WeakSet()
+
+
+class ProcessHandle:
+    """A call running in a child process, as returned by :func:`start_process`.
+
+    Attributes:
+        pid: The child's process id.
+        start_method: How it was started (``"fork"``, ``"spawn"``, ``"forkserver"``).
+
+    Example:
+        >>> from singleton_proc import start_process
+        >>> with start_process(pow, 2, 10) as handle:  # doctest: +SKIP
+        ...     print(handle.pid, handle.result(timeout=30))
+    """
+
+    def __init__(self, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
+                 start_method: str | None) -> None:  # fmt: skip
+        """Start the child; see :func:`start_process`."""
+        method = choose_start_method(start_method)
+        call = dumps_call(fn, args, kwargs)
+        self._what = getattr(fn, "__qualname__", None) or repr(fn)
+        launched = launch(call, method, f"singleton_proc: {self._what}")
+        self._process = launched.process
+        self._conn = launched.conn
+        self.start_method = method
+        pid = self._process.pid
+        assert pid is not None  # noqa: S101  (started)
+        self.pid: int = pid
+        self._root = psutil.Process(pid)  # before it can be reaped: pid is ours
+        self._outcome: tuple[Any, ...] | None = None
+        self._exitcode: int | None = None
+        self._stopped_because: str | None = None
+        self._done = threading.Event()
+        _live.add(self)
+        self._reader = threading.Thread(
+            target=self._read, name=f"singleton_proc-reader-{pid}", daemon=True
+        )
+        self._reader.start()
+
+    def __repr__(self) -> str:
+        """``<ProcessHandle pid=42 fn running>``."""
+        state = "done" if self._done.is_set() else "running"
+        return f"<ProcessHandle pid={self.pid} {self._what} {state}>"
+
+    @property
+    def exitcode(self) -> int | None:
+        """The exit status once reaped, or the negated signal number; else ``None``."""
+        return self._exitcode
+
+    def is_alive(self) -> bool:
+        """Whether the child has not ended (and been reaped) yet."""
+        return not self._done.is_set()
+
+    def join(self, timeout: float | None = None) -> None:
+        """Wait until the child has ended and been reaped, at most ``timeout`` s."""
+        if self._done.wait(timeout):
+            self._reader.join()
+
+    def result(self, timeout: float | None = None) -> Any:
+        """Wait for the call and return its value, or raise how it ended.
+
+        Args:
+            timeout: Seconds to wait; ``None`` waits as long as it takes.
+
+        Raises:
+            TimeoutError: the wait ran out; the child is left running.
+            WorkerDiedError: the child ended without reporting (killed,
+                crashed, ``os._exit``, ``sys.exit``, or ``terminate_tree``).
+            TaskTimeoutError: ``run_process``'s ``timeout`` stopped it.
+            UnpicklableError: the result or exception could not cross back.
+            Exception: whatever the call raised, its traceback as ``__cause__``.
+        """
+        if not self._done.wait(timeout):
+            raise TimeoutError(
+                f"worker {self.pid} running {self._what} is still running after "
+                f"{timeout} s; it was left running (terminate_tree() stops it)"
+            )
+        self._reader.join()
+        return self._value()
+
+    def terminate_tree(self, grace: float = 5.0) -> None:
+        """Stop the child and every process it started: SIGTERM, then SIGKILL.
+
+        Does nothing once the child has ended. Afterwards the child is
+        reaped, and :meth:`result` raises ``WorkerDiedError`` unless the
+        outcome had already arrived.
+
+        Args:
+            grace: Seconds between SIGTERM and SIGKILL.
+        """
+        self._stop(validate_grace(grace), "stopped by terminate_tree()")
+
+    def __enter__(self) -> Self:
+        """The handle itself; leaving the block stops the child if it still runs."""
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Stop the child's tree unless it has ended."""
+        grace = 5.0 if exc_type is None else _INTERRUPT_GRACE
+        self._stop(grace, "stopped on leaving its with block")
+
+    def _run_to_end(self, timeout: float | None) -> None:
+        """For ``run_process``: wait, stopping the tree on timeout or Ctrl-C."""
+        try:
+            self.join(timeout)
+            if self.is_alive():
+                self._stop(0.0, f"killed after its timeout of {timeout} s")
+                if self._outcome is None:  # else it made it just in time
+                    self._timed_out(timeout)
+        except BaseException:
+            self._stop(_INTERRUPT_GRACE, "stopped on Ctrl-C")
+            raise
+
+    def _timed_out(self, timeout: float | None) -> None:
+        """Raise the error for a call that ran over ``timeout``."""
+        raise TaskTimeoutError(
+            f"{self._what} ran over its timeout of {timeout} s in worker "
+            f"{self.pid}; its process tree was killed. Raise the timeout, "
+            "or make the call faster",
+            timeout=timeout,
+        )
+
+    def _stop(self, grace: float, because: str) -> None:
+        """Stop the tree (unless it ended) and wait until the child is reaped."""
+        if not self._done.is_set():
+            if self._stopped_because is None:
+                self._stopped_because = because
+            run_blocking(stopping_tree(self._root, grace, f"worker {self.pid}"))
+        self.join()
+
+    def _read(self) -> None:
+        """The reader thread: dispatch logs, keep the outcome, notice the end."""
+        try:
+            self._read_until_end()
+            self._process.join()
+            self._exitcode = self._process.exitcode
+        finally:
+            self._conn.close()
+            self._process.close()
+            _live.discard(self)
+            self._done.set()
+
+    def _read_until_end(self) -> None:
+        """Read messages until end of file or until the child has exited."""
+        sentinel = self._process.sentinel
+        linger = None
+        while True:
+            ready = wait([self._conn, sentinel], linger or _PROBE)
+            if self._conn in ready:
+                if not self._receive():
+                    return
+                if self._outcome is not None and linger is None:
+                    linger = _LINGER
+                continue
+            if sentinel in ready or not self._process.is_alive():
+                while self._conn.poll(0) and self._receive():  # what it sent last
+                    pass
+                return
+            if linger is not None:
+                self._linger_too_long()
+                return
+
+    def _receive(self) -> bool:
+        """Handle one message; ``False`` at end of file."""
+        try:
+            message = self._conn.recv()
+        except (EOFError, OSError):
+            return False
+        if message[0] == "log":
+            try:
+                dispatch(message[1])
+            except Exception:  # noqa: BLE001  (a broken handler must not stop us)
+                _log.exception("could not log a record of worker %d", self.pid)
+        elif self._outcome is None:
+            self._outcome = message
+        return True
+
+    def _linger_too_long(self) -> None:
+        """The child reported but does not exit: stop its tree, keep the outcome."""
+        _log.warning(
+            "worker %d reported the outcome of %s but was still running %g s "
+            "later (a non-daemon thread?); stopping it",
+            self.pid,
+            self._what,
+            _LINGER,
+        )
+        run_blocking(stopping_tree(self._root, _INTERRUPT_GRACE, f"worker {self.pid}"))
+
+    def _value(self) -> Any:
+        """The outcome as a value, or the exception that says how it ended."""
+        outcome = self._outcome
+        if outcome is None:
+            raise self._death()
+        kind = outcome[0]
+        if kind == "ok":
+            try:
+                return loads(outcome[1])
+            except Exception as exc:
+                raise UnpicklableError(
+                    f"the result of {self._what} from worker {self.pid} could not be "
+                    f"unpickled here ({type(exc).__name__}: {exc})",
+                    what="the result",
+                ) from exc
+        if kind == "raised":
+            try:
+                error = loads(outcome[1])
+            except Exception as exc:  # noqa: BLE001  # pragma: no cover - checked there
+                raise UnpicklableError(
+                    f"the exception raised by {self._what} in worker {self.pid} "
+                    f"could not be unpickled here ({type(exc).__name__}: {exc})",
+                    what="the exception",
+                ) from RemoteTraceback(outcome[2])
+            raise error from RemoteTraceback(outcome[2])
+        _, what, message, text = outcome
+        raise UnpicklableError(message, what=what) from RemoteTraceback(text)
+
+    def _death(self) -> WorkerDiedError:
+        """The error for a child that ended without reporting an outcome."""
+        return WorkerDiedError(
+            death_message(self.pid, self._what, self._exitcode, self._stopped_because),
+            pid=self.pid,
+            exitcode=self._exitcode,
+        )
+
+
+def death_message(
+    pid: int, what: str, exitcode: int | None, because: str | None = None
+) -> str:
+    """Say how worker ``pid`` running ``what`` ended: the exit code or signal.
+
+    Example:
+        >>> death_message(4242, "work", -9)  # doctest: +ELLIPSIS
+        'worker 4242 running work was killed by SIGKILL (often the OOM killer...'
+    """
+    head = f"worker {pid} running {what}"
+    if because is not None:
+        return f"{head} was {because} before it returned"
+    if exitcode is None:
+        return f"{head} ended without reporting a result"
+    if exitcode < 0:
+        try:
+            name = signal.Signals(-exitcode).name
+        except ValueError:
+            name = f"signal {-exitcode}"
+        hint = _SIGNAL_HINTS.get(name, "")
+        return f"{head} was killed by {name}{hint} before it returned"
+    return (
+        f"{head} exited with code {exitcode} before it returned "
+        "(os._exit() or sys.exit() in the call?)"
+    )
+
+
+def start_process(
+    fn: Any, /, *args: Any, start_method: str | None = None, **kwargs: Any
+) -> ProcessHandle:
+    """Start ``fn(*args, **kwargs)`` in a fresh child process; do not wait.
+
+    The call, its result and its exception cross the process boundary by
+    pickle, whatever the start method (so what works under ``fork`` works
+    under ``spawn``). The child ignores SIGINT, ends by itself if this
+    process dies, and forwards its logging records to this process's
+    handlers. Use the handle as a context manager to stop the child's tree
+    if the block is left before it finished.
+
+    Args:
+        fn: The function to call; picklable (defined at module level).
+        *args: Positional arguments for ``fn``.
+        start_method: ``"fork"``, ``"spawn"`` or ``"forkserver"``; ``None``
+            picks a safe one (``fork`` only in a single-threaded parent).
+        **kwargs: Keyword arguments for ``fn``.
+
+    Returns:
+        The handle: ``.pid``, ``.result(timeout=None)``,
+        ``.terminate_tree(grace)``, ``.join()``.
+
+    Raises:
+        UnpicklableError: ``fn`` or an argument cannot be pickled (named).
+        ValueError: ``start_method`` is not available here.
+
+    Example:
+        >>> from singleton_proc import start_process
+        >>> handle = start_process(sum, [1, 2, 3])  # doctest: +SKIP
+        >>> handle.result(timeout=30)  # doctest: +SKIP
+        6
+    """
+    return ProcessHandle(fn, args, kwargs, start_method)
+
+
+def run_process(
+    fn: Any,
+    /,
+    *args: Any,
+    timeout: float | None = None,
+    start_method: str | None = None,
+    **kwargs: Any,
+) -> Any:
+    """Run ``fn(*args, **kwargs)`` in a fresh child process and return its value.
+
+    ``timeout`` and ``start_method`` are ours; every other keyword goes to
+    ``fn``. The child has ended and been reaped when this returns or raises.
+
+    Args:
+        fn: The function to call; picklable (defined at module level).
+        *args: Positional arguments for ``fn``.
+        timeout: Seconds the call may take; then the child's whole process
+            tree is killed and :class:`TaskTimeoutError` raised.
+        start_method: As for :func:`start_process`.
+        **kwargs: Keyword arguments for ``fn``.
+
+    Returns:
+        What ``fn`` returned.
+
+    Raises:
+        Exception: what ``fn`` raised, same type, the child's traceback as
+            its ``__cause__``.
+        WorkerDiedError: the child died (killed, crashed, exited) first; the
+            message names its pid and exit code or signal.
+        TaskTimeoutError: ``timeout`` ran out.
+        UnpicklableError: the function, an argument, the result or the
+            exception cannot be pickled; the message says which.
+        KeyboardInterrupt: Ctrl-C; the child's tree was stopped first.
+
+    Example:
+        >>> from singleton_proc import run_process
+        >>> run_process(pow, 2, 10, timeout=30)  # doctest: +SKIP
+        1024
+    """
+    if timeout is not None and not timeout >= 0:
+        raise ValueError(f"timeout must be >= 0 seconds or None, not {timeout!r}")
+    handle = ProcessHandle(fn, args, kwargs, start_method)
+    handle._run_to_end(timeout)  # noqa: SLF001  (the handle's own logic)
+    return handle.result()
+
+
+def _stop_all_at_exit() -> None:
+    """At interpreter exit, stop the workers still running (before mp joins them)."""
+    for handle in list(_live):
+        handle._stop(_INTERRUPT_GRACE, "stopped at interpreter exit")  # noqa: SLF001
+
+
+atexit.register(_stop_all_at_exit)
