@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -114,28 +115,37 @@ def stopping_tree(
 ) -> Generator[float, None, TreeStop]:
     """Stop ``root`` and its whole tree: freeze, SIGTERM, ``grace``, SIGKILL.
 
-    The machinery of :func:`stopping`, for any process we may signal (a
-    proven holder, or a worker of ours); ``label`` names it in the log.
-    Yields how long to sleep between looks.
+    The root gets SIGTERM first, and the time to stop its own children (a
+    pool that terminates its workers does not respawn them, as it would if
+    they died under it); what is left of the tree once it has exited gets
+    SIGTERM in turn, and at ``grace`` everything still running is frozen,
+    walked and SIGKILLed. ``label`` names the root in the log. Yields how
+    long to sleep between looks.
     """
     tree = _Tree(root)
     frozen: list[psutil.Process] = []
     left: list[psutil.Process] = []
+    deadline = time.monotonic() + grace
     finished = False
     try:
-        frozen = tree.freeze()
-        _each(frozen, "terminate")
-        _each(frozen, "resume")
+        frozen = tree.freeze()  # a stable picture of the tree, nobody spawning
+        _each([root], "terminate")
+        _each(frozen, "resume")  # a stopped (Ctrl-Z) process would not see it
         frozen = []
         _log.info("stopping %s: SIGTERM to %s", label, listing(tree.commands))
-        yield from _wait(tree, grace, signal_newcomers="terminate")
+        yield from _wait(tree, deadline, only=root)
+        rest = tree.alive()
+        if rest:
+            _each(rest, "terminate")
+            yield from _wait(tree, deadline, signal_newcomers="terminate")
         left = tree.alive()
         if left:
             frozen = tree.freeze()
             left = [*left, *(proc for proc in frozen if proc not in left)]
             _each(left, "kill")
             frozen = []
-            yield from _wait(tree, _KILL_WAIT, signal_newcomers="kill")
+            kill_deadline = time.monotonic() + _KILL_WAIT
+            yield from _wait(tree, kill_deadline, signal_newcomers="kill")
         finished = True
     finally:
         _each(frozen, "resume")  # interrupted between suspend and resume
@@ -156,21 +166,26 @@ def stopping_tree(
 
 
 def _wait(
-    tree: _Tree, limit: float, *, signal_newcomers: str
+    tree: _Tree,
+    deadline: float,
+    *,
+    only: psutil.Process | None = None,
+    signal_newcomers: str = "",
 ) -> Generator[float, None, None]:
-    """Yield sleeps until the tree has exited or ``limit`` passed.
+    """Yield sleeps until the tree (or just ``only``) has exited, or ``deadline``.
 
-    Processes that appear meanwhile (a child spawned during its parent's
-    shutdown) get the same signal as the rest.
+    The tree is walked at every look, so that processes that appear
+    meanwhile are known; with ``signal_newcomers`` they also get that signal.
     """
-    waited = 0.0
     for delay in delays():
-        _each(tree.walk(), signal_newcomers)
-        if not tree.alive() or waited >= limit:
+        newcomers = tree.walk()
+        if signal_newcomers:
+            _each(newcomers, signal_newcomers)
+        waiting_for = [only] if only is not None else list(tree.members.values())
+        remaining = deadline - time.monotonic()
+        if not any(_alive(proc) for proc in waiting_for) or remaining <= 0:
             return
-        step = min(delay, limit - waited)
-        waited += step
-        yield step
+        yield min(delay, remaining)
 
 
 def _children(proc: psutil.Process) -> list[psutil.Process]:
