@@ -13,6 +13,7 @@ once): its end of file tells the worker that the parent is gone.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import multiprocessing.util  # its atexit hook must be registered before ours
 import threading
@@ -21,7 +22,7 @@ from typing import TYPE_CHECKING
 
 from . import _platform
 from ._logforward import snapshot
-from ._worker import WATCHER_NAME, WorkerSettings, bootstrap
+from ._worker import WorkerSettings, bootstrap
 
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection
@@ -57,13 +58,13 @@ def choose_start_method(requested: str | None) -> str:
 
 
 def _single_threaded() -> bool:
-    """Whether this process runs one thread (a worker's watcher does not count)."""
-    others = [
-        thread
-        for thread in threading.enumerate()
-        if thread is not threading.current_thread() and thread.name != WATCHER_NAME
-    ]
-    return not others
+    """Whether this process runs one thread, native ones (OpenBLAS, gRPC) included.
+
+    The count comes from the kernel where it can (Linux), so that threads
+    started by C code count too. A worker's own parent watcher counts as
+    well: CPython warns about forking it, and so do we.
+    """
+    return _platform.thread_count() <= 1
 
 
 _pipe_lock = threading.Lock()
@@ -127,7 +128,12 @@ def launch(call: bytes, start_method: str, name: str) -> Launched:
         daemon=False,  # a worker may start processes of its own
     )
     try:
-        process.start()
+        with _platform.sigint_blocked():  # until the worker ignores it: no traceback
+            process.start()
+        # multiprocessing reaps the processes it lists whenever any thread
+        # starts another one; only our reader thread may wait for this one.
+        with contextlib.suppress(AttributeError, KeyError):
+            multiprocessing.process._children.discard(process)  # type: ignore[attr-defined]  # noqa: SLF001
     finally:
         writer.close()  # the worker's copy is the last: its exit means EOF
     return Launched(process=process, conn=reader, start_method=start_method)

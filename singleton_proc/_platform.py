@@ -30,7 +30,7 @@ from portalocker.constants import LockFlags
 from portalocker.portalocker import BaseLocker
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator
 
 __all__ = [
     "HAS_FORK",
@@ -50,7 +50,10 @@ __all__ = [
     "set_directory_mode",
     "set_mode",
     "set_parent_death_signal",
+    "sigint_blocked",
+    "thread_count",
     "try_lock",
+    "unblock_sigint",
     "unlock",
 ]
 
@@ -157,6 +160,39 @@ def at_fork(
     if before is not None and after_in_parent is not None:
         os.register_at_fork(before=before, after_in_parent=after_in_parent)
     os.register_at_fork(after_in_child=after_in_child)
+
+
+def thread_count() -> int:
+    """Threads of this process, those started by C code included where known."""
+    try:
+        return len(os.listdir("/proc/self/task"))
+    except OSError:  # not Linux: only the threads Python knows about
+        import threading  # noqa: PLC0415
+
+        return threading.active_count()
+
+
+@contextlib.contextmanager
+def sigint_blocked() -> Iterator[None]:
+    """Block SIGINT in this thread meanwhile; a child started now inherits the mask.
+
+    A worker unblocks it (see :func:`unblock_sigint`) after ignoring SIGINT,
+    so a Ctrl-C during its start-up is neither a traceback nor a death.
+    """
+    if not hasattr(signal, "pthread_sigmask"):  # pragma: no cover - Windows
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def unblock_sigint() -> None:
+    """Undo an inherited :func:`sigint_blocked` (in a worker, SIGINT ignored)."""
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
 def process_group(pid: int) -> int | None:

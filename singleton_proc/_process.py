@@ -13,6 +13,7 @@ import atexit
 import logging
 import signal
 import threading
+import time
 import weakref
 from multiprocessing.connection import wait
 from typing import TYPE_CHECKING, Any
@@ -42,7 +43,7 @@ _LINGER = 5.0
 _INTERRUPT_GRACE = 0.5
 #: How often the reader also asks whether the worker is alive, in case a
 #: process forked meanwhile holds a copy of the worker's pipe or sentinel.
-_PROBE = 0.5
+_PROBE = 0.05
 _SIGNAL_HINTS = {
     "SIGKILL": " (often the OOM killer: check the kernel log, dmesg)",
     "SIGSEGV": " (a crash in native code)",
@@ -80,7 +81,12 @@ class ProcessHandle:
         pid = self._process.pid
         assert pid is not None  # noqa: S101  (started)
         self.pid: int = pid
-        self._root = psutil.Process(pid)  # before it can be reaped: pid is ours
+        # Nobody else reaps it (see _launch), so the pid stays ours until our
+        # reader joins it: psutil can look it up even if it died already.
+        try:
+            self._root: psutil.Process | None = psutil.Process(pid)
+        except psutil.NoSuchProcess:  # reaped behind our back: nothing to stop
+            self._root = None
         self._outcome: tuple[Any, ...] | None = None
         self._exitcode: int | None = None
         self._stopped_because: str | None = None
@@ -184,7 +190,8 @@ class ProcessHandle:
         if not self._done.is_set():
             if self._stopped_because is None:
                 self._stopped_because = because
-            run_blocking(stopping_tree(self._root, grace, f"worker {self.pid}"))
+            if self._root is not None:
+                run_blocking(stopping_tree(self._root, grace, f"worker {self.pid}"))
         self.join()
 
     def _read(self) -> None:
@@ -194,28 +201,33 @@ class ProcessHandle:
             self._process.join()
             self._exitcode = self._process.exitcode
         finally:
-            self._conn.close()
-            self._process.close()
-            _live.discard(self)
-            self._done.set()
+            try:
+                self._conn.close()
+                self._process.close()
+            finally:
+                _live.discard(self)
+                self._done.set()
 
     def _read_until_end(self) -> None:
         """Read messages until end of file or until the child has exited."""
         sentinel = self._process.sentinel
-        linger = None
+        linger_until = None  # once the outcome is in: when to stop waiting for the exit
         while True:
-            ready = wait([self._conn, sentinel], linger or _PROBE)
+            timeout = _PROBE
+            if linger_until is not None:
+                timeout = min(_PROBE, max(0.0, linger_until - time.monotonic()))
+            ready = wait([self._conn, sentinel], timeout)
             if self._conn in ready:
                 if not self._receive():
                     return
-                if self._outcome is not None and linger is None:
-                    linger = _LINGER
+                if self._outcome is not None and linger_until is None:
+                    linger_until = time.monotonic() + _LINGER
                 continue
             if sentinel in ready or not self._process.is_alive():
                 while self._conn.poll(0) and self._receive():  # what it sent last
                     pass
                 return
-            if linger is not None:
+            if linger_until is not None and time.monotonic() >= linger_until:
                 self._linger_too_long()
                 return
 
@@ -243,7 +255,9 @@ class ProcessHandle:
             self._what,
             _LINGER,
         )
-        run_blocking(stopping_tree(self._root, _INTERRUPT_GRACE, f"worker {self.pid}"))
+        if self._root is not None:
+            label = f"worker {self.pid}"
+            run_blocking(stopping_tree(self._root, _INTERRUPT_GRACE, label))
 
     def _value(self) -> Any:
         """The outcome as a value, or the exception that says how it ended."""

@@ -81,11 +81,13 @@ def bootstrap(
         settings: Logging levels and parent-death options.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _platform.unblock_sigint()  # blocked by the parent around our start
     if settings.death_signal:
         with contextlib.suppress(OSError):  # the pipe below is enough
             _platform.set_parent_death_signal()
     _watch_parent(parent_alive)
     channel = _Channel(conn)
+    forward(channel.send_log, settings.levels)  # records made while unpickling too
     try:
         fn, args, kwargs = loads(call)
     except Exception as exc:  # noqa: BLE001  (reported, and named)
@@ -99,7 +101,7 @@ def bootstrap(
             format_traceback(exc),
         )
         return
-    # After unpickling, which may have imported modules that add handlers.
+    # Again: unpickling may have imported modules that add handlers.
     forward(channel.send_log, settings.levels)
     _run(channel, fn, args, kwargs)
 
@@ -149,17 +151,15 @@ def _send_exception(channel: _Channel, exc: Exception) -> None:
 def _watch_parent(parent_alive: Connection) -> None:
     """End this worker as soon as the parent process is gone.
 
-    Nothing is ever written to the pipe; ``read`` returns at end of file,
-    when the last copy of the write end closed: the parent died.
+    Nothing is ever written to the pipe; it reads end of file when the last
+    copy of the write end closed: the parent died. (Through the connection,
+    not ``os.read``: on Windows its ``fileno()`` is a handle, not an fd.)
     """
-    fd = parent_alive.fileno()
 
     def watch() -> None:
-        try:
-            while os.read(fd, 1):
-                pass
-        except OSError:
-            pass
+        with contextlib.suppress(EOFError, OSError):
+            while True:
+                parent_alive.recv_bytes()
         os._exit(PARENT_GONE_EXIT)
 
     threading.Thread(target=watch, name=WATCHER_NAME, daemon=True).start()

@@ -403,3 +403,27 @@ def test_workers_never_inherit_the_instance_lock(method: str, lock_dir: Path) ->
     with SingleInstance("bot", directory=lock_dir):
         fds = run_process(child_tasks.lock_fds, str(lock_dir), start_method=method)
     assert fds == []
+
+
+def test_concurrent_calls_from_many_threads_never_hang() -> None:
+    """multiprocessing reaps its listed children from any thread: not ours."""
+    results: list[int] = []
+    errors: list[BaseException] = []
+
+    def calls(base: int) -> None:
+        try:
+            results.extend(
+                run_process(child_tasks.add, base, i, start_method="fork")
+                for i in range(8)
+            )
+        except BaseException as exc:  # noqa: BLE001  (reported to the test)
+            errors.append(exc)
+
+    threads = [threading.Thread(target=calls, args=(100 * n,)) for n in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert not any(thread.is_alive() for thread in threads), "a call hung"
+    assert errors == []
+    assert sorted(results) == sorted(100 * n + i for n in range(6) for i in range(8))
