@@ -13,6 +13,8 @@ import threading
 import time
 from pathlib import Path
 
+from helpers import open_lock_fds
+
 _log = logging.getLogger("child_tasks.demo")
 
 
@@ -113,12 +115,4 @@ def raise_unpicklable() -> None:
 
 def lock_fds(directory: str) -> list[str]:
     """Our descriptors that point into ``directory`` (an instance lock, say)."""
-    found = []
-    for fd in os.listdir("/proc/self/fd"):
-        try:
-            target = os.readlink(f"/proc/self/fd/{fd}")
-        except OSError:
-            continue
-        if target.startswith(directory):
-            found.append(target)
-    return found
+    return open_lock_fds(Path(directory))
