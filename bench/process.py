@@ -87,8 +87,28 @@ def _parent(method: str, ready: Path) -> subprocess.Popen[bytes]:
         [sys.executable, __file__, "--parent", method, str(ready)],
         stderr=subprocess.DEVNULL,
     )
-    wait_for_file(ready)
+    try:
+        wait_for_file(ready)
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
     return proc
+
+
+def _wait_or_kill(
+    parent: subprocess.Popen[bytes], others: list[psutil.Process]
+) -> None:
+    """Wait for ``parent``; if it hangs, kill it and ``others`` (by pid) and fail."""
+    try:
+        parent.wait(DEADLINE)
+    except subprocess.TimeoutExpired:
+        for proc in others:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                proc.kill()
+        parent.kill()
+        parent.wait()
+        raise
 
 
 def ctrl_c(method: str, runs: int) -> tuple[list[float], list[float]]:
@@ -104,7 +124,7 @@ def ctrl_c(method: str, runs: int) -> tuple[list[float], list[float]]:
             for proc in group:  # a terminal sends SIGINT to the whole foreground group
                 with contextlib.suppress(psutil.NoSuchProcess):
                     proc.send_signal(signal.SIGINT)
-            parent.wait(DEADLINE)
+            _wait_or_kill(parent, [worker])
             exits.append((time.perf_counter() - start) * 1000)
             wait_gone(worker)
             cleaned.append((time.perf_counter() - start) * 1000)
@@ -141,6 +161,9 @@ def main() -> None:
     )
     args = parser.parse_args()
     if args.parent:  # the parent program of ctrl_c() and parent_killed()
+        # Started by a script run in the background (CI), we would inherit
+        # SIGINT ignored: take Ctrl-C as an interactive program does.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         method, ready = args.parent
         run_process(block, ready, start_method=method)
         return
