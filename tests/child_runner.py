@@ -13,6 +13,7 @@ The worker writes its pid to READY when it runs.
 
 from __future__ import annotations
 
+import signal
 import sys
 import threading
 from typing import TYPE_CHECKING
@@ -26,6 +27,10 @@ if TYPE_CHECKING:
 
 
 def main() -> None:
+    """Start the worker as MODE says."""
+    # Run from a background job (CI), we would inherit SIGINT ignored and the
+    # Ctrl-C tests would test nothing: take Ctrl-C as an interactive program.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     mode, method, ready = sys.argv[1:4]
     if mode == "run":
         run_process(block, ready, start_method=method)
