@@ -31,10 +31,10 @@ from . import (
     __version__,
     holder,
     is_running,
-    list_instances,
     terminate,
 )
 from ._holder import printable
+from ._introspect import held_names
 from ._wrap import (
     EXIT_SIGNAL_BASE,
     CannotExecuteError,
@@ -285,7 +285,7 @@ def _status(args: argparse.Namespace) -> int:
     """``status``: print the held instances, or NAME; 1 when NAME is not running."""
     found: list[tuple[str, Holder | None]]
     if args.name is None:
-        found = [(h.name, h) for h in list_instances(args.dir)]
+        found = held_names(args.dir)
     else:
         one = holder(args.name, args.dir)
         running = one is not None or is_running(args.name, args.dir)

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 __all__ = [
     "Inspection",
     "detached_holder",
+    "held_names",
     "holder",
     "inspect",
     "is_running",
@@ -158,6 +159,17 @@ def list_instances(directory: str | os.PathLike[str] | None = None) -> list[Hold
         >>> [h.name for h in list_instances()]  # doctest: +SKIP
         ['feishu', 'nightly-backup']
     """
+    return [found for _, found in held_names(directory) if found is not None]
+
+
+def held_names(
+    directory: str | os.PathLike[str] | None = None,
+) -> list[tuple[str, Holder | None]]:
+    """Every held name in ``directory``, by name, with its holder if known.
+
+    ``None`` for a name held under a missing or unreadable record (a lock
+    taken by ``flock(1)``, say): running, but nobody can say who runs it.
+    """
     path = existing_directory(directory)
     if path is None:
         return []
@@ -166,13 +178,13 @@ def list_instances(directory: str | os.PathLike[str] | None = None) -> list[Hold
         for entry in os.scandir(path)
         if entry.name.endswith(LOCK_SUFFIX) and entry.is_file(follow_symlinks=False)
     )
-    holders = []
+    held = []
     for name in names:
         try:
             validate_name(name)
         except ValueError:
             continue
-        found = inspect(NameFiles.of(path, name)).holder
-        if found is not None:
-            holders.append(found)
-    return holders
+        found = inspect(NameFiles.of(path, name))
+        if found.held:
+            held.append((name, found.holder))
+    return held

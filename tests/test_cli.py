@@ -328,6 +328,9 @@ def test_a_holder_that_cannot_be_identified(flock_held: Path) -> None:
     assert "holder unknown" in out
     (entry,) = json.loads(cli("status", "bot", "--json", *where)[1])
     assert entry == {key: "bot" if key == "name" else None for key in JSON_KEYS}
+    status, out, _ = cli("status", *where)  # listed among all names too
+    assert status == 0
+    assert out.splitlines()[1].split()[:3] == ["bot", "?", "?"]
 
     status, _, err = cli("stop", "bot", *where)
     assert status == 3
