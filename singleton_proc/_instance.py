@@ -206,7 +206,7 @@ class SingleInstance:
             if held.owner_pid != os.getpid():
                 held.lock.abandon()
                 return
-            _registry.discard(held.key)
+            _registry.discard(held.key, held.lock.key)
             try:
                 if held.record_written:
                     remove_record(held.files)
@@ -384,7 +384,7 @@ class SingleInstance:
                 )
             with self._mutex:
                 self._held = held
-            _registry.add(key, self)
+            _registry.add(key, lock.key, self)
             held.record_written = write_record(
                 files, current_identity().holder(self.name), sweep=crashed
             )
@@ -392,7 +392,7 @@ class SingleInstance:
         except BaseException:
             with self._mutex:
                 self._held = None
-            _registry.discard(key)
+            _registry.discard(key, lock.key)
             if held.record_written:
                 remove_record(files)
             lock.release()
@@ -403,10 +403,17 @@ class SingleInstance:
         """Refuse at once when another object of this process holds the name.
 
         Waiting would wait on ourselves and replacing would kill ourselves.
-        Keyed by the directory's identity and the name, so two spellings of
-        one directory are one lock, and a deleted lock file changes nothing.
+        Keyed by the directory's identity and the name (two spellings of one
+        directory are one lock, and a deleted lock file changes nothing) and
+        by the lock file's identity (one file under two names, as on a
+        case-insensitive filesystem, is one lock).
         """
-        if _registry.holding(key) is not None:
+        try:
+            st = os.lstat(files.lock)
+            file_key: _registry.FileKey | None = (st.st_dev, st.st_ino)
+        except FileNotFoundError:
+            file_key = None
+        if _registry.holding(key, file_key) is not None:
             raise held_here_error(self.name, inspect(files))
 
 

@@ -20,7 +20,16 @@ from . import _platform
 if TYPE_CHECKING:
     import os
 
-__all__ = ["Holding", "NameKey", "add", "discard", "holding", "name_key", "release_all"]
+__all__ = [
+    "FileKey",
+    "Holding",
+    "NameKey",
+    "add",
+    "discard",
+    "holding",
+    "name_key",
+    "release_all",
+]
 
 
 class Holding(Protocol):
@@ -38,8 +47,13 @@ class Holding(Protocol):
 #: deleting the lock file does not change it.
 NameKey = tuple[int, int, str]
 
+#: A lock file's identity, ``(st_dev, st_ino)``: one file under two names
+#: (a case-insensitive filesystem, a hard link) is one lock.
+FileKey = tuple[int, int]
+
 _mutex = threading.Lock()
 _held: dict[NameKey, Holding] = {}
+_held_files: dict[FileKey, Holding] = {}
 _log = logging.getLogger("singleton_proc")
 
 
@@ -48,22 +62,24 @@ def name_key(directory: os.stat_result, name: str) -> NameKey:
     return (directory.st_dev, directory.st_ino, name)
 
 
-def add(key: NameKey, instance: Holding) -> None:
-    """Record that ``instance`` holds the name ``key``."""
+def add(key: NameKey, file_key: FileKey, instance: Holding) -> None:
+    """Record that ``instance`` holds ``key`` through the lock file ``file_key``."""
     with _mutex:
         _held[key] = instance
+        _held_files[file_key] = instance
 
 
-def discard(key: NameKey) -> None:
-    """Forget the name ``key`` (released)."""
+def discard(key: NameKey, file_key: FileKey) -> None:
+    """Forget the name ``key`` and its lock file (released)."""
     with _mutex:
         _held.pop(key, None)
+        _held_files.pop(file_key, None)
 
 
-def holding(key: NameKey) -> Holding | None:
-    """The instance of this process holding ``key``, if any."""
+def holding(key: NameKey, file_key: FileKey | None) -> Holding | None:
+    """The instance of this process holding ``key``, or lock file ``file_key``."""
     with _mutex:
-        return _held.get(key)
+        return _held.get(key) or (_held_files.get(file_key) if file_key else None)
 
 
 def release_all() -> None:
@@ -83,6 +99,7 @@ def _abandon_all_in_child() -> None:
     _mutex = threading.Lock()
     instances = list(_held.values())
     _held.clear()
+    _held_files.clear()
     for instance in instances:
         instance._abandon()  # noqa: SLF001  (the fork hook is the caller it is for)
 

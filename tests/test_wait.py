@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import subprocess
 import threading
 import time
@@ -244,3 +245,15 @@ def test_waiting_polls_every_few_milliseconds(lock_dir: Path) -> None:
     assert min(waits) >= 0.001
     assert max(waits) <= 0.010
     assert not waiter.held
+
+
+def test_one_lock_file_under_two_names_is_one_lock(lock_dir: Path) -> None:
+    """As "Bot" and "bot" are on a case-insensitive filesystem (here: a hard link)."""
+    with SingleInstance("bot", directory=lock_dir):
+        os.link(lock_dir / "bot.lock", lock_dir / "Bot.lock")
+        started = time.monotonic()
+        with pytest.raises(AlreadyRunningError, match="held by this very process"):
+            SingleInstance(
+                "Bot", directory=lock_dir, on_conflict="wait", timeout=60
+            ).acquire()
+        assert time.monotonic() - started < 5, "it waited on itself"
