@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import atexit
 import logging
-import signal
 import threading
 import time
 import weakref
@@ -26,7 +25,7 @@ from ._polling import run_blocking
 from ._stop import validate_grace
 from ._tree import stopping_tree
 from ._wire import RemoteTraceback, UnpicklableError, dumps_call, loads
-from ._worker_errors import TaskTimeoutError, WorkerDiedError
+from ._worker_errors import TaskTimeoutError, WorkerDiedError, death_message
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -44,13 +43,6 @@ _INTERRUPT_GRACE = 0.5
 #: How often the reader also asks whether the worker is alive, in case a
 #: process forked meanwhile holds a copy of the worker's pipe or sentinel.
 _PROBE = 0.05
-_SIGNAL_HINTS = {
-    "SIGKILL": " (often the OOM killer: check the kernel log, dmesg)",
-    "SIGSEGV": " (a crash in native code)",
-    "SIGBUS": " (a crash in native code)",
-    "SIGABRT": " (abort() in native code)",
-    "SIGTERM": " (stopped from outside)",
-}
 
 _live: weakref.WeakSet[ProcessHandle] = weakref.WeakSet()
 
@@ -91,6 +83,9 @@ class ProcessHandle:
         self._exitcode: int | None = None
         self._stopped_because: str | None = None
         self._done = threading.Event()
+        # One stop at a time: the caller (timeout, Ctrl-C, terminate_tree) and
+        # the reader (a worker lingering after its outcome) may both stop it.
+        self._stopping = threading.Lock()
         _live.add(self)
         self._reader = threading.Thread(
             target=self._read, name=f"singleton_proc-reader-{pid}", daemon=True
@@ -190,9 +185,16 @@ class ProcessHandle:
         if not self._done.is_set():
             if self._stopped_because is None:
                 self._stopped_because = because
-            if self._root is not None:
-                run_blocking(stopping_tree(self._root, grace, f"worker {self.pid}"))
+            self._stop_tree(grace)
         self.join()
+
+    def _stop_tree(self, grace: float) -> None:
+        """Stop the worker's tree, unless another thread is stopping it already."""
+        if self._root is None:  # reaped already: nothing to stop
+            return
+        with self._stopping:
+            if not self._done.is_set():
+                run_blocking(stopping_tree(self._root, grace, f"worker {self.pid}"))
 
     def _read(self) -> None:
         """The reader thread: dispatch logs, keep the outcome, notice the end."""
@@ -255,9 +257,7 @@ class ProcessHandle:
             self._what,
             _LINGER,
         )
-        if self._root is not None:
-            label = f"worker {self.pid}"
-            run_blocking(stopping_tree(self._root, _INTERRUPT_GRACE, label))
+        self._stop_tree(_INTERRUPT_GRACE)
 
     def _value(self) -> Any:
         """The outcome as a value, or the exception that says how it ended."""
@@ -294,33 +294,6 @@ class ProcessHandle:
             pid=self.pid,
             exitcode=self._exitcode,
         )
-
-
-def death_message(
-    pid: int, what: str, exitcode: int | None, because: str | None = None
-) -> str:
-    """Say how worker ``pid`` running ``what`` ended: the exit code or signal.
-
-    Example:
-        >>> death_message(4242, "work", -9)  # doctest: +ELLIPSIS
-        'worker 4242 running work was killed by SIGKILL (often the OOM killer...'
-    """
-    head = f"worker {pid} running {what}"
-    if because is not None:
-        return f"{head} was {because} before it returned"
-    if exitcode is None:
-        return f"{head} ended without reporting a result"
-    if exitcode < 0:
-        try:
-            name = signal.Signals(-exitcode).name
-        except ValueError:
-            name = f"signal {-exitcode}"
-        hint = _SIGNAL_HINTS.get(name, "")
-        return f"{head} was killed by {name}{hint} before it returned"
-    return (
-        f"{head} exited with code {exitcode} before it returned "
-        "(os._exit() or sys.exit() in the call?)"
-    )
 
 
 def start_process(

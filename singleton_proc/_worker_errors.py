@@ -8,11 +8,12 @@ guards itself with ``SingleInstance`` must not pay for importing
 
 from __future__ import annotations
 
+import signal
 from concurrent.futures.process import BrokenProcessPool
 
 from ._errors import SingletonProcError
 
-__all__ = ["TaskTimeoutError", "WorkerDiedError"]
+__all__ = ["TaskTimeoutError", "WorkerDiedError", "death_message"]
 
 
 class WorkerDiedError(SingletonProcError, BrokenProcessPool):
@@ -56,3 +57,39 @@ class TaskTimeoutError(SingletonProcError, TimeoutError):
         """Store the message and the limit that ran out."""
         super().__init__(message)
         self.timeout = timeout
+
+
+_SIGNAL_HINTS = {
+    "SIGKILL": " (often the OOM killer: check the kernel log, dmesg)",
+    "SIGSEGV": " (a crash in native code)",
+    "SIGBUS": " (a crash in native code)",
+    "SIGABRT": " (abort() in native code)",
+    "SIGTERM": " (stopped from outside)",
+}
+
+
+def death_message(
+    pid: int, what: str, exitcode: int | None, because: str | None = None
+) -> str:
+    """Say how worker ``pid`` running ``what`` ended: the exit code or signal.
+
+    Example:
+        >>> death_message(4242, "work", -9)  # doctest: +ELLIPSIS
+        'worker 4242 running work was killed by SIGKILL (often the OOM killer...'
+    """
+    head = f"worker {pid} running {what}"
+    if because is not None:
+        return f"{head} was {because} before it returned"
+    if exitcode is None:
+        return f"{head} ended without reporting a result"
+    if exitcode < 0:
+        try:
+            name = signal.Signals(-exitcode).name
+        except ValueError:
+            name = f"signal {-exitcode}"
+        hint = _SIGNAL_HINTS.get(name, "")
+        return f"{head} was killed by {name}{hint} before it returned"
+    return (
+        f"{head} exited with code {exitcode} before it returned "
+        "(os._exit() or sys.exit() in the call?)"
+    )
