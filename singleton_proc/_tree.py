@@ -50,8 +50,7 @@ class _Tree:
     """The processes being stopped: found once, walked again, signalled one by one."""
 
     def __init__(self, root: psutil.Process) -> None:
-        """Start from the verified holder; we and our ancestors are never members."""
-        self.root = root
+        """Start from the verified root; we and our ancestors are never members."""
         self.spared = {os.getpid()} | {proc.pid for proc in ancestors()}
         # The holder's own group counts as its tree, unless we or one of our
         # ancestors is in it (then signalling it could reach us).
@@ -103,7 +102,13 @@ class _Tree:
 
 @dataclass(frozen=True)
 class TreeStop:
-    """What stopping a process tree did (see :class:`StopReport`)."""
+    """What stopping a process tree did.
+
+    Attributes:
+        signalled: ``(pid, command)`` of every process of the tree.
+        killed: Those that needed SIGKILL after ``grace``.
+        survivors: Pids still alive even after SIGKILL and a wait.
+    """
 
     signalled: tuple[tuple[int, str], ...]
     killed: tuple[tuple[int, str], ...]

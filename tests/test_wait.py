@@ -178,17 +178,15 @@ def test_threads_never_hold_the_name_together(lock_dir: Path) -> None:
     assert not is_running("bot", lock_dir)
 
 
-def test_one_object_cannot_be_entered_twice_concurrently(lock_dir: Path) -> None:
-    instance = SingleInstance("bot", directory=lock_dir, on_conflict="wait", timeout=60)
+def test_one_object_cannot_be_entered_twice_concurrently(
+    lock_dir: Path, first_miss: threading.Event
+) -> None:
+    instance = _waiter(lock_dir)
     with holding("bot", lock_dir) as first:
         errors: list[BaseException] = []
         thread = threading.Thread(target=lambda: _capture(instance.acquire, errors))
         thread.start()
-        # the first acquire is waiting (it cannot get in while the child holds)
-        deadline = time.monotonic() + 30
-        while not instance._busy:  # noqa: SLF001  (observing the waiting state)
-            assert time.monotonic() < deadline
-            time.sleep(0.001)
+        assert first_miss.wait(DEADLINE), "the first acquire is waiting"
         with pytest.raises(RuntimeError, match="already held or being acquired"):
             instance.acquire()
         assert first.stdin is not None
