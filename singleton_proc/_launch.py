@@ -22,9 +22,10 @@ from typing import TYPE_CHECKING
 
 from . import _platform
 from ._logforward import snapshot
-from ._worker import WorkerSettings, bootstrap
+from ._worker import WorkerSettings
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from multiprocessing.connection import Connection
     from multiprocessing.process import BaseProcess
 
@@ -104,16 +105,25 @@ class Launched:
     start_method: str
 
 
-def launch(call: bytes, start_method: str, name: str) -> Launched:
-    """Start a worker that runs the pickled ``call`` and reports on a pipe.
+def launch(
+    start_method: str,
+    name: str,
+    target: Callable[..., None],
+    *args: object,
+    duplex: bool = False,
+) -> Launched:
+    """Start a worker running ``target(conn, parent_alive, settings, *args)``.
 
     Args:
-        call: ``(fn, args, kwargs)`` as pickled by ``_wire.dumps_call``.
         start_method: An available start method (see :func:`choose_start_method`).
         name: The process name, for ``ps``-like tools and logging records.
+        target: The worker's entry point (``_worker.bootstrap`` for one call,
+            ``_pool_worker.serve`` for a pool worker).
+        *args: Its own arguments, after the pipe ends and the settings.
+        duplex: Whether the parent also sends on the pipe (a pool worker).
     """
     context = multiprocessing.get_context(start_method)
-    reader, writer = context.Pipe(duplex=False)
+    mine, theirs = context.Pipe(duplex=duplex)
     settings = WorkerSettings(
         levels=snapshot(),
         # PR_SET_PDEATHSIG fires when the creating *thread* exits: only the
@@ -122,8 +132,8 @@ def launch(call: bytes, start_method: str, name: str) -> Launched:
         or threading.current_thread() is threading.main_thread(),
     )
     process: BaseProcess = context.Process(  # type: ignore[attr-defined]
-        target=bootstrap,
-        args=(writer, _parent_alive_reader(), call, settings),
+        target=target,
+        args=(theirs, _parent_alive_reader(), settings, *args),
         name=name,
         daemon=False,  # a worker may start processes of its own
     )
@@ -131,9 +141,12 @@ def launch(call: bytes, start_method: str, name: str) -> Launched:
         with _platform.sigint_blocked():  # until the worker ignores it: no traceback
             process.start()
         # multiprocessing reaps the processes it lists whenever any thread
-        # starts another one; only our reader thread may wait for this one.
+        # starts another one; only we may wait for this one.
         with contextlib.suppress(AttributeError, KeyError):
             multiprocessing.process._children.discard(process)  # type: ignore[attr-defined]  # noqa: SLF001
+    except BaseException:
+        mine.close()
+        raise
     finally:
-        writer.close()  # the worker's copy is the last: its exit means EOF
-    return Launched(process=process, conn=reader, start_method=start_method)
+        theirs.close()  # the worker's copy is the last: its exit means EOF
+    return Launched(process=process, conn=mine, start_method=start_method)

@@ -24,7 +24,8 @@ from ._logforward import dispatch
 from ._polling import run_blocking
 from ._stop import validate_grace
 from ._tree import stopping_tree
-from ._wire import RemoteTraceback, UnpicklableError, dumps_call, loads
+from ._wire import UnpicklableError, dumps_call, loads, rebuild
+from ._worker import bootstrap
 from ._worker_errors import TaskTimeoutError, WorkerDiedError, death_message
 
 if TYPE_CHECKING:
@@ -66,7 +67,7 @@ class ProcessHandle:
         method = choose_start_method(start_method)
         call = dumps_call(fn, args, kwargs)
         self._what = getattr(fn, "__qualname__", None) or repr(fn)
-        launched = launch(call, method, f"singleton_proc: {self._what}")
+        launched = launch(method, f"singleton_proc: {self._what}", bootstrap, call)
         self._process = launched.process
         self._conn = launched.conn
         self.start_method = method
@@ -274,18 +275,7 @@ class ProcessHandle:
                     f"unpickled here ({type(exc).__name__}: {exc})",
                     what="the result",
                 ) from exc
-        if kind == "raised":
-            try:
-                error = loads(outcome[1])
-            except Exception as exc:  # noqa: BLE001  # pragma: no cover - checked there
-                raise UnpicklableError(
-                    f"the exception raised by {self._what} in worker {self.pid} "
-                    f"could not be unpickled here ({type(exc).__name__}: {exc})",
-                    what="the exception",
-                ) from RemoteTraceback(outcome[2])
-            raise error from RemoteTraceback(outcome[2])
-        _, what, message, text = outcome
-        raise UnpicklableError(message, what=what) from RemoteTraceback(text)
+        raise rebuild(outcome)
 
     def _death(self) -> WorkerDiedError:
         """The error for a child that ended without reporting an outcome."""

@@ -8,15 +8,21 @@ where it happens and named, instead of hanging a queue (CPython #103061)::
     ("ok", result)                      the call returned
     ("raised", exception, traceback)    the call raised
     ("failed", what, message, traceback) something could not be (un)pickled
+
+Pool workers add their own messages (see _pool_worker); exceptions travel
+as :func:`report_exception` makes them and :func:`rebuild` remakes them.
 """
 
 from __future__ import annotations
 
 import pickle
 import traceback
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._errors import SingletonProcError
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
 
 __all__ = [
     "RemoteTraceback",
@@ -24,8 +30,11 @@ __all__ = [
     "describe",
     "dumps",
     "dumps_call",
+    "dumps_checked",
     "format_traceback",
     "loads",
+    "rebuild",
+    "report_exception",
 ]
 
 _PROTOCOL = pickle.HIGHEST_PROTOCOL
@@ -91,6 +100,32 @@ def loads(data: bytes) -> Any:
     return pickle.loads(data)  # noqa: S301  (our own worker's data)
 
 
+def dumps_checked(
+    obj: object, parts: Iterable[tuple[str, object]], whole: str
+) -> bytes:
+    """Pickle ``obj``, or raise naming which of its ``parts`` will not pickle.
+
+    Args:
+        obj: What to pickle.
+        parts: ``(what, part)`` pairs that make up ``obj``, looked at one by
+            one only when ``obj`` fails, to name the culprit.
+        whole: How to name ``obj`` if no single part is to blame.
+
+    Raises:
+        UnpicklableError: ``.what`` says which part; the original error is
+            the cause.
+    """
+    try:
+        return dumps(obj)
+    except Exception as error:  # pickle raises many types
+        for what, part in parts:
+            try:
+                dumps(part)
+            except Exception as exc:
+                raise _unpicklable(what, part, exc) from exc
+        raise _unpicklable(whole, obj, error) from error
+
+
 def dumps_call(fn: object, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
     """Pickle a call for a worker, or raise naming the part that will not pickle.
 
@@ -98,18 +133,10 @@ def dumps_call(fn: object, args: tuple[Any, ...], kwargs: dict[str, Any]) -> byt
         UnpicklableError: ``fn``, an argument or a keyword argument cannot be
             pickled; ``.what`` says which, the original error is the cause.
     """
-    try:
-        return dumps((fn, args, kwargs))
-    except Exception as whole:  # pickle raises many types
-        parts: list[tuple[str, object]] = [("the function", fn)]
-        parts += [(f"argument {i}", arg) for i, arg in enumerate(args, 1)]
-        parts += [(f"keyword argument {key!r}", val) for key, val in kwargs.items()]
-        for what, part in parts:
-            try:
-                dumps(part)
-            except Exception as exc:
-                raise _unpicklable(what, part, exc) from exc
-        raise _unpicklable("the call", (fn, args, kwargs), whole) from whole
+    parts: list[tuple[str, object]] = [("the function", fn)]
+    parts += [(f"argument {i}", arg) for i, arg in enumerate(args, 1)]
+    parts += [(f"keyword argument {key!r}", val) for key, val in kwargs.items()]
+    return dumps_checked((fn, args, kwargs), parts, "the call")
 
 
 def _unpicklable(what: str, obj: object, exc: BaseException) -> UnpicklableError:
@@ -117,7 +144,7 @@ def _unpicklable(what: str, obj: object, exc: BaseException) -> UnpicklableError
     advice = (
         "pass a function defined at module level (not a lambda, a nested "
         "function or a method of an object that cannot be pickled)"
-        if what == "the function"
+        if what in {"the function", "the initializer"}
         else "pass plain data, or create the object inside the worker"
     )
     return UnpicklableError(
@@ -125,6 +152,49 @@ def _unpicklable(what: str, obj: object, exc: BaseException) -> UnpicklableError
         f"be pickled ({type(exc).__name__}: {exc}); {advice}",
         what=what,
     )
+
+
+def report_exception(exc: BaseException) -> tuple[str | bytes, ...]:
+    """In a worker: ``exc`` as a message for the parent (see :func:`rebuild`).
+
+    ``("raised", exception, traceback)``, or, when the exception will not
+    cross, ``("failed", "the exception", message, traceback)``.
+    """
+    text = format_traceback(exc)
+    try:
+        payload = dumps(exc)
+        loads(payload)  # an __init__ with required arguments pickles, then fails
+    except Exception as bad:  # noqa: BLE001  (pickle raises many types)
+        message = (
+            f"the call raised {type(exc).__qualname__}: {exc}, which cannot be "
+            f"pickled to re-raise it in the parent ({type(bad).__name__}: {bad}); "
+            "give the exception class a __reduce__ or pass all its arguments "
+            "on to Exception.__init__"
+        )
+        return ("failed", "the exception", message, text)
+    return ("raised", payload, text)
+
+
+def rebuild(report: tuple[Any, ...]) -> BaseException:
+    """In the parent: the exception a worker reported, its traceback as the cause.
+
+    ``report`` is ``("raised", exception, traceback)`` or ``("failed", what,
+    message, traceback)``; the latter becomes an :class:`UnpicklableError`.
+    """
+    if report[0] == "raised":
+        try:
+            error: BaseException = loads(report[1])
+        except Exception as exc:  # noqa: BLE001  # pragma: no cover - checked there
+            error = UnpicklableError(
+                f"the exception raised in a worker could not be unpickled here "
+                f"({type(exc).__name__}: {exc})",
+                what="the exception",
+            )
+    else:
+        _, what, message, _ = report
+        error = UnpicklableError(message, what=what)
+    error.__cause__ = RemoteTraceback(report[-1])
+    return error
 
 
 def describe(obj: object) -> str:

@@ -21,12 +21,20 @@ from typing import TYPE_CHECKING, Any
 
 from . import _platform
 from ._logforward import LogLevels, forward
-from ._wire import describe, dumps, format_traceback, loads
+from ._wire import describe, dumps, format_traceback, loads, report_exception
 
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection
 
-__all__ = ["WATCHER_NAME", "WorkerSettings", "bootstrap"]
+__all__ = [
+    "WATCHER_NAME",
+    "Channel",
+    "WorkerSettings",
+    "bootstrap",
+    "prepare",
+    "unpicklable_result",
+    "unpickling_failed",
+]
 
 #: The name of the thread that ends a worker whose parent is gone; it
 #: holds no lock, so it does not make forking unsafe (see _process).
@@ -50,7 +58,7 @@ class WorkerSettings:
     death_signal: bool
 
 
-class _Channel:
+class Channel:
     """The worker's end of its pipe, shared by the call and logging threads."""
 
     def __init__(self, conn: Connection) -> None:
@@ -58,8 +66,8 @@ class _Channel:
         self._conn = conn
         self._lock = threading.Lock()
 
-    def send(self, *message: str | bytes) -> None:
-        """Send one message (a tuple of str and bytes)."""
+    def send(self, *message: object) -> None:
+        """Send one message (a tuple, pickled as a whole)."""
         with self._lock:
             self._conn.send(message)
 
@@ -68,17 +76,19 @@ class _Channel:
         self.send("log", record)
 
 
-def bootstrap(
-    conn: Connection, parent_alive: Connection, call: bytes, settings: WorkerSettings
-) -> None:
-    """Run the pickled ``call`` in this worker and report how it ended on ``conn``.
+def prepare(
+    conn: Connection, parent_alive: Connection, settings: WorkerSettings
+) -> Channel:
+    """Set this worker up: SIGINT ignored, dying with the parent, logging forwarded.
 
     Args:
         conn: The write end of the worker's pipe to its parent.
         parent_alive: The read end of a pipe that only the parent writes
             to; its end of file means the parent is gone.
-        call: ``(fn, args, kwargs)``, pickled by the parent.
         settings: Logging levels and parent-death options.
+
+    Returns:
+        The channel on which to report to the parent.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _platform.unblock_sigint()  # blocked by the parent around our start
@@ -86,66 +96,67 @@ def bootstrap(
         with contextlib.suppress(OSError):  # the pipe below is enough
             _platform.set_parent_death_signal()
     _watch_parent(parent_alive)
-    channel = _Channel(conn)
+    channel = Channel(conn)
     forward(channel.send_log, settings.levels)  # records made while unpickling too
+    return channel
+
+
+def unpickling_failed(what: str, exc: Exception) -> tuple[str, ...]:
+    """The ``failed`` message for ``what`` that this worker could not unpickle."""
+    message = (
+        f"the worker could not unpickle {what} ({type(exc).__name__}: {exc}); "
+        "functions and classes must be importable in a fresh interpreter "
+        "(defined at module level, not in an interactive session) under the "
+        "spawn and forkserver start methods"
+    )
+    return ("failed", what, message, format_traceback(exc))
+
+
+def bootstrap(
+    conn: Connection, parent_alive: Connection, settings: WorkerSettings, call: bytes
+) -> None:
+    """Run the pickled ``call`` in this worker and report how it ended on ``conn``.
+
+    Args:
+        conn: The write end of the worker's pipe to its parent.
+        parent_alive: See :func:`prepare`.
+        settings: See :func:`prepare`.
+        call: ``(fn, args, kwargs)``, pickled by the parent.
+    """
+    channel = prepare(conn, parent_alive, settings)
     try:
         fn, args, kwargs = loads(call)
     except Exception as exc:  # noqa: BLE001  (reported, and named)
-        channel.send(
-            "failed",
-            "the call",
-            f"the worker could not unpickle the call ({type(exc).__name__}: {exc}); "
-            "the function and the classes of the arguments must be importable "
-            "in a fresh interpreter (defined at module level, not in an "
-            "interactive session) under the spawn and forkserver start methods",
-            format_traceback(exc),
-        )
+        channel.send(*unpickling_failed("the call", exc))
         return
     # Again: unpickling may have imported modules that add handlers.
     forward(channel.send_log, settings.levels)
     _run(channel, fn, args, kwargs)
 
 
-def _run(channel: _Channel, fn: Any, args: Any, kwargs: Any) -> None:
+def _run(channel: Channel, fn: Any, args: Any, kwargs: Any) -> None:
     """Call ``fn`` and send back its result or exception."""
     try:
         result = fn(*args, **kwargs)
     except Exception as exc:  # noqa: BLE001  (SystemExit ends the worker as usual)
-        _send_exception(channel, exc)
+        channel.send(*report_exception(exc))
         return
     try:
         payload = dumps(result)
     except Exception as exc:  # noqa: BLE001  (pickle raises many types)
-        channel.send(
-            "failed",
-            "the result",
-            f"the result of the call ({describe(result)}) cannot be pickled to "
-            f"return it to the parent ({type(exc).__name__}: {exc}); return "
-            "plain data instead",
-            format_traceback(exc),
-        )
+        channel.send(*unpicklable_result(result, exc))
         return
     channel.send("ok", payload)
 
 
-def _send_exception(channel: _Channel, exc: Exception) -> None:
-    """Send ``exc`` with its traceback, or say why it cannot be sent."""
-    text = format_traceback(exc)
-    try:
-        payload = dumps(exc)
-        loads(payload)  # an __init__ with required arguments pickles, then fails
-    except Exception as bad:  # noqa: BLE001  (pickle raises many types)
-        channel.send(
-            "failed",
-            "the exception",
-            f"the call raised {type(exc).__qualname__}: {exc}, which cannot be "
-            f"pickled to re-raise it in the parent ({type(bad).__name__}: {bad}); "
-            "give the exception class a __reduce__ or pass all its arguments "
-            "on to Exception.__init__",
-            text,
-        )
-        return
-    channel.send("raised", payload, text)
+def unpicklable_result(result: object, exc: Exception) -> tuple[str, ...]:
+    """The ``failed`` message for a result that cannot be pickled."""
+    message = (
+        f"the result of the call ({describe(result)}) cannot be pickled to "
+        f"return it to the parent ({type(exc).__name__}: {exc}); return "
+        "plain data instead"
+    )
+    return ("failed", "the result", message, format_traceback(exc))
 
 
 def _watch_parent(parent_alive: Connection) -> None:
