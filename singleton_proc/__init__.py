@@ -31,6 +31,7 @@ from ._stop import terminate
 from ._version import __version__
 
 if TYPE_CHECKING:
+    from ._map import iter_in_pool, run_in_pool
     from ._process import run_process, start_process
     from ._worker_errors import TaskTimeoutError, WorkerDiedError
 
@@ -47,7 +48,9 @@ __all__ = [
     "__version__",
     "holder",
     "is_running",
+    "iter_in_pool",
     "list_instances",
+    "run_in_pool",
     "run_process",
     "single_instance",
     "start_process",
@@ -58,6 +61,8 @@ __all__ = [
 _LAZY = {
     "TaskTimeoutError": "._worker_errors",
     "WorkerDiedError": "._worker_errors",
+    "iter_in_pool": "._map",
+    "run_in_pool": "._map",
     "run_process": "._process",
     "start_process": "._process",
 }

@@ -30,7 +30,7 @@ from ._polling import delays
 if TYPE_CHECKING:
     from collections.abc import Generator, Iterable
 
-__all__ = ["TreeStop", "ancestors", "listing", "stopping_tree"]
+__all__ = ["TreeStop", "ancestors", "listing", "stopping_tree", "stopping_trees"]
 
 _log = logging.getLogger("singleton_proc")
 #: How long SIGKILLed processes get to vanish (a process in uninterruptible
@@ -168,6 +168,34 @@ def stopping_tree(
         ),
         survivors=tuple(proc.pid for proc in tree.alive()),
     )
+
+
+def stopping_trees(
+    roots: dict[psutil.Process, str], grace: float
+) -> Generator[float, None, list[TreeStop]]:
+    """Stop several trees at once (``root: label``): one grace period for all.
+
+    Each tree is stopped as :func:`stopping_tree` does; they take their
+    steps in turn, so a pool's workers get SIGTERM together and the whole
+    stop takes as long as the slowest tree, not the sum.
+    """
+    running = [stopping_tree(root, grace, label) for root, label in roots.items()]
+    done: list[TreeStop] = []
+    try:
+        while running:
+            sleeps = []
+            for steps in list(running):
+                try:
+                    sleeps.append(steps.send(None))
+                except StopIteration as stopped:
+                    done.append(stopped.value)
+                    running.remove(steps)
+            if sleeps:
+                yield min(sleeps)
+    finally:
+        for steps in running:
+            steps.close()
+    return done
 
 
 def _wait(

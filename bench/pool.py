@@ -1,0 +1,532 @@
+"""Benchmark singleton_proc's worker pool beside the pools people use instead.
+
+Run ``python bench/pool.py`` after ``pip install -e ".[bench]"``; ``--quick``
+runs small sizes once (CI runs it so this script cannot rot; it asserts
+nothing about speed). Everything is measured in one run, on this machine,
+with one start method for every tool (``--start-method``; loky has its own
+and the header says which), and printed as medians:
+
+1. throughput: tasks/s of ``square`` over 200,000 ints with 2 workers, cold
+   (pool start-up, map and tear-down timed together) and warm (the map
+   only), as ratios to ``multiprocessing.Pool.map``;
+2. streaming a 2,000,000-item generator: the parent's peak memory growth,
+   and how many items were pulled from it while the consumer stalled 1 s;
+3. a task SIGKILLs its own worker: from the kill to the exception in the
+   parent, or a hang (cut off at a cap);
+4. Ctrl-C (SIGINT to the pool's parent while every worker is busy): until
+   the parent exits and until its workers are gone, or a hang (cut off).
+
+Sections 2 to 4 run each measurement in a fresh ``python bench/pool.py
+--child ...`` (it prints JSON); whatever a child leaves running is killed by
+pid and reported. Pools are used the idiomatic way, in ``with`` blocks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ctypes
+import functools
+import importlib
+import json
+import multiprocessing
+import os
+import resource
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+import psutil
+
+import singleton_proc
+
+Task = Callable[[int], int]
+Mapper = Callable[[Task, Iterable[int]], list[int]]
+Streamer = Callable[[Task, Iterable[int]], Iterator[int]]
+Report = dict[str, float | str]
+
+RUN_IN_POOL, POOL, EXECUTOR = "singleton_proc", "multiprocessing", "concurrent.futures"
+MPIRE, PEBBLE, LOKY = "mpire", "pebble", "loky"
+TOOLS = {  # tool -> (module, the name used, how its map reads)
+    RUN_IN_POOL: ("singleton_proc", "run_in_pool", "singleton_proc.run_in_pool"),
+    POOL: ("multiprocessing", "Pool", "multiprocessing Pool.map"),
+    EXECUTOR: ("concurrent.futures", "ProcessPoolExecutor", "ProcessPoolExecutor.map"),
+    MPIRE: ("mpire", "WorkerPool", "mpire WorkerPool.map"),
+    PEBBLE: ("pebble", "ProcessPool", "pebble ProcessPool.map"),
+    LOKY: ("loky", "ProcessPoolExecutor", "loky ProcessPoolExecutor.map"),
+}
+SLOW = 20  # ProcessPoolExecutor.map at its default chunksize runs on N / SLOW
+THROUGHPUT = [  # (tool, chunksize or None for the tool's default, N divisor)
+    (POOL, None, 1),
+    (RUN_IN_POOL, None, 1),
+    (EXECUTOR, None, SLOW),
+    (EXECUTOR, 1000, 1),
+    (MPIRE, None, 1),
+    (PEBBLE, 1000, 1),
+    (LOKY, 1000, 1),
+]
+STREAM_TOOLS = {
+    RUN_IN_POOL: "singleton_proc.iter_in_pool",
+    POOL: "multiprocessing Pool.imap(chunksize=1000)",
+    EXECUTOR: "ProcessPoolExecutor.map(chunksize=1000)",
+}
+WARM_UP = 1000  # items mapped before a warm measurement starts
+STALL = 1.0  # seconds the streaming consumer stops consuming
+DIE_TASKS, VICTIM = 40, 5  # the map where item VICTIM kills its worker
+POLL = 0.001  # seconds between two looks at a process or a file
+GRACE = 2.0  # seconds a child's processes get to exit after it did
+LEFTOVERS: list[str] = []  # processes a child left running (killed by pid)
+
+
+def square(x: int) -> int:
+    """The tiny task."""
+    return x * x
+
+
+def die_or_nap(stamp: str, x: int) -> int:
+    """Nap 10 ms; item VICTIM writes the time to ``stamp`` and SIGKILLs its worker."""
+    if x == VICTIM:
+        Path(stamp + ".tmp").write_text(repr(time.time()))
+        os.replace(stamp + ".tmp", stamp)
+        os.kill(os.getpid(), signal.SIGKILL)
+    time.sleep(0.01)
+    return x
+
+
+def block(ready: str, _x: int) -> int:
+    """Say ready (a file named by our pid in ``ready``), then sleep for ever."""
+    Path(ready, str(os.getpid())).touch()
+    while True:
+        time.sleep(60)
+
+
+def unavailable(tool: str) -> str | None:
+    """Why ``tool`` cannot run here, or None; loads what it needs."""
+    module, name, _ = TOOLS[tool]
+    try:
+        getattr(importlib.import_module(module), name)
+    except ImportError:
+        return "not installed"
+    except AttributeError:
+        return f"no {module}.{name}"
+    return None
+
+
+@contextlib.contextmanager
+def open_pool(
+    tool: str, method: str, workers: int, chunksize: int | None = None
+) -> Iterator[Mapper]:
+    """A started pool of ``tool`` and its ordered map; torn down by ``with``."""
+    ctx = multiprocessing.get_context(method)
+    size = chunksize or 1  # the executors' default
+    if tool == RUN_IN_POOL:
+        from singleton_proc import run_in_pool  # noqa: PLC0415
+
+        yield lambda fn, items: run_in_pool(
+            fn, items, n=workers, chunksize=chunksize, start_method=method
+        )
+    elif tool == POOL:
+        with ctx.Pool(workers) as pool:
+            yield lambda fn, items: pool.map(fn, items, chunksize)
+    elif tool == EXECUTOR:
+        with ProcessPoolExecutor(workers, mp_context=ctx) as executor:
+            yield lambda fn, items: list(executor.map(fn, items, chunksize=size))
+    elif tool == MPIRE:
+        from mpire.pool import WorkerPool  # noqa: PLC0415
+
+        # keep_alive: else every map call starts new workers
+        with WorkerPool(workers, start_method=method, keep_alive=True) as mpool:
+            yield lambda fn, items: list(mpool.map(fn, items, chunk_size=chunksize))
+    elif tool == PEBBLE:
+        from pebble import ProcessPool  # noqa: PLC0415
+
+        with ProcessPool(max_workers=workers, context=ctx) as ppool:
+            yield lambda fn, items: list(ppool.map(fn, items, chunksize=size).result())
+    else:
+        loky = importlib.import_module("loky")  # no type hints: the module is Any
+        with loky.ProcessPoolExecutor(workers) as lpool:
+            yield lambda fn, items: list(lpool.map(fn, items, chunksize=size))
+
+
+@contextlib.contextmanager
+def open_stream(tool: str, method: str, workers: int) -> Iterator[Streamer]:
+    """A started pool of ``tool`` and its map over a stream (lazy where it can)."""
+    ctx = multiprocessing.get_context(method)
+    if tool == RUN_IN_POOL:
+        from singleton_proc import iter_in_pool  # noqa: PLC0415
+
+        yield lambda fn, items: iter_in_pool(fn, items, n=workers, start_method=method)
+    elif tool == POOL:
+        with ctx.Pool(workers) as pool:
+            yield lambda fn, items: pool.imap(fn, items, 1000)
+    else:
+        with ProcessPoolExecutor(workers, mp_context=ctx) as executor:
+            yield lambda fn, items: executor.map(fn, items, chunksize=1000)
+
+
+# --- in a child process: one measurement, printed as JSON ----------------------
+
+
+def emit(report: Report) -> None:
+    """Hand ``report`` to the parent at once (before any tear-down can hang)."""
+    print(json.dumps(report), flush=True)
+
+
+def stream_child(tool: str, method: str, workers: int, size: str) -> None:
+    """Peak RSS growth and items pulled during a stall, streaming ``n`` items."""
+    n, pulled = int(size), 0
+
+    def source() -> Iterator[int]:
+        nonlocal pulled
+        for item in range(n):
+            pulled += 1
+            yield item
+
+    assert unavailable(tool) is None  # imported before the baseline
+    unit = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes or KiB
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    start = time.perf_counter()
+    with open_stream(tool, method, workers) as imap:
+        results = imap(square, source())
+        first = next(results)
+        time.sleep(STALL)  # the consumer stalls: what is measured
+        stalled = pulled
+        rest = sum(1 for _ in results)
+    seconds = time.perf_counter() - start
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    assert (first, rest) == (0, n - 1), (first, rest)
+    emit({"mb": (peak - before) * unit / 1e6, "pulled": stalled, "s": seconds})
+
+
+def died_child(tool: str, method: str, workers: int, stamp: str) -> None:
+    """Milliseconds from a worker's SIGKILL to the exception raised in here."""
+    with open_pool(tool, method, workers) as pool_map:
+        try:
+            pool_map(functools.partial(die_or_nap, stamp), range(DIE_TASKS))
+        except Exception as exc:  # noqa: BLE001  # each tool raises its own
+            caught = time.time()
+            killed = float(Path(stamp).read_text())
+            emit({"ms": (caught - killed) * 1000, "error": type(exc).__name__})
+        else:
+            emit({"error": "none raised"})
+
+
+def ctrl_c_child(tool: str, method: str, workers: int, ready: str) -> None:
+    """A pool whose workers all block for ever, until Ctrl-C."""
+    # Started by a script run in the background (CI), we would inherit
+    # SIGINT ignored: take Ctrl-C as an interactive program does.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    with open_pool(tool, method, workers) as pool_map:
+        pool_map(functools.partial(block, ready), range(4 * workers))
+
+
+# --- in the parent: children, and killing what they leave, by pid --------------
+
+
+def gone(proc: psutil.Process) -> bool:
+    """Whether ``proc`` has exited (a zombie has)."""
+    try:
+        return proc.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def wait_until(done: Callable[[], bool], start: float, cap: float) -> float | None:
+    """Milliseconds from ``start`` (a perf_counter) to ``done()``; None after cap s."""
+    while not done():
+        if time.perf_counter() - start > cap:
+            return None
+        time.sleep(POLL)
+    return (time.perf_counter() - start) * 1000
+
+
+def kill_by_pid(procs: Iterable[psutil.Process]) -> list[int]:
+    """SIGKILL those of ``procs`` still running, and reap all; the killed pids."""
+    killed = []
+    for proc in procs:
+        with contextlib.suppress(psutil.Error):
+            if not gone(proc):
+                proc.kill()
+                killed.append(proc.pid)
+            proc.wait(5)
+    return killed
+
+
+def descendants(pid: int | None = None) -> dict[int, psutil.Process]:
+    """The processes below ``pid`` (default: this one), by pid."""
+    try:
+        return {p.pid: p for p in psutil.Process(pid).children(recursive=True)}
+    except psutil.NoSuchProcess:
+        return {}
+
+
+def become_subreaper() -> None:
+    """Adopt our children's orphans (Linux), so no leftover escapes the check."""
+    if sys.platform == "linux":
+        ctypes.CDLL(None).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+
+
+@dataclass
+class Child:
+    """A ``--child`` run of this script, and its output."""
+
+    proc: subprocess.Popen[bytes]
+    out: IO[bytes]
+
+    def stop(self) -> None:
+        """Kill the child if it runs, then what it had started, by pid."""
+        if self.proc.poll() is None:
+            tree = descendants(self.proc.pid).values()
+            self.proc.kill()
+            self.proc.wait()
+            kill_by_pid(tree)
+
+    def finish(self, cap: float) -> tuple[Report, bool]:
+        """Its JSON report, and whether it exited within ``cap`` s (else: killed)."""
+        try:
+            self.proc.wait(cap)
+        except subprocess.TimeoutExpired:
+            self.stop()
+        self.out.seek(0)
+        lines = self.out.read().decode(errors="replace").splitlines()
+        reports = [json.loads(line) for line in lines if line.startswith("{")]
+        finished = self.proc.returncode != -signal.SIGKILL
+        if reports or not finished:
+            return (reports[-1] if reports else {}), finished
+        return {"failed": lines[-1] if lines else "no output"}, finished
+
+
+@contextlib.contextmanager
+def child(args: argparse.Namespace, *argv: str) -> Iterator[Child]:
+    """A fresh ``bench/pool.py --child WHAT TOOL ARG``; it and all it left are gone."""
+    before = descendants()
+    with tempfile.TemporaryFile() as out:
+        options = ["--start-method", args.start_method, "--workers", str(args.workers)]
+        proc = subprocess.Popen(
+            [sys.executable, __file__, *options, "--child", *argv],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+        run = Child(proc, out)
+        try:
+            yield run
+        finally:
+            run.stop()
+
+            def strays() -> list[psutil.Process]:
+                return [p for i, p in descendants().items() if i not in before]
+
+            wait_until(lambda: all(map(gone, strays())), time.perf_counter(), GRACE)
+            LEFTOVERS.extend(f"{argv[1]} {pid}" for pid in kill_by_pid(strays()))
+
+
+# --- the four measurements ------------------------------------------------------
+
+
+def rate(
+    args: argparse.Namespace, tool: str, chunk: int | None, n: int, warm: bool
+) -> float:
+    """Tasks per second of one map of ``square`` over ``range(n)``."""
+    start = time.perf_counter()
+    with open_pool(tool, args.start_method, args.workers, chunk) as pool_map:
+        if warm:
+            pool_map(square, range(WARM_UP))
+            start = time.perf_counter()
+        results = pool_map(square, range(n))
+        mapped = time.perf_counter()
+    end = mapped if warm else time.perf_counter()
+    assert results[-1] == square(n - 1)
+    return n / (end - start)
+
+
+def bench_throughput(args: argparse.Namespace, n: int) -> None:
+    """Median tasks/s of each tool, cold and warm, and the ratios to Pool.map."""
+    rows = {  # how the row reads -> (tool, chunksize, N divisor)
+        TOOLS[t][2] + (f"(chunksize={c})" if c else "") + (" *" if d > 1 else ""): (
+            t,
+            c,
+            d,
+        )
+        for t, c, d in THROUGHPUT
+    }
+    samples: dict[tuple[str, bool], list[float]] = defaultdict(list)
+    failed = {name: why for name, row in rows.items() if (why := unavailable(row[0]))}
+    for _ in range(args.repeat):  # round-robin: noise hits every tool alike
+        for name, (tool, chunk, divisor) in rows.items():
+            try:
+                for warm in (False, True) if tool != RUN_IN_POOL else (False,):
+                    if name not in failed:
+                        speed = rate(args, tool, chunk, n // divisor, warm)
+                        samples[name, warm].append(speed)
+            except Exception as exc:  # noqa: BLE001  # report it, measure the rest
+                failed[name] = f"{type(exc).__name__}: {exc}"[:52]
+    print(f"\n1. throughput: square(x) for x in range({n:,}), {args.workers} workers")
+    print(f"(median tasks/s of {args.repeat}; x = the ratio to Pool.map, cold or warm)")
+    print(f"{'':48}{'cold: start+map+stop':>26}{'warm: map only':>26}")
+    base = {w: statistics.median(samples[TOOLS[POOL][2], w]) for w in (False, True)}
+    for name in rows:
+        cells = [f"{failed[name]:>52}"] if name in failed else []
+        for warm in () if cells else (False, True):
+            if runs := samples[name, warm]:
+                median = statistics.median(runs)
+                cells.append(f"{median:>16,.0f} {median / base[warm]:6.2f}x ")
+            else:
+                cells.append(f"{'— (workers per call) †':>26}")
+        print(f"{name:48}" + "".join(cells))
+    print(f"* on N/{SLOW} = {n // SLOW:,} tasks (it is that slow); tasks/s as measured")
+    print("† run_in_pool starts its workers in each call: compare its cold with warm")
+
+
+def bench_stream(args: argparse.Namespace, n: int, cap: float) -> None:
+    """Each tool's peak memory growth and items pulled during a stall."""
+    runs = min(args.repeat, 3)
+    print(f"\n2. streaming a generator of {n:,} ints through square(x)")
+    print(f"(medians of {runs}, a fresh child process each; the consumer takes one")
+    print(f" result, then stalls {STALL:.0f} s: how many items had it pulled by then)")
+    print(f"{'':48}{'peak RSS growth':>18}{'pulled in stall':>18}{'total':>10}")
+    for tool, name in STREAM_TOOLS.items():
+        reports = []
+        for _ in range(runs):
+            with child(args, "stream", tool, str(n)) as run:
+                report, finished = run.finish(cap)
+            if "mb" not in report or not finished:
+                print(f"{name:48}{report.get('failed', f'> {cap:.0f} s')!s:>46}")
+                break
+            reports.append(report)
+        else:
+            mb, pulled, secs = (
+                statistics.median(float(r[k]) for r in reports)
+                for k in ("mb", "pulled", "s")
+            )
+            print(f"{name:48}{mb:>15.1f} MB{pulled:>18,.0f}{secs:>8.1f} s")
+
+
+def bench_died(args: argparse.Namespace, cap: float) -> None:
+    """Per tool: milliseconds from a worker's SIGKILL to the parent's exception."""
+    print(f"\n3. a task SIGKILLs its worker mid-map ({DIE_TASKS} tasks of 10 ms)")
+    print(f"(median ms from the kill to the exception in the parent, of {args.repeat})")
+    for tool in TOOLS:
+        samples: list[float] = []
+        errors: set[str] = set()
+        note = unavailable(tool) or ""
+        for _ in range(0 if note else args.repeat):
+            with (
+                tempfile.TemporaryDirectory() as tmp,
+                child(args, "died", tool, str(Path(tmp, "killed"))) as run,
+            ):
+                report, finished = run.finish(cap)
+            errors.update(str(report[k]) for k in ("error", "failed") if k in report)
+            samples += [float(report["ms"])] if "ms" in report else []
+            if not finished:
+                note = f"{'then ' if samples else ''}hangs (> {cap:.0f} s)"
+                break
+        cell = f"{statistics.median(samples):8.1f} ms" if samples else ""
+        what = ", ".join(sorted(errors))
+        print(f"{TOOLS[tool][2]:48}{cell:>12}  {what:40.40}  {note}")
+
+
+def ctrl_c_once(
+    args: argparse.Namespace, tool: str, cap: float
+) -> tuple[float | None, float | None]:
+    """Milliseconds from SIGINT to the child's exit and to its workers being gone."""
+    with (
+        tempfile.TemporaryDirectory() as ready,
+        child(args, "ctrl-c", tool, ready) as run,
+    ):
+
+        def pids() -> list[int]:
+            return [int(name) for name in os.listdir(ready) if name.isdigit()]
+
+        def up() -> bool:
+            return len(pids()) >= args.workers or run.proc.poll() is not None
+
+        wait_until(up, time.perf_counter(), 30)
+        if run.proc.poll() is not None or len(pids()) < args.workers:
+            raise RuntimeError(f"{tool}: the workers never got ready")
+        workers = [psutil.Process(pid) for pid in pids()]
+        start = time.perf_counter()
+        run.proc.send_signal(signal.SIGINT)  # by pid, to the pool's parent only
+        exited = wait_until(lambda: run.proc.poll() is not None, start, cap)
+        return exited, wait_until(lambda: all(map(gone, workers)), start, cap)
+
+
+def bench_ctrl_c(args: argparse.Namespace, cap: float) -> None:
+    """Per tool: Ctrl-C to the parent's exit and to its workers being gone."""
+    print("\n4. Ctrl-C: SIGINT to the pool's parent, every worker busy for ever")
+    print(
+        f"(median of {args.repeat}; at {cap:.0f} s, the child and workers are killed)"
+    )
+    print(f"{'':48}{'-> parent exits':>18}{'-> workers gone':>18}")
+    for tool in TOOLS:
+        runs: list[tuple[float | None, float | None]] = []
+        why = unavailable(tool)
+        for _ in range(0 if why else args.repeat):
+            runs.append(ctrl_c_once(args, tool, cap))
+            if None in runs[-1]:
+                break
+        cells = [why or ""]
+        for column in zip(*runs, strict=True):
+            done = [ms for ms in column if ms is not None]
+            capped = len(done) < len(column)
+            cells.append(
+                f"> {cap:.0f} s" if capped else f"{statistics.median(done):.1f} ms"
+            )
+        print(f"{TOOLS[tool][2]:48}" + "".join(f"{cell:>18}" for cell in cells[-2:]))
+
+
+def main() -> None:
+    """Parse the options; run one child measurement, or all and print the tables."""
+    methods = multiprocessing.get_all_start_methods()
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes, for CI")
+    parser.add_argument("--workers", type=int, default=2, help="processes per pool")
+    parser.add_argument("--repeat", type=int, help="runs per measurement (5; quick 1)")
+    parser.add_argument(
+        "--start-method",
+        choices=methods,
+        default="fork" if "fork" in methods else methods[0],
+    )
+    parser.add_argument(
+        "--child", nargs=3, metavar=("WHAT", "TOOL", "ARG"), help=argparse.SUPPRESS
+    )
+    args = parser.parse_args()
+    if args.child:  # one measurement in a fresh process, for the sections 2 to 4
+        what, tool, arg = args.child
+        measure = {"stream": stream_child, "died": died_child, "ctrl-c": ctrl_c_child}
+        measure[what](tool, args.start_method, args.workers, arg)
+        return
+    args.repeat = args.repeat or (1 if args.quick else 5)
+    n, stream_n = (20_000, 100_000) if args.quick else (200_000, 2_000_000)
+    become_subreaper()
+    started = time.perf_counter()
+    loky_method = "not installed"
+    if not unavailable(LOKY):
+        context = importlib.import_module("loky.backend.context")
+        loky_method = str(context.get_context().get_start_method())
+    print(
+        f"singleton_proc {singleton_proc.__version__}, Python {sys.version.split()[0]},"
+        f" {os.cpu_count()} CPUs, {os.uname().sysname} {os.uname().release}"
+    )
+    print(f"start method: {args.start_method} for every tool but loky ({loky_method})")
+    bench_throughput(args, n)
+    bench_stream(args, stream_n, 60 if args.quick else 300)
+    bench_died(args, 3 if args.quick else 10)
+    bench_ctrl_c(args, 5 if args.quick else 15)
+    print(
+        f"\ndone in {time.perf_counter() - started:.0f} s; processes a child left"
+        f" running, killed by pid: {', '.join(LEFTOVERS) or 'none'}"
+    )
+
+
+if __name__ == "__main__":
+    main()

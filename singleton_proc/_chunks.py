@@ -1,0 +1,120 @@
+"""Chunks: consecutive items sent to a worker in one message, and how many.
+
+Sending items one at a time costs a round trip each, which makes tiny
+tasks hundreds of times slower (``ProcessPoolExecutor.map``'s default);
+one huge chunk per worker balances badly and makes a stream wait. The size
+adapts to how long items take in the workers: it starts at one item, and
+from then on aims for chunks of about 20 ms, so tiny items travel by the
+thousand and slow ones one by one. A sized input caps it at ``Pool.map``'s
+choice (four chunks per worker); a stream at 2,000 items, which also
+bounds the window of items in flight; and a chunk stays small enough
+(pickled) to wait in a busy worker's pipe (:data:`PREFETCH_BYTES`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+__all__ = ["PREFETCH_BYTES", "Chunk", "ChunkSizer", "Outcome"]
+
+#: A chunk queued behind a busy worker's must fit in the pipe's buffer, or
+#: sending it would block us until that worker is done; chunks are kept
+#: this small, so that every worker always has its next chunk at hand.
+PREFETCH_BYTES = 64 * 1024
+#: How long a chunk should take in a worker.
+_TARGET_SECONDS = 0.02
+#: The largest chunk of a stream (input of unknown length).
+_STREAM_CAP = 2000
+#: Chunks per worker that ``Pool.map`` makes of a sized input; and the
+#: chunks per worker a stream's window holds.
+_CHUNKS_PER_WORKER = 4
+
+
+@dataclass(eq=False)
+class Chunk:
+    """Consecutive items, and how to call them.
+
+    Attributes:
+        first: The index of the first item in the whole input.
+        items: The items.
+        fn: The function, or ``None`` for the pool's own.
+        mode: How each item is called (see ``_pool_worker.MODES``).
+        id: The pool's number for it (the board shows it while it runs).
+        payload: Its message to the worker, pickled.
+    """
+
+    first: int
+    items: list[Any]
+    fn: Callable[..., Any] | None = None
+    mode: str = "one"
+    id: int = 0
+    payload: bytes = b""
+
+
+@dataclass
+class Outcome:
+    """The answer for consecutive items.
+
+    Attributes:
+        first: The index of the first item.
+        values: One value per item (``None`` where an error stands).
+        errors: Offset in ``values`` to the exception of that item.
+        seconds: How long the chunk ran in its worker (0 when unknown).
+    """
+
+    first: int
+    values: list[Any]
+    errors: dict[int, BaseException] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+class ChunkSizer:
+    """Picks the size of the next chunk from the time items took so far.
+
+    Args:
+        fixed: The user's ``chunksize``, used as is; or ``None`` to adapt.
+        workers: How many workers share the input.
+        length: How many items there are, when known.
+
+    Example:
+        >>> sizer = ChunkSizer(None, workers=2, length=200_000)
+        >>> sizer.size()
+        1
+        >>> sizer.observe(Outcome(0, [1], seconds=1e-6))
+        >>> sizer.size()  # Pool.map's choice caps it
+        25000
+    """
+
+    def __init__(self, fixed: int | None, workers: int, length: int | None) -> None:
+        """Start with one item per chunk, unless ``fixed``."""
+        self._fixed = fixed
+        if length is None:
+            self._cap = _STREAM_CAP
+        else:
+            self._cap = max(1, math.ceil(length / (workers * _CHUNKS_PER_WORKER)))
+        self._size = fixed or 1
+        self._byte_cap = self._cap
+        #: Items in flight or buffered, at most (for streams).
+        self.window = _CHUNKS_PER_WORKER * workers * (fixed or self._cap)
+
+    def size(self) -> int:
+        """How many items the next chunk should hold."""
+        return self._size
+
+    def observe(self, outcome: Outcome) -> None:
+        """Learn from how long ``outcome``'s chunk took."""
+        if self._fixed is not None or not outcome.values:
+            return
+        per_item = outcome.seconds / len(outcome.values)
+        by_time = int(_TARGET_SECONDS / per_item) if per_item > 0 else self._cap
+        self._size = max(1, min(self._cap, self._byte_cap, by_time))
+
+    def observe_payload(self, nbytes: int, count: int) -> None:
+        """Learn how many bytes ``count`` items take, pickled."""
+        if self._fixed is None and nbytes > 0:
+            self._byte_cap = max(1, PREFETCH_BYTES * 3 // 4 * count // nbytes)

@@ -1,0 +1,339 @@
+"""``run_in_pool`` and ``iter_in_pool``: one function over many items, in workers.
+
+Both drive one ``_pool.WorkerPool`` from the caller's thread: pull items
+into chunks while a worker can take one and the window allows, collect
+outcomes, and hand them on in input order (or as they come). The first
+failure is raised at once, with the pool stopped; ``return_exceptions``
+puts it in the results instead. Leaving early in any way (an error, Ctrl-C,
+closing the generator) stops the workers; the normal end lets them exit.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable, Sized
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ._chunks import ChunkSizer
+from ._cpus import usable_cpus
+from ._pool import WorkerPool
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Generator, Iterator
+
+    from ._chunks import Outcome
+
+__all__ = ["iter_in_pool", "run_in_pool"]
+
+
+@dataclass(frozen=True)
+class _Options:
+    """What both functions take, checked."""
+
+    fn: Callable[..., Any]
+    n: int
+    chunksize: int | None
+    timeout: float | None
+    return_exceptions: bool
+    initializer: Callable[..., Any] | None
+    initargs: tuple[Any, ...]
+    start_method: str | None
+
+    def pool(self, workers: int, *, prefetch: bool = True) -> WorkerPool:
+        """Start a pool of ``workers`` with these options."""
+        return WorkerPool(
+            self.fn,
+            workers,
+            initializer=self.initializer,
+            initargs=self.initargs,
+            start_method=self.start_method,
+            timeout=self.timeout,
+            keep_going=self.return_exceptions,
+            prefetch=prefetch,
+        )
+
+
+def _options(
+    fn: Callable[..., Any],
+    *,
+    n: int | None,
+    chunksize: int | None,
+    timeout: float | None,
+    return_exceptions: bool,
+    initializer: Callable[..., Any] | None,
+    initargs: Iterable[Any],
+    start_method: str | None,
+) -> _Options:
+    """Check the arguments; raise naming the one that is wrong."""
+    if not callable(fn):
+        raise TypeError(f"fn must be callable, not {type(fn).__name__}")
+    if initializer is not None and not callable(initializer):
+        raise TypeError(
+            f"initializer must be callable or None, not {type(initializer).__name__}"
+        )
+    if timeout is not None and not (
+        isinstance(timeout, (int, float)) and timeout > 0 and timeout == timeout  # noqa: PLR0124  (NaN)
+    ):
+        raise ValueError(f"timeout must be > 0 seconds or None, not {timeout!r}")
+    return _Options(
+        fn=fn,
+        n=usable_cpus() if n is None else _positive("n", n),
+        chunksize=None if chunksize is None else _positive("chunksize", chunksize),
+        timeout=timeout,
+        return_exceptions=bool(return_exceptions),
+        initializer=initializer,
+        initargs=tuple(initargs),
+        start_method=start_method,
+    )
+
+
+def _positive(name: str, value: object) -> int:
+    """``value`` if it is an int >= 1; else an error naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, not {type(value).__name__}")
+    if value < 1:
+        raise ValueError(f"{name} must be at least 1, not {value}")
+    return value
+
+
+def run_in_pool(
+    fn: Callable[..., Any],
+    items: Iterable[Any] | None = None,
+    *,
+    n: int | None = None,
+    chunksize: int | None = None,
+    timeout: float | None = None,
+    return_exceptions: bool = False,
+    initializer: Callable[..., Any] | None = None,
+    initargs: Iterable[Any] = (),
+    start_method: str | None = None,
+) -> list[Any]:
+    """Return ``[fn(x) for x in items]``, computed by ``n`` worker processes.
+
+    With ``items=None``, call ``fn()`` once in each of ``n`` distinct workers
+    and return the ``n`` results.
+
+    Args:
+        fn: A picklable function (defined at module level).
+        items: The inputs; a sized collection is chunked like
+            ``Pool.map``, any other iterable adaptively.
+        n: How many workers; default: the CPUs this process may use
+            (its affinity and its cgroup's CPU quota).
+        chunksize: Items per message to a worker; ``None`` picks one from
+            how long items take (small for slow items, large for tiny ones).
+        timeout: Seconds each task may run, from when it starts; then its
+            worker and the worker's children are killed and replaced, and
+            that task fails with ``TaskTimeoutError``.
+        return_exceptions: Put each failure (an exception raised,
+            ``WorkerDiedError``, ``TaskTimeoutError``) in the results and go
+            on, instead of raising the first one and stopping.
+        initializer: Called with ``initargs`` in each worker before its
+            first task; if it raises, so does this function.
+        initargs: Arguments for ``initializer``.
+        start_method: ``"fork"``, ``"spawn"`` or ``"forkserver"``; ``None``
+            picks a safe one (``fork`` only in a single-threaded parent).
+
+    Returns:
+        The results in input order.
+
+    Raises:
+        Exception: the first exception a task raised (same type, the
+            worker's traceback as ``__cause__``), at once; the other tasks
+            are cancelled and the workers stopped.
+        WorkerDiedError: a worker died (killed, crashed, ``os._exit``); the
+            message names the item, the pid and the exit code or signal.
+        TaskTimeoutError: a task ran over ``timeout``.
+        UnpicklableError: the function, an item, a result or an exception
+            cannot be pickled; the message says which.
+        KeyboardInterrupt: Ctrl-C; the workers were stopped first.
+
+    Example:
+        >>> from singleton_proc import run_in_pool
+        >>> run_in_pool(abs, [-1, -2, 3], n=2)  # doctest: +SKIP
+        [1, 2, 3]
+    """
+    options = _options(
+        fn,
+        n=n,
+        chunksize=chunksize,
+        timeout=timeout,
+        return_exceptions=return_exceptions,
+        initializer=initializer,
+        initargs=initargs,
+        start_method=start_method,
+    )
+    if items is None:
+        return _in_each(options)
+    if not isinstance(items, Sized):
+        return list(_flatten(_outcomes(options, iter(items), None, ordered=True)))
+    results: list[Any] = [None] * len(items)
+    for outcome in _outcomes(options, iter(items), len(items), ordered=False):
+        first = outcome.first
+        results[first : first + len(outcome.values)] = outcome.values
+        for offset, error in outcome.errors.items():
+            results[first + offset] = error
+    return results
+
+
+def iter_in_pool(
+    fn: Callable[..., Any],
+    items: Iterable[Any],
+    *,
+    n: int | None = None,
+    ordered: bool = True,
+    chunksize: int | None = None,
+    timeout: float | None = None,
+    return_exceptions: bool = False,
+    initializer: Callable[..., Any] | None = None,
+    initargs: Iterable[Any] = (),
+    start_method: str | None = None,
+) -> Iterator[Any]:
+    """Yield ``fn(x)`` for each of ``items`` as workers compute them, lazily.
+
+    Items are pulled only while a bounded window of them is in flight or
+    buffered, so a stalled consumer stalls the producer, and a generator of
+    millions of items runs in flat memory. Closing the iterator early (or
+    leaving the ``for`` loop by ``break`` and dropping it) stops the workers.
+    The arguments are checked at once; the workers start at the first
+    ``next()``.
+
+    Args:
+        fn: A picklable function (defined at module level).
+        items: Any iterable, consumed lazily.
+        n: As for :func:`run_in_pool`.
+        ordered: Yield in input order (default), or as results come.
+        chunksize: As for :func:`run_in_pool` (default: adaptive).
+        timeout: As for :func:`run_in_pool`.
+        return_exceptions: Yield each failure instead of raising it.
+        initializer: As for :func:`run_in_pool`.
+        initargs: As for :func:`run_in_pool`.
+        start_method: As for :func:`run_in_pool`.
+
+    Yields:
+        The results, in input order unless ``ordered=False``.
+
+    Raises:
+        Exception: as :func:`run_in_pool` does, when the failure comes.
+
+    Example:
+        >>> from singleton_proc import iter_in_pool
+        >>> for size in iter_in_pool(len, open("huge.txt"), n=4):  # doctest: +SKIP
+        ...     total += size
+    """
+    options = _options(
+        fn,
+        n=n,
+        chunksize=chunksize,
+        timeout=timeout,
+        return_exceptions=return_exceptions,
+        initializer=initializer,
+        initargs=initargs,
+        start_method=start_method,
+    )
+    source = iter(items)  # a TypeError now, not at the first next()
+    return _flatten(_outcomes(options, source, None, ordered=bool(ordered)))
+
+
+def _flatten(outcomes: Iterator[Outcome]) -> Generator[Any, None, None]:
+    """The values of ``outcomes``, each error in its item's place."""
+    for outcome in outcomes:
+        if not outcome.errors:
+            yield from outcome.values
+            continue
+        for offset, value in enumerate(outcome.values):
+            yield outcome.errors.get(offset, value)
+
+
+def _in_each(options: _Options) -> list[Any]:
+    """``fn()`` once in each of ``n`` distinct workers (none queued behind another)."""
+    results: list[Any] = [None] * options.n
+    source = iter([None] * options.n)
+    for outcome in _outcomes(
+        options, source, options.n, ordered=False, mode="none", each=True
+    ):
+        results[outcome.first] = outcome.errors.get(0, outcome.values[0])
+    return results
+
+
+def _outcomes(
+    options: _Options,
+    items: Iterator[Any],
+    length: int | None,
+    *,
+    ordered: bool,
+    mode: str = "one",
+    each: bool = False,
+) -> Generator[Outcome, None, None]:
+    """Run ``items`` through a pool; yield the outcomes (raising the first failure).
+
+    Args:
+        options: The checked arguments.
+        items: The items, pulled lazily.
+        length: How many there are, when known (chunks are then sized like
+            ``Pool.map``'s at most, and no more workers than items start).
+        ordered: Yield in input order rather than as they come.
+        mode: How items are called (see ``_pool_worker.MODES``).
+        each: One item per worker, each worker one item.
+    """
+    workers = options.n if length is None else min(options.n, length)
+    if workers == 0:
+        return
+    feed = _Feed(items, ChunkSizer(1 if each else options.chunksize, workers, length),
+                 mode, windowed=length is None)  # fmt: skip
+    pool = options.pool(workers, prefetch=not each)
+    finished = False
+    try:
+        waiting: dict[int, Outcome] = {}  # ordered: outcomes ahead of their turn
+        while feed.fill(pool) or not pool.idle():
+            for outcome in pool.collect():
+                if outcome.errors and not options.return_exceptions:
+                    raise outcome.errors[min(outcome.errors)]
+                feed.sizer.observe(outcome)
+                if not ordered:
+                    feed.handed += len(outcome.values)
+                    yield outcome
+                    continue
+                waiting[outcome.first] = outcome
+                while feed.handed in waiting:
+                    ready = waiting.pop(feed.handed)
+                    feed.handed += len(ready.values)
+                    yield ready
+        pool.close()
+        finished = True
+    finally:
+        if not finished:
+            pool.terminate()
+
+
+class _Feed:
+    """Pulls items into chunks for the pool, within the window."""
+
+    def __init__(
+        self, items: Iterator[Any], sizer: ChunkSizer, mode: str, *, windowed: bool
+    ) -> None:
+        """Feed ``items`` in chunks ``sizer`` sizes, called in ``mode``."""
+        self.sizer = sizer
+        self.handed = 0  # items handed on to the caller
+        self._items = items
+        self._mode = mode
+        self._window = sizer.window if windowed else None
+        self._pulled = 0
+        self._exhausted = False
+
+    def fill(self, pool: WorkerPool) -> bool:
+        """Put chunks while the pool takes them; whether items may remain."""
+        while not self._exhausted and pool.wants():
+            room = self.sizer.size()
+            if self._window is not None:
+                room = min(room, self._window - (self._pulled - self.handed))
+                if room <= 0:
+                    break
+            batch = list(itertools.islice(self._items, room))
+            if not batch:
+                self._exhausted = True
+                break
+            pool.put(self._pulled, batch, mode=self._mode)
+            self.sizer.observe_payload(pool.last_payload, len(batch))
+            self._pulled += len(batch)
+        return not self._exhausted

@@ -1,0 +1,512 @@
+"""The pool engine: workers, the chunks in flight on each, and what comes back.
+
+A driver (``run_in_pool``, ``iter_in_pool``, ``process_pool``) puts chunks
+of items and collects their outcomes; the engine runs in the driver's
+thread, between those calls, and needs no thread of its own (so the next
+pool may still use ``fork``). It hands a chunk to an idle worker, or queues
+one more behind a busy worker's chunk when it is small enough to sit in the
+pipe without blocking us; reads answers and logging records; notices a
+death at once (the process sentinel, plus a probe every 50 ms for a pipe
+that a task's own child keeps open) and names the item from the board the
+worker shares with us; kills a task past its timeout, counted from the
+board's start time, with its worker's tree; and replaces lost workers.
+Every way out is bounded: ``close`` gives the workers 5 s to exit, then
+stops them; ``terminate`` stops them at once.
+"""
+
+from __future__ import annotations
+
+import atexit
+import itertools
+import logging
+import time
+import weakref
+from collections import deque
+from multiprocessing.connection import wait
+from multiprocessing.sharedctypes import RawArray
+from typing import TYPE_CHECKING, Any
+
+import psutil
+
+from ._chunks import PREFETCH_BYTES, Chunk, Outcome
+from ._launch import choose_start_method, launch
+from ._logforward import dispatch
+from ._polling import run_blocking
+from ._pool_worker import BOARD_SIZE, CHUNK, OFFSET, STARTED, serve
+from ._tree import stopping_trees
+from ._wire import UnpicklableError, describe, dumps, dumps_checked, rebuild
+from ._worker_errors import TaskTimeoutError, WorkerDiedError, death_message
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable
+
+__all__ = ["STOP_GRACE", "WorkerPool"]
+
+_log = logging.getLogger("singleton_proc")
+#: How often we also ask whether busy workers are alive.
+_PROBE = 0.05
+#: How long ``close`` lets workers take to exit before stopping them.
+_LINGER = 5.0
+#: SIGTERM-to-SIGKILL grace when the pool is stopped early.
+STOP_GRACE = 0.5
+#: Workers dying before they run anything, in a row, before we give up.
+_FAILED_STARTS = 3
+
+
+class _Worker:
+    """One worker process, its pipe, its board, and the chunks it was given."""
+
+    def __init__(self, pool: WorkerPool) -> None:
+        """Start the worker."""
+        self.memory = RawArray("q", BOARD_SIZE)
+        launched = launch(
+            pool.start_method, pool.name, serve, pool.job, self.memory, duplex=True
+        )
+        self.process = launched.process
+        self.conn = launched.conn
+        pid = self.process.pid
+        assert pid is not None  # noqa: S101  (started)
+        self.pid: int = pid
+        try:  # nobody else reaps it (see _launch): the pid stays ours
+            self.root: psutil.Process | None = psutil.Process(pid)
+        except psutil.NoSuchProcess:  # pragma: no cover - reaped behind our back
+            self.root = None
+        self.board = memoryview(self.memory).cast("B").cast("q")
+        self.chunks: deque[Chunk] = deque()
+        self.eof = False
+        self.started_any = False
+        self.timed_out: int | None = None  # offset of the task its timeout killed
+
+    def send(self, payload: bytes) -> None:
+        """Send a message; a dead worker's is dropped (its death is noticed)."""
+        try:
+            self.conn.send_bytes(payload)
+        except OSError:
+            self.eof = True
+
+    def running(self) -> tuple[int, int] | None:
+        """``(offset, started_ns)`` of the item of ``chunks[0]`` it runs, if any."""
+        if not self.chunks:
+            return None
+        board = self.board
+        chunk, offset, started = board[CHUNK], board[OFFSET], board[STARTED]
+        if (
+            chunk != self.chunks[0].id
+            or board[CHUNK] != chunk
+            or board[OFFSET] != offset
+        ):
+            return None  # not started yet, or moving on right now
+        return offset, started
+
+    def reap(self) -> int | None:
+        """Wait for the exited process, release it, and return its exit code."""
+        self.process.join()
+        exitcode = self.process.exitcode
+        self.conn.close()
+        self.process.close()
+        return exitcode
+
+
+_live: weakref.WeakSet[WorkerPool] = weakref.WeakSet()
+
+
+class WorkerPool:
+    """``n`` workers running one function over the chunks a driver puts.
+
+    Args:
+        fn: The function the items are given to (for mode ``"call"`` chunks,
+            the items carry their own).
+        n: How many workers.
+        initializer: Called with ``initargs`` in each worker before any item.
+        initargs: Its arguments.
+        start_method: As for ``_launch.choose_start_method``.
+        timeout: Seconds each task may run, or ``None``.
+        keep_going: Whether a worker goes on with its chunk after an item
+            raised (``return_exceptions``) rather than stopping there.
+        prefetch: Whether a second chunk may wait behind a busy worker's
+            (off when each worker must get exactly one).
+    """
+
+    def __init__(
+        self,
+        fn: Callable[..., Any],
+        n: int,
+        *,
+        initializer: Callable[..., Any] | None = None,
+        initargs: Iterable[Any] = (),
+        start_method: str | None = None,
+        timeout: float | None = None,
+        keep_going: bool = False,
+        prefetch: bool = True,
+    ) -> None:
+        """Pickle the job and start the workers."""
+        self.start_method = choose_start_method(start_method)
+        args = tuple(initargs)
+        parts = [("the function", fn), ("the initializer", initializer)]
+        parts += [(f"initializer argument {i}", arg) for i, arg in enumerate(args, 1)]
+        self.job = dumps_checked((fn, initializer, args), parts, "the pool's job")
+        self.what = getattr(fn, "__qualname__", None) or repr(fn)
+        self.name = f"singleton_proc pool: {self.what}"
+        self._n = n
+        self._timeout_ns = None if timeout is None else int(timeout * 1e9)
+        self._timeout = timeout
+        self._keep_going = keep_going
+        self._prefetch = prefetch
+        self._ids = itertools.count(1)
+        self._workers: list[_Worker] = []
+        self._pending: deque[Chunk] = deque()
+        self._outcomes: list[Outcome] = []
+        self._fatal: BaseException | None = None
+        self._failed_starts = 0
+        self._next_probe = 0.0
+        #: Bytes of the last chunk put, pickled (chunk sizes depend on it).
+        self.last_payload = 0
+        _live.add(self)
+        try:
+            for _ in range(n):
+                self._workers.append(_Worker(self))
+        except BaseException:
+            self.terminate()
+            raise
+
+    @property
+    def pids(self) -> list[int]:
+        """The live workers' pids."""
+        return [worker.pid for worker in self._workers]
+
+    def wants(self) -> bool:
+        """Whether a chunk put now would go to a worker at once."""
+        if self._pending:
+            return False
+        if len(self._workers) < self._n:
+            return True  # a replacement starts for it
+        limit = 2 if self._prefetch else 1
+        return any(len(worker.chunks) < limit for worker in self._workers)
+
+    def busy(self) -> bool:
+        """Whether any chunk is waiting or running."""
+        return bool(self._pending) or any(w.chunks for w in self._workers)
+
+    def idle(self) -> bool:
+        """Whether nothing is waiting, running, or uncollected."""
+        return not self.busy() and not self._outcomes
+
+    def put(
+        self,
+        first: int,
+        items: list[Any],
+        fn: Callable[..., Any] | None = None,
+        mode: str = "one",
+    ) -> None:
+        """Queue ``items`` (indices ``first``...) to run, and hand them out.
+
+        Raises:
+            UnpicklableError: an item cannot be pickled (named), and the pool
+                does not keep going; else that item's outcome is the error.
+        """
+        try:
+            chunk = self._chunk(first, items, fn, mode)
+            self.last_payload = len(chunk.payload)
+            self._pending.append(chunk)
+        except UnpicklableError:
+            if not self._keep_going:
+                raise
+            self._put_each(first, items, fn, mode)
+        self._dispatch()
+
+    def collect(self) -> list[Outcome]:
+        """Wait until the outcome of at least one chunk is in, and return those in.
+
+        Raises:
+            Exception: the initializer raised (same type), or workers keep
+                dying before running anything (``WorkerDiedError``).
+        """
+        while not self._outcomes:
+            if self._fatal is not None:
+                raise self._fatal
+            if not self.busy():
+                raise RuntimeError(
+                    "collect() with nothing in flight"
+                )  # pragma: no cover
+            self._step()
+        if self._fatal is not None:
+            raise self._fatal
+        outcomes, self._outcomes = self._outcomes, []
+        return outcomes
+
+    def close(self) -> None:
+        """Tell the workers to exit and wait; stop those still there after 5 s."""
+        stop = dumps(None)
+        for worker in self._workers:
+            worker.send(stop)
+        deadline = time.monotonic() + _LINGER
+        while self._workers:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                _log.warning(
+                    "pool workers %s of %s did not exit %g s after the work was "
+                    "done (a non-daemon thread?); stopping them",
+                    ", ".join(map(str, self.pids)),
+                    self.what,
+                    _LINGER,
+                )
+                break
+            self._wait_for_any(min(remaining, _PROBE))
+            for worker in self._exited():
+                self._forget(worker)
+        self.terminate()
+
+    def terminate(self, grace: float = STOP_GRACE) -> None:
+        """Stop every worker's tree now (SIGTERM, ``grace``, SIGKILL) and reap them."""
+        workers, self._workers = self._workers, []
+        self._pending.clear()
+        for worker in workers:
+            self._drain(worker)  # logging records they sent before
+        self._stop_trees(workers, grace)
+        for worker in workers:
+            worker.reap()
+        _live.discard(self)
+
+    # -- internals -------------------------------------------------------------
+
+    def _chunk(
+        self, first: int, items: list[Any], fn: Callable[..., Any] | None, mode: str
+    ) -> Chunk:
+        """A chunk with its id and its pickled message, or ``UnpicklableError``."""
+        chunk = Chunk(first, items, fn, mode, next(self._ids))
+        message = (
+            chunk.id,
+            fn,
+            mode,
+            items,
+            self._keep_going,
+            self._timeout is not None,
+        )
+        parts = itertools.chain(
+            [("the function", fn)],
+            ((f"item {first + i}", item) for i, item in enumerate(items)),
+        )
+        chunk.payload = dumps_checked(
+            message, parts, f"items {first}-{first + len(items) - 1}"
+        )
+        return chunk
+
+    def _put_each(
+        self, first: int, items: list[Any], fn: Callable[..., Any] | None, mode: str
+    ) -> None:
+        """Queue items one by one; those that will not pickle get their error."""
+        for index, item in enumerate(items, first):
+            try:
+                self._pending.append(self._chunk(index, [item], fn, mode))
+            except UnpicklableError as exc:
+                self._outcomes.append(Outcome(index, [None], {0: exc}))
+
+    def _dispatch(self) -> None:
+        """Hand waiting chunks to workers that can take them."""
+        while self._pending:
+            chunk = self._pending[0]
+            worker = self._taker(chunk)
+            if worker is None:
+                if len(self._workers) >= self._n:
+                    return
+                worker = _Worker(self)
+                self._workers.append(worker)
+            self._pending.popleft()
+            worker.chunks.append(chunk)
+            worker.send(chunk.payload)
+
+    def _taker(self, chunk: Chunk) -> _Worker | None:
+        """An idle worker, or one that may queue ``chunk`` behind its own."""
+        queued = None
+        for worker in self._workers:
+            if worker.eof:
+                continue
+            if not worker.chunks:
+                return worker
+            if (
+                queued is None
+                and self._prefetch
+                and len(worker.chunks) == 1
+                and len(chunk.payload) <= PREFETCH_BYTES
+            ):
+                queued = worker
+        return queued
+
+    def _step(self) -> None:
+        """Wait for anything to happen, and deal with it."""
+        self._wait_for_any(self._wake_in())
+        for worker in self._exited():
+            self._lost(worker)
+        self._enforce_timeouts()
+        self._dispatch()
+
+    def _wait_for_any(self, timeout: float) -> None:
+        """Wait up to ``timeout`` for a message or an exit; read what came."""
+        conns = {w.conn: w for w in self._workers if not w.eof}
+        sentinels = [w.process.sentinel for w in self._workers]
+        for ready in wait([*conns, *sentinels], timeout):
+            worker = conns.get(ready)  # type: ignore[call-overload]
+            if worker is not None:
+                self._drain(worker)
+
+    def _exited(self) -> list[_Worker]:
+        """Workers whose process has ended (probed every 50 ms, or at EOF)."""
+        now = time.monotonic()
+        probe = now >= self._next_probe
+        if probe:
+            self._next_probe = now + _PROBE
+        return [
+            worker
+            for worker in self._workers
+            if (probe or worker.eof) and not worker.process.is_alive()
+        ]
+
+    def _drain(self, worker: _Worker) -> None:
+        """Handle every message the worker has sent so far."""
+        while not worker.eof:
+            try:
+                if not worker.conn.poll(0):
+                    return
+                message = worker.conn.recv()
+            except (EOFError, OSError):
+                worker.eof = True
+                return
+            self._handle(worker, message)
+
+    def _handle(self, worker: _Worker, message: tuple[Any, ...]) -> None:
+        """One message from ``worker``."""
+        kind = message[0]
+        if kind == "log":
+            try:
+                dispatch(message[1])
+            except Exception:  # noqa: BLE001  (a broken handler must not stop us)
+                _log.exception("could not log a record of pool worker %d", worker.pid)
+            return
+        if kind == "init":
+            if self._fatal is None:
+                self._fatal = rebuild(message[1:])
+            return
+        chunk = worker.chunks.popleft()
+        worker.started_any = True
+        self._failed_starts = 0
+        if kind == "done":
+            _, values, errors, seconds = message
+            failed = {offset: rebuild(report) for offset, report in errors}
+            self._outcomes.append(Outcome(chunk.first, values, failed, seconds))
+        elif kind == "stopped":
+            offset = message[1]
+            error = rebuild(message[2:])
+            self._outcomes.append(Outcome(chunk.first + offset, [None], {0: error}))
+        else:  # "unreadable": every item of the chunk gets the error
+            error = rebuild(message[1:])
+            errors = dict.fromkeys(range(len(chunk.items)), error)
+            self._outcomes.append(
+                Outcome(chunk.first, [None] * len(chunk.items), errors)
+            )
+
+    def _lost(self, worker: _Worker) -> None:
+        """A worker ended: blame the item it ran, requeue the rest, forget it."""
+        self._drain(worker)  # what it said before it died
+        running = worker.running()
+        exitcode = self._forget(worker)
+        if not worker.chunks:
+            return  # died idle: a replacement starts when there is work
+        chunk = worker.chunks.popleft()
+        requeue = list(worker.chunks)
+        if running is None:  # it had not started the chunk: run it elsewhere
+            requeue.insert(0, chunk)
+            self._died_between_tasks(worker, exitcode)
+        else:
+            offset = worker.timed_out if worker.timed_out is not None else running[0]
+            index = chunk.first + offset
+            error = self._blame(worker, chunk, offset, exitcode)
+            self._outcomes.append(Outcome(index, [None], {0: error}))
+            before, after = chunk.items[:offset], chunk.items[offset + 1 :]
+            pieces = [(chunk.first, before), (index + 1, after)]
+            requeue[:0] = [
+                self._chunk(first, items, chunk.fn, chunk.mode)
+                for first, items in pieces
+                if items
+            ]
+        self._pending.extendleft(reversed(requeue))
+
+    def _forget(self, worker: _Worker) -> int | None:
+        """Reap an exited worker and drop it from the pool; its exit code."""
+        self._workers.remove(worker)
+        return worker.reap()
+
+    def _blame(
+        self, worker: _Worker, chunk: Chunk, offset: int, exitcode: int | None
+    ) -> BaseException:
+        """The error for the item a worker ran when it died or timed out."""
+        index = chunk.first + offset
+        what = f"{self.what} on item {index} ({describe(chunk.items[offset])})"
+        if worker.timed_out is not None:
+            return TaskTimeoutError(
+                f"{what} ran over its timeout of {self._timeout} s in worker "
+                f"{worker.pid}; the worker and its process tree were killed and "
+                "replaced. Raise the timeout, or make the task faster",
+                timeout=self._timeout,
+            )
+        return WorkerDiedError(
+            death_message(worker.pid, what, exitcode), pid=worker.pid, exitcode=exitcode
+        )
+
+    def _died_between_tasks(self, worker: _Worker, exitcode: int | None) -> None:
+        """A worker died running nothing: its chunks go elsewhere, within limits."""
+        message = death_message(worker.pid, f"{self.what} (between tasks)", exitcode)
+        if worker.started_any:
+            _log.warning("%s; its queued items run in another worker", message)
+            return
+        self._failed_starts += 1
+        if self._failed_starts >= _FAILED_STARTS and self._fatal is None:
+            self._fatal = WorkerDiedError(
+                f"{_FAILED_STARTS} pool workers in a row died before running any "
+                f"task (the initializer?); the last: {message}",
+                pid=worker.pid,
+                exitcode=exitcode,
+            )
+
+    def _wake_in(self) -> float:
+        """Seconds until the next timeout could expire, at most the probe interval."""
+        wake = _PROBE
+        if self._timeout_ns is not None:
+            now = time.monotonic_ns()
+            for worker in self._workers:
+                running = worker.running()
+                if running is not None:
+                    left = (running[1] + self._timeout_ns - now) / 1e9
+                    wake = min(wake, max(left, 0.0))
+        return wake
+
+    def _enforce_timeouts(self) -> None:
+        """Kill (tree and all) each worker whose task ran over its timeout."""
+        if self._timeout_ns is None:
+            return
+        now = time.monotonic_ns()
+        late = []
+        for worker in self._workers:
+            running = worker.running()
+            if running is not None and now - running[1] >= self._timeout_ns:
+                worker.timed_out = running[0]
+                late.append(worker)
+        if late:
+            self._stop_trees(late, 0.0)
+            for worker in late:
+                self._lost(worker)
+
+    @staticmethod
+    def _stop_trees(workers: list[_Worker], grace: float) -> None:
+        """Stop these workers' trees together."""
+        roots = {w.root: f"pool worker {w.pid}" for w in workers if w.root is not None}
+        if roots:
+            run_blocking(stopping_trees(roots, grace))
+
+
+def _stop_all_at_exit() -> None:
+    """At interpreter exit, stop pools still running (an abandoned generator's)."""
+    for pool in list(_live):
+        pool.terminate()
+
+
+atexit.register(_stop_all_at_exit)

@@ -1,0 +1,171 @@
+"""The pool worker: a loop that runs chunks of items until it is told to stop.
+
+A pool worker is set up like a one-call worker (``_worker.prepare``: SIGINT
+ignored, dying with its parent, logging forwarded), runs the initializer,
+then reads chunks from its pipe and answers each in order. Besides the
+pipe, it shares a small board with the parent: the chunk it runs, the
+offset of the item in that chunk, and (when tasks have a timeout) when that
+item started. The parent reads the board to name the item a dead worker was
+running and to time a task from when it started, at no cost of messages.
+
+Messages from the parent: a chunk ``(chunk id, fn or None, mode, items,
+keep_going, timed)``, pickled; ``None`` to stop. Answers, one per chunk, in
+the order the chunks came (besides ``("log", record)``)::
+
+    ("done", values, errors, seconds)  errors: [(offset, report)] (keep_going)
+    ("stopped", offset, *report)   the item at offset failed; the rest did not run
+    ("unreadable", *report)        the chunk could not be unpickled here
+    ("init", *report)              the function or the initializer failed
+
+where a report is ``_wire.report_exception``'s tuple.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from ._logforward import forward
+from ._wire import dumps, loads, report_exception
+from ._worker import prepare, unpicklable_result, unpickling_failed
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from multiprocessing.connection import Connection
+
+    from ._worker import Channel, WorkerSettings
+
+__all__ = ["BOARD_SIZE", "CHUNK", "MODES", "OFFSET", "STARTED", "serve"]
+
+#: The board: three signed 64-bit integers.
+BOARD_SIZE = 3
+#: Board fields: the running chunk's id, the item's offset in it, and when
+#: the item started (``time.monotonic_ns()``, only when tasks are timed).
+CHUNK, OFFSET, STARTED = range(BOARD_SIZE)
+
+#: How each item is called: ``fn(item)``, ``fn()``, ``fn(*item)``, or the
+#: item is itself a call ``(fn, args, kwargs)`` (``Executor.submit``).
+MODES = ("one", "none", "star", "call")
+
+
+def _caller(fn: Callable[..., Any], mode: str) -> Callable[[Any], Any]:
+    """The function that runs one item in ``mode``."""
+    if mode == "one":
+        return fn
+    if mode == "none":
+        return lambda _item: fn()
+    if mode == "star":
+        return lambda item: fn(*item)
+    return lambda item: item[0](*item[1], **item[2])
+
+
+def serve(
+    conn: Connection,
+    parent_alive: Connection,
+    settings: WorkerSettings,
+    job: bytes,
+    board_memory: Any,
+) -> None:
+    """Run the initializer, then chunks, until told to stop or the parent is gone.
+
+    Args:
+        conn: The worker's end of its two-way pipe to the parent.
+        parent_alive: See ``_worker.prepare``.
+        settings: See ``_worker.prepare``.
+        job: ``(fn, initializer, initargs)``, pickled by the parent.
+        board_memory: Shared memory (a ``RawArray`` of :data:`BOARD_SIZE`
+            64-bit integers) the parent reads.
+    """
+    channel = prepare(conn, parent_alive, settings)
+    board = memoryview(board_memory).cast("B").cast("q")
+    try:
+        fn, initializer, initargs = loads(job)
+    except Exception as exc:  # noqa: BLE001  (reported, and named)
+        channel.send("init", *unpickling_failed("the function or the initializer", exc))
+        return
+    forward(channel.send_log, settings.levels)  # unpickling may add handlers
+    if initializer is not None:
+        try:
+            initializer(*initargs)
+        except Exception as exc:  # noqa: BLE001  (reported to the parent)
+            channel.send("init", *report_exception(exc))
+            return
+    while True:
+        try:
+            data = conn.recv_bytes()
+        except (EOFError, OSError):  # the parent closed its end: it is gone
+            return
+        try:
+            message = loads(data)
+        except Exception as exc:  # noqa: BLE001  (reported, and named)
+            channel.send("unreadable", *unpickling_failed("the items", exc))
+            continue
+        if message is None:
+            return
+        chunk_id, chunk_fn, mode, items, keep_going, timed = message
+        call = _caller(fn if chunk_fn is None else chunk_fn, mode)
+        board[OFFSET] = 0
+        if timed:  # before the chunk id: the parent must not see a stale start
+            board[STARTED] = time.monotonic_ns()
+        board[CHUNK] = chunk_id
+        _run_chunk(channel, board, call, items, keep_going=keep_going, timed=timed)
+
+
+def _run_chunk(
+    channel: Channel,
+    board: memoryview,
+    call: Callable[[Any], Any],
+    items: list[Any],
+    *,
+    keep_going: bool,
+    timed: bool,
+) -> None:
+    """Call every item and send the chunk's answer.
+
+    With ``keep_going`` an item that raises is reported and the others run;
+    without it the chunk stops at the first failure.
+    """
+    values: list[Any] = []
+    append = values.append
+    errors: list[tuple[int, tuple[str | bytes, ...]]] = []
+    clock = time.monotonic_ns
+    began = time.perf_counter()
+    for offset, item in enumerate(items):
+        if timed:
+            board[STARTED] = clock()
+        board[OFFSET] = offset
+        try:
+            append(call(item))
+        except Exception as exc:  # noqa: BLE001  (SystemExit ends the worker)
+            if not keep_going:
+                channel.send("stopped", offset, *report_exception(exc))
+                return
+            errors.append((offset, report_exception(exc)))
+            append(None)
+    seconds = time.perf_counter() - began
+    try:
+        channel.send("done", values, errors, seconds)
+    except Exception:  # noqa: BLE001  (a result that will not pickle: name it)
+        _send_picklable(channel, values, errors, seconds, keep_going=keep_going)
+
+
+def _send_picklable(
+    channel: Channel,
+    values: list[Any],
+    errors: list[tuple[int, tuple[str | bytes, ...]]],
+    seconds: float,
+    *,
+    keep_going: bool,
+) -> None:
+    """Send the chunk's answer with each result that will not pickle reported."""
+    for offset, value in enumerate(values):
+        try:
+            dumps(value)
+        except Exception as exc:  # noqa: BLE001  (pickle raises many types)
+            if not keep_going:
+                channel.send("stopped", offset, *unpicklable_result(value, exc))
+                return
+            values[offset] = None
+            errors.append((offset, unpicklable_result(value, exc)))
+    errors.sort()
+    channel.send("done", values, errors, seconds)
