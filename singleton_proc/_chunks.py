@@ -7,8 +7,8 @@ adapts to how long items take in the workers: it starts at one item, and
 from then on aims for chunks of about 20 ms, so tiny items travel by the
 thousand and slow ones one by one. A sized input caps it at ``Pool.map``'s
 choice (four chunks per worker); a stream at 2,000 items, which also
-bounds the window of items in flight; and a chunk stays small enough
-(pickled) to wait in a busy worker's pipe (:data:`PREFETCH_BYTES`).
+bounds the window of items in flight; and at about 64 KB pickled
+(:data:`MESSAGE_BYTES`).
 """
 
 from __future__ import annotations
@@ -20,12 +20,12 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-__all__ = ["PREFETCH_BYTES", "Chunk", "ChunkSizer", "Outcome"]
+__all__ = ["MESSAGE_BYTES", "Chunk", "ChunkSizer", "Outcome"]
 
-#: A chunk queued behind a busy worker's must fit in the pipe's buffer, or
-#: sending it would block us until that worker is done; chunks are kept
-#: this small, so that every worker always has its next chunk at hand.
-PREFETCH_BYTES = 64 * 1024
+#: About how large a chunk may be, pickled: a message that size crosses a
+#: pipe in well under a millisecond, next to a chunk's 20 ms of work, and
+#: results come back in pieces the parent unpickles while workers compute.
+MESSAGE_BYTES = 64 * 1024
 #: How long a chunk should take in a worker.
 _TARGET_SECONDS = 0.02
 #: The largest chunk of a stream (input of unknown length).
@@ -117,4 +117,4 @@ class ChunkSizer:
     def observe_payload(self, nbytes: int, count: int) -> None:
         """Learn how many bytes ``count`` items take, pickled."""
         if self._fixed is None and nbytes > 0:
-            self._byte_cap = max(1, PREFETCH_BYTES * 3 // 4 * count // nbytes)
+            self._byte_cap = max(1, MESSAGE_BYTES * count // nbytes)

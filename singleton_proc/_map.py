@@ -40,7 +40,7 @@ class _Options:
     initargs: tuple[Any, ...]
     start_method: str | None
 
-    def pool(self, workers: int, *, prefetch: bool = True) -> WorkerPool:
+    def pool(self, workers: int) -> WorkerPool:
         """Start a pool of ``workers`` with these options."""
         return WorkerPool(
             self.fn,
@@ -50,7 +50,6 @@ class _Options:
             start_method=self.start_method,
             timeout=self.timeout,
             keep_going=self.return_exceptions,
-            prefetch=prefetch,
         )
 
 
@@ -281,7 +280,7 @@ def _outcomes(
         return
     feed = _Feed(items, ChunkSizer(1 if each else options.chunksize, workers, length),
                  mode, windowed=length is None)  # fmt: skip
-    pool = options.pool(workers, prefetch=not each)
+    pool = options.pool(workers)
     finished = False
     try:
         waiting: dict[int, Outcome] = {}  # ordered: outcomes ahead of their turn

@@ -3,9 +3,10 @@
 A driver (``run_in_pool``, ``iter_in_pool``, ``process_pool``) puts chunks
 of items and collects their outcomes; the engine runs in the driver's
 thread, between those calls, and needs no thread of its own (so the next
-pool may still use ``fork``). It hands a chunk to an idle worker, or queues
-one more behind a busy worker's chunk when it is small enough to sit in the
-pipe without blocking us; reads answers and logging records; notices a
+pool may still use ``fork``). It keeps a chunk pickled and ready for each
+worker, and hands it over the moment the worker is idle (never queued
+behind a running chunk, where a slow task would hold it up while other
+workers idle); reads answers and logging records; notices a
 death at once (the process sentinel, plus a probe every 50 ms for a pipe
 that a task's own child keeps open) and names the item from the board the
 worker shares with us; kills a task past its timeout, counted from the
@@ -28,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import psutil
 
-from ._chunks import PREFETCH_BYTES, Chunk, Outcome
+from ._chunks import Chunk, Outcome
 from ._launch import choose_start_method, launch
 from ._logforward import dispatch
 from ._polling import run_blocking
@@ -74,6 +75,7 @@ class _Worker:
         self.board = memoryview(self.memory).cast("B").cast("q")
         self.chunks: deque[Chunk] = deque()
         self.eof = False
+        self.exited = False  # its process ended: it takes no more chunks
         self.started_any = False
         self.timed_out: int | None = None  # offset of the task its timeout killed
 
@@ -123,8 +125,6 @@ class WorkerPool:
         timeout: Seconds each task may run, or ``None``.
         keep_going: Whether a worker goes on with its chunk after an item
             raised (``return_exceptions``) rather than stopping there.
-        prefetch: Whether a second chunk may wait behind a busy worker's
-            (off when each worker must get exactly one).
     """
 
     def __init__(
@@ -137,7 +137,6 @@ class WorkerPool:
         start_method: str | None = None,
         timeout: float | None = None,
         keep_going: bool = False,
-        prefetch: bool = True,
     ) -> None:
         """Pickle the job and start the workers."""
         self.start_method = choose_start_method(start_method)
@@ -151,7 +150,6 @@ class WorkerPool:
         self._timeout_ns = None if timeout is None else int(timeout * 1e9)
         self._timeout = timeout
         self._keep_going = keep_going
-        self._prefetch = prefetch
         self._ids = itertools.count(1)
         self._workers: list[_Worker] = []
         self._pending: deque[Chunk] = deque()
@@ -175,13 +173,8 @@ class WorkerPool:
         return [worker.pid for worker in self._workers]
 
     def wants(self) -> bool:
-        """Whether a chunk put now would go to a worker at once."""
-        if self._pending:
-            return False
-        if len(self._workers) < self._n:
-            return True  # a replacement starts for it
-        limit = 2 if self._prefetch else 1
-        return any(len(worker.chunks) < limit for worker in self._workers)
+        """Whether another chunk should be put: fewer than one per worker wait."""
+        return len(self._pending) < self._n
 
     def busy(self) -> bool:
         """Whether any chunk is waiting or running."""
@@ -304,33 +297,17 @@ class WorkerPool:
     def _dispatch(self) -> None:
         """Hand waiting chunks to workers that can take them."""
         while self._pending:
-            chunk = self._pending[0]
-            worker = self._taker(chunk)
+            worker = next(
+                (w for w in self._workers if not (w.chunks or w.eof or w.exited)), None
+            )
             if worker is None:
                 if len(self._workers) >= self._n:
                     return
                 worker = _Worker(self)
                 self._workers.append(worker)
-            self._pending.popleft()
+            chunk = self._pending.popleft()
             worker.chunks.append(chunk)
             worker.send(chunk.payload)
-
-    def _taker(self, chunk: Chunk) -> _Worker | None:
-        """An idle worker, or one that may queue ``chunk`` behind its own."""
-        queued = None
-        for worker in self._workers:
-            if worker.eof:
-                continue
-            if not worker.chunks:
-                return worker
-            if (
-                queued is None
-                and self._prefetch
-                and len(worker.chunks) == 1
-                and len(chunk.payload) <= PREFETCH_BYTES
-            ):
-                queued = worker
-        return queued
 
     def _step(self) -> None:
         """Wait for anything to happen, and deal with it."""
@@ -389,6 +366,7 @@ class WorkerPool:
         chunk = worker.chunks.popleft()
         worker.started_any = True
         self._failed_starts = 0
+        self._dispatch()  # the worker is idle: its next chunk first
         if kind == "done":
             _, values, errors, seconds = message
             failed = {offset: rebuild(report) for offset, report in errors}
@@ -406,6 +384,7 @@ class WorkerPool:
 
     def _lost(self, worker: _Worker) -> None:
         """A worker ended: blame the item it ran, requeue the rest, forget it."""
+        worker.exited = True
         self._drain(worker)  # what it said before it died
         running = worker.running()
         exitcode = self._forget(worker)

@@ -11,6 +11,7 @@ import ctypes
 import shutil
 import sys
 import tempfile
+from multiprocessing import forkserver, resource_tracker
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -71,3 +72,19 @@ def no_child_left() -> Iterator[None]:
         child.kill()
     psutil.wait_procs(children, timeout=10)
     assert not children, f"test left child processes: {children}"
+
+
+@pytest.fixture(autouse=True)
+def _stop_multiprocessing_helpers(no_child_left: None) -> Iterator[None]:  # noqa: ARG001  (teardown order)
+    """Stop the forkserver and resource tracker, so no_child_left sees none.
+
+    They are long-lived helpers of multiprocessing (they end with the
+    parent); a test that used them stops them, and they are started again on
+    demand. It depends on no_child_left so that it runs before that
+    check, and leaves any worker of ours for that check to find.
+    """
+    yield
+    for helper in (forkserver._forkserver, resource_tracker._resource_tracker):  # noqa: SLF001
+        stop = getattr(helper, "_stop", None)
+        if stop is not None:
+            stop()

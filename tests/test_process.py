@@ -11,7 +11,6 @@ import sys
 import threading
 import time
 from concurrent.futures.process import BrokenProcessPool
-from multiprocessing import forkserver, resource_tracker
 from typing import TYPE_CHECKING, Any
 
 import child_tasks
@@ -48,22 +47,6 @@ ORPHAN_BOUND = 10.0
 forking_with_threads = pytest.mark.filterwarnings(
     "ignore:This process .* is multi-threaded:DeprecationWarning"
 )
-
-
-@pytest.fixture(autouse=True)
-def _stop_multiprocessing_helpers() -> Iterator[None]:
-    """Stop the forkserver and resource tracker, so no_child_left sees none.
-
-    They are long-lived helpers of multiprocessing (they end with the
-    parent); a test that used them stops them, and they are started again on
-    demand. This runs before no_child_left's check, and leaves any worker
-    of ours for that check to find.
-    """
-    yield
-    for helper in (forkserver._forkserver, resource_tracker._resource_tracker):  # noqa: SLF001
-        stop = getattr(helper, "_stop", None)
-        if stop is not None:
-            stop()
 
 
 @pytest.fixture

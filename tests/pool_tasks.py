@@ -1,0 +1,151 @@
+"""Tasks that the pool tests run in workers (importable by spawn and forkserver)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from child_tasks import say_ready, wait_for_file
+
+_log = logging.getLogger("child_tasks.pool")
+#: Set by :func:`remember` in a worker's initializer.
+_remembered: list[object] = []
+
+
+def square(x: int) -> int:
+    """``x * x``."""
+    return x * x
+
+
+def worker_pid(_item: object = None) -> int:
+    """The pid of the worker running the task."""
+    return os.getpid()
+
+
+def fail_on(bad: int, x: int) -> int:
+    """``x``, but raise ``ValueError`` for ``bad``."""
+    if x == bad:
+        _raise_bad(x)
+    return x
+
+
+def _raise_bad(x: int) -> None:
+    raise ValueError(f"bad item {x}")
+
+
+def die_on(bad: int, how: str, x: int) -> int:
+    """``x``, but the worker dies on ``bad`` (SIGKILL or ``os._exit(3)``)."""
+    if x == bad:
+        if how == "SIGKILL":
+            os.kill(os.getpid(), signal.SIGKILL)
+        os._exit(3)
+    return x
+
+
+def die_on_with_time(bad: int, stamp: str, x: int) -> int:
+    """``x``, but on ``bad`` write the time to ``stamp`` and SIGKILL the worker."""
+    if x == bad:
+        say_ready(stamp, repr(time.time()))
+        os.kill(os.getpid(), signal.SIGKILL)
+    return x
+
+
+def fail_first_block_rest(directory: str, x: int) -> int:
+    """Item 0 raises once every other item runs; the others block for ever."""
+    if x == 0:
+        wait_for_file(os.path.join(directory, "1"))
+        _raise_bad(x)
+    say_ready(os.path.join(directory, str(x)))
+    threading.Event().wait()
+    return x
+
+
+def hang_on(bad: int, directory: str, x: int) -> int:
+    """``x``, but ``bad`` starts a grandchild, says ready ("pid child"), hangs."""
+    if x == bad:
+        child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(3600)"])
+        say_ready(os.path.join(directory, "hung"), f"{os.getpid()} {child.pid}")
+        threading.Event().wait()
+    return x
+
+
+def take(seconds: float, x: int) -> int:
+    """``x`` after ``seconds``: a task that takes that long."""
+    time.sleep(seconds)
+    return x
+
+
+def block(directory: str, x: int) -> int:
+    """Say ready (file named ``x`` holding our pid), then block for ever."""
+    say_ready(os.path.join(directory, str(x)))
+    threading.Event().wait()
+    return x
+
+
+def last_waits_for_go(directory: str, x: int) -> int:
+    """Item 0 waits until the file ``go`` exists; the others return at once."""
+    if x == 0:
+        wait_for_file(os.path.join(directory, "go"))
+    return x
+
+
+def remember(*args: object) -> None:
+    """An initializer: keep ``args`` in this worker."""
+    _remembered.extend(args)
+
+
+def remembered(_item: object = None) -> list[object]:
+    """What the initializer kept."""
+    return list(_remembered)
+
+
+def raise_in_initializer(message: str) -> None:
+    """An initializer that raises ``KeyError(message)``."""
+    raise KeyError(message)
+
+
+def exit_in_initializer() -> None:
+    """An initializer that ends the worker."""
+    os._exit(4)
+
+
+def log_item(x: int) -> int:
+    """Log one record per item at WARNING, one at DEBUG (filtered), return ``x``."""
+    _log.warning("item %d in %d", x, os.getpid())
+    _log.debug("never shown %d", x)
+    return x
+
+
+def unpicklable_result(_item: object = None) -> object:
+    """A result that cannot be pickled."""
+    return threading.Lock()
+
+
+class _Unloadable(Exception):  # noqa: N818
+    """Pickles, but cannot be unpickled: ``__init__`` needs two arguments."""
+
+    def __init__(self, a: int, b: int) -> None:
+        super().__init__(f"{a}/{b}")
+
+
+def raise_unloadable(_item: object = None) -> None:
+    """Raise an exception that cannot cross back."""
+    raise _Unloadable(1, 2)
+
+
+def leave_a_thread(_item: object = None) -> int:
+    """Start a non-daemon thread that never ends: the worker cannot exit."""
+    threading.Thread(target=threading.Event().wait, daemon=False).start()
+    return os.getpid()
+
+
+def write_pid(directory: str, x: int) -> int:
+    """Write our pid to ``directory/<x>``; return ``x``."""
+    Path(directory, str(x)).write_text(str(os.getpid()))
+    return x

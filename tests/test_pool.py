@@ -1,0 +1,460 @@
+"""run_in_pool and iter_in_pool: real workers that never hang and never linger."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import multiprocessing
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures.process import BrokenProcessPool
+from typing import TYPE_CHECKING
+
+import pool_tasks
+import psutil
+import pytest
+from child_tasks import wait_for_file
+
+from singleton_proc import (
+    TaskTimeoutError,
+    WorkerDiedError,
+    iter_in_pool,
+    run_in_pool,
+)
+from singleton_proc._cpus import usable_cpus
+from singleton_proc._wire import RemoteTraceback, UnpicklableError
+
+from helpers import DEADLINE, TESTS, env_without_coverage, wait_until_gone
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from pathlib import Path
+
+METHODS = ["fork", "spawn", "forkserver"]
+RUNNER = TESTS / "child_pool.py"
+#: Bounds from SPEC "Quality bars" (several times the targets).
+DEATH_BOUND = 10.0
+CTRL_C_BOUND = 5.0
+ORPHAN_BOUND = 10.0
+
+
+def _pids_in(directory: Path, names: list[str]) -> list[int]:
+    """The pids the workers wrote to ``directory/<name>`` (waiting for each)."""
+    return [int(wait_for_file(str(directory / name))) for name in names]
+
+
+def _all_gone(pids: list[int]) -> None:
+    """Fail unless every pid has exited (they are ours: reaped already)."""
+    for pid in pids:
+        wait_until_gone(pid, timeout=DEADLINE)
+
+
+# -- results -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_results_come_back_in_input_order(method: str) -> None:
+    items = list(range(1000))
+    assert run_in_pool(pool_tasks.square, items, n=2, start_method=method) == [
+        x * x for x in items
+    ]
+
+
+def test_any_iterable_works_and_nothing_starts_for_no_items() -> None:
+    squares = run_in_pool(pool_tasks.square, (x for x in range(50)), n=2)
+    assert squares == [x * x for x in range(50)]
+    assert run_in_pool(pool_tasks.square, [], n=2) == []
+    assert list(iter_in_pool(pool_tasks.square, [], n=2)) == []
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_no_items_runs_fn_once_in_each_of_n_distinct_workers(method: str) -> None:
+    pids = run_in_pool(pool_tasks.worker_pid, n=7, start_method=method)
+    assert len(pids) == 7
+    assert len(set(pids)) == 7
+    assert os.getpid() not in pids
+
+
+def test_n_defaults_to_the_usable_cpus_and_must_be_positive() -> None:
+    pids = run_in_pool(pool_tasks.worker_pid)
+    assert len(set(pids)) == usable_cpus()
+    with pytest.raises(ValueError, match="n must be at least 1, not 0"):
+        run_in_pool(pool_tasks.square, [1], n=0)
+    with pytest.raises(TypeError, match="n must be an int, not float"):
+        run_in_pool(pool_tasks.square, [1], n=2.0)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="n must be at least 1"):
+        iter_in_pool(pool_tasks.square, [1], n=-1)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "says"),
+    [
+        ({"chunksize": 0}, ValueError, "chunksize must be at least 1"),
+        ({"timeout": 0}, ValueError, "timeout must be > 0 seconds or None, not 0"),
+        ({"timeout": float("nan")}, ValueError, "timeout must be > 0"),
+        ({"initializer": 3}, TypeError, "initializer must be callable or None"),
+        ({"start_method": "thread"}, ValueError, "start_method must be one of"),
+    ],
+)
+def test_bad_arguments_are_named(
+    kwargs: dict[str, object], error: type[Exception], says: str
+) -> None:
+    with pytest.raises(error, match=says):
+        run_in_pool(pool_tasks.square, [1, 2], n=1, **kwargs)  # type: ignore[arg-type]
+
+
+def test_bad_fn_and_items_fail_at_the_call_not_later() -> None:
+    with pytest.raises(TypeError, match="fn must be callable, not int"):
+        iter_in_pool(3, [1])  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="not iterable"):
+        iter_in_pool(pool_tasks.square, 3)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_the_initializer_runs_in_each_worker_first(method: str) -> None:
+    kept = run_in_pool(
+        pool_tasks.remembered,
+        n=2,
+        initializer=pool_tasks.remember,
+        initargs=("config", 7),
+        start_method=method,
+    )
+    assert kept == [["config", 7], ["config", 7]]
+
+
+def test_an_initializer_that_raises_is_raised_here() -> None:
+    with pytest.raises(KeyError, match="no config") as caught:
+        run_in_pool(
+            pool_tasks.square,
+            range(10),
+            n=2,
+            initializer=pool_tasks.raise_in_initializer,
+            initargs=("no config",),
+        )
+    assert isinstance(caught.value.__cause__, RemoteTraceback)
+    assert "raise_in_initializer" in caught.value.__cause__.text
+
+
+def test_workers_that_die_in_the_initializer_are_an_error_not_a_loop() -> None:
+    with pytest.raises(WorkerDiedError, match="died before running any task"):
+        run_in_pool(
+            pool_tasks.square,
+            range(10),
+            n=2,
+            initializer=pool_tasks.exit_in_initializer,
+            return_exceptions=True,
+        )
+
+
+# -- a task raises -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_a_raise_comes_at_once_with_its_type_and_stops_the_other_workers(
+    method: str, tmp_path: Path
+) -> None:
+    task = functools.partial(pool_tasks.fail_first_block_rest, str(tmp_path))
+    with pytest.raises(ValueError, match="bad item 0") as caught:
+        run_in_pool(task, range(2), n=2, start_method=method)
+    cause = caught.value.__cause__
+    assert isinstance(cause, RemoteTraceback)
+    assert "_raise_bad" in cause.text
+    # The worker blocked on item 1 did not finish: it was stopped.
+    _all_gone(_pids_in(tmp_path, ["1"]))
+
+
+def test_return_exceptions_puts_each_failure_in_its_place() -> None:
+    task = functools.partial(pool_tasks.fail_on, 3)
+    results = run_in_pool(task, range(6), n=2, return_exceptions=True)
+    assert results[:3] == [0, 1, 2]
+    assert results[4:] == [4, 5]
+    assert isinstance(results[3], ValueError)
+    assert str(results[3]) == "bad item 3"
+    assert isinstance(results[3].__cause__, RemoteTraceback)
+    listed = list(iter_in_pool(task, range(6), n=2, return_exceptions=True))
+    assert [type(r) for r in listed] == [int, int, int, ValueError, int, int]
+
+
+# -- a worker dies -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize(
+    ("how", "says", "exitcode"),
+    [
+        ("SIGKILL", "was killed by SIGKILL", -signal.SIGKILL),
+        ("os._exit", "exited with code 3", 3),
+    ],
+)
+def test_a_death_names_the_item_pid_and_cause(
+    method: str, how: str, says: str, exitcode: int
+) -> None:
+    task = functools.partial(pool_tasks.die_on, 5, how)
+    with pytest.raises(WorkerDiedError, match=says) as caught:
+        run_in_pool(task, range(10), n=2, start_method=method)
+    error = caught.value
+    assert isinstance(error, BrokenProcessPool)
+    assert "on item 5 (int: 5)" in str(error)
+    assert f"worker {error.pid} " in str(error)
+    assert error.exitcode == exitcode
+    assert error.pid is not None
+    assert not psutil.pid_exists(error.pid)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_a_death_is_noticed_quickly(method: str, tmp_path: Path) -> None:
+    stamp = str(tmp_path / "killed-at")
+    task = functools.partial(pool_tasks.die_on_with_time, 1, stamp)
+    with pytest.raises(WorkerDiedError):
+        run_in_pool(task, range(4), n=2, chunksize=1, start_method=method)
+    raised = time.time()
+    assert raised - float(wait_for_file(stamp)) < DEATH_BOUND
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_with_return_exceptions_the_dead_item_fails_and_the_rest_go_on(
+    method: str,
+) -> None:
+    task = functools.partial(pool_tasks.die_on, 17, "SIGKILL")
+    results = run_in_pool(
+        task, range(40), n=2, chunksize=8, return_exceptions=True, start_method=method
+    )
+    assert isinstance(results[17], WorkerDiedError)
+    assert "on item 17" in str(results[17])
+    assert results[:17] + results[18:] == [x for x in range(40) if x != 17]
+
+
+# -- a task hangs --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_a_timeout_kills_the_worker_tree_and_the_others_finish(
+    method: str, tmp_path: Path
+) -> None:
+    task = functools.partial(pool_tasks.hang_on, 2, str(tmp_path))
+    results = run_in_pool(
+        task,
+        range(8),
+        n=2,
+        chunksize=1,
+        timeout=1.0,
+        return_exceptions=True,
+        start_method=method,
+    )
+    worker, grandchild = map(int, wait_for_file(str(tmp_path / "hung")).split())
+    assert isinstance(results[2], TaskTimeoutError)
+    assert results[2].timeout == 1.0
+    assert f"item 2 (int: 2) ran over its timeout of 1.0 s in worker {worker}" in str(
+        results[2]
+    )
+    assert results[:2] + results[3:] == [0, 1, 3, 4, 5, 6, 7]
+    _all_gone([worker, grandchild])
+
+
+def test_without_return_exceptions_a_timeout_is_raised(tmp_path: Path) -> None:
+    task = functools.partial(pool_tasks.hang_on, 0, str(tmp_path))
+    with pytest.raises(TaskTimeoutError, match="item 0"):
+        run_in_pool(task, range(3), n=2, timeout=0.5)
+    _all_gone([int(pid) for pid in wait_for_file(str(tmp_path / "hung")).split()])
+
+
+def test_the_timeout_clock_starts_when_the_task_starts() -> None:
+    # One worker, three tasks of 0.4 s each: the last starts 0.8 s after the
+    # call, past the timeout, but each runs for less than it.
+    task = functools.partial(pool_tasks.take, 0.4)
+    assert run_in_pool(task, range(3), n=1, chunksize=1, timeout=1.5) == [0, 1, 2]
+    assert run_in_pool(task, range(3), n=1, chunksize=3, timeout=1.5) == [0, 1, 2]
+
+
+# -- Ctrl-C and a killed parent ------------------------------------------------
+
+
+def _start_runner(mode: str, method: str, directory: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, str(RUNNER), mode, method, str(directory)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("mode", ["run", "iter"])
+def test_ctrl_c_stops_the_workers_and_raises_one_keyboard_interrupt(
+    method: str, mode: str, tmp_path: Path
+) -> None:
+    parent = _start_runner(mode, method, tmp_path)
+    try:
+        workers = _pids_in(tmp_path, ["0", "1"])
+        # What the terminal does on Ctrl-C: SIGINT to the foreground group,
+        # sent here to each of its processes by pid.
+        helpers = psutil.Process(parent.pid).children(recursive=True)
+        pressed = time.monotonic()
+        for proc in [psutil.Process(parent.pid), *helpers]:
+            proc.send_signal(signal.SIGINT)
+        _, err = parent.communicate(timeout=DEADLINE)
+        elapsed = time.monotonic() - pressed
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+        parent.communicate()
+    assert parent.returncode in {-signal.SIGINT, 128 + signal.SIGINT}, err
+    assert err.count("KeyboardInterrupt") == 1, err
+    assert err.count("Traceback") == 1, err
+    assert elapsed < CTRL_C_BOUND
+    _all_gone(workers)
+    psutil.wait_procs(helpers, timeout=DEADLINE)  # the forkserver ends with it
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_workers_exit_by_themselves_when_the_parent_is_killed(
+    method: str, tmp_path: Path
+) -> None:
+    parent = _start_runner("run", method, tmp_path)
+    try:
+        workers = _pids_in(tmp_path, ["0", "1"])
+        left = psutil.Process(parent.pid).children(recursive=True)
+    finally:
+        parent.kill()
+        parent.communicate()
+    # Reparented to us (a subreaper), they must end on their own.
+    _, alive = psutil.wait_procs(left, timeout=ORPHAN_BOUND)
+    assert not alive
+    assert set(workers) <= {proc.pid for proc in left}
+
+
+# -- streaming -----------------------------------------------------------------
+
+
+def test_iter_in_pool_pulls_items_within_a_bounded_window() -> None:
+    pulled = 0
+
+    def items() -> Iterator[int]:
+        nonlocal pulled
+        for i in range(1_000_000):
+            pulled += 1
+            yield i
+
+    window = 4 * 2 * 2000  # chunks per worker x workers x the stream's cap
+    threads = threading.enumerate()
+    results = iter_in_pool(pool_tasks.square, items(), n=2)
+    for done, value in enumerate(results, 1):
+        assert value == (done - 1) ** 2
+        assert pulled - done <= window
+        if done == 50_000:
+            break
+    # Items are pulled only inside next(), in this thread: no thread of
+    # ours runs meanwhile, so a stalled consumer stalls the producer.
+    assert threading.enumerate() == threads
+    results.close()
+    assert pulled < 50_000 + window
+
+
+def test_closing_the_iterator_early_stops_the_workers(tmp_path: Path) -> None:
+    results = iter_in_pool(pool_tasks.worker_pid, range(100_000), n=2, chunksize=10)
+    seen = {next(results) for _ in range(100)}
+    task = functools.partial(pool_tasks.write_pid, str(tmp_path))
+    other = iter_in_pool(task, range(100_000), n=2)
+    next(other)
+    results.close()
+    del other  # dropped without close(): its finalizer closes it
+    pids = seen | {int(path.read_text()) for path in tmp_path.iterdir()}
+    _all_gone(sorted(pids))
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_unordered_results_come_as_they_are_ready(method: str, tmp_path: Path) -> None:
+    task = functools.partial(pool_tasks.last_waits_for_go, str(tmp_path))
+    results = iter_in_pool(
+        task, range(6), n=2, ordered=False, chunksize=1, start_method=method
+    )
+    first = [next(results) for _ in range(5)]
+    assert sorted(first) == [1, 2, 3, 4, 5]  # item 0 is still waiting
+    (tmp_path / "go").touch()
+    assert list(results) == [0]
+
+
+@pytest.mark.slow
+def test_two_million_items_stream_in_flat_memory() -> None:
+    out = subprocess.run(
+        [sys.executable, str(RUNNER), "memory", "fork", "-"],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=env_without_coverage(),
+        timeout=300,
+    ).stdout
+    growth, lead, pulled = map(int, out.split())
+    assert pulled == 2_000_000
+    assert lead <= 4 * 2 * 2000
+    assert growth < 50 * 1024 * 1024
+
+
+# -- tiny tasks ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", ["fork", "forkserver"])
+def test_tiny_tasks_are_chunked_as_fast_as_pool_map(method: str) -> None:
+    items = range(200_000)
+    started = time.perf_counter()
+    with multiprocessing.get_context(method).Pool(2) as pool:
+        expected = pool.map(pool_tasks.square, items)
+    theirs = time.perf_counter() - started
+    started = time.perf_counter()
+    assert run_in_pool(pool_tasks.square, items, n=2, start_method=method) == expected
+    ours = time.perf_counter() - started
+    # Unchunked, this would take about 100 times longer; bench/pool.py
+    # measures the ratio itself (target: at least 0.8 x Pool.map).
+    assert ours < 5 * theirs + 1.0
+
+
+# -- logging and pickling ------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_worker_records_reach_the_parent_once_each(
+    method: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="child_tasks")
+    run_in_pool(pool_tasks.log_item, range(20), n=2, start_method=method)
+    mine = [r for r in caplog.records if r.name == "child_tasks.pool"]
+    assert sorted(r.getMessage().split()[1] for r in mine) == sorted(
+        str(x) for x in range(20)
+    )
+    assert {r.levelname for r in mine} == {"WARNING"}
+    assert os.getpid() not in {r.process for r in mine}
+
+
+def test_what_will_not_pickle_is_named() -> None:
+    with pytest.raises(UnpicklableError, match="the function") as caught:
+        run_in_pool(lambda x: x, [1], n=1)
+    assert caught.value.what == "the function"
+    with pytest.raises(UnpicklableError, match="item 2") as caught:
+        run_in_pool(pool_tasks.square, [1, 2, threading.Lock(), 4], n=1)
+    assert caught.value.what == "item 2"
+    with pytest.raises(UnpicklableError, match="the result") as caught:
+        run_in_pool(pool_tasks.unpicklable_result, [1], n=1)
+    with pytest.raises(UnpicklableError, match="the exception"):
+        run_in_pool(pool_tasks.raise_unloadable, [1], n=1)
+    with pytest.raises(UnpicklableError, match="initializer argument 1"):
+        run_in_pool(
+            pool_tasks.square, [1], initializer=print, initargs=(threading.Lock(),)
+        )
+    results = run_in_pool(
+        pool_tasks.square, [1, threading.Lock(), 3], n=1, return_exceptions=True
+    )
+    assert results[0] == 1
+    assert results[2] == 9
+    assert isinstance(results[1], UnpicklableError)
+
+
+@pytest.mark.slow
+def test_a_worker_that_will_not_exit_is_stopped_at_the_end() -> None:
+    started = time.monotonic()
+    pids = run_in_pool(pool_tasks.leave_a_thread, n=2)
+    assert time.monotonic() - started < DEADLINE
+    _all_gone(pids)
