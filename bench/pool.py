@@ -16,9 +16,11 @@ and the header says which), and printed as medians:
 4. Ctrl-C (SIGINT to the pool's parent while every worker is busy): until
    the parent exits and until its workers are gone, or a hang (cut off).
 
-Sections 2 to 4 run each measurement in a fresh ``python bench/pool.py
---child ...`` (it prints JSON); whatever a child leaves running is killed by
-pid and reported. Pools are used the idiomatic way, in ``with`` blocks.
+The measuring is done in fresh ``python bench/pool.py --child ...``
+processes, which print JSON: section 1 in one, the others one per run.
+Whatever a child leaves running is killed by pid and reported (on Linux this
+script adopts its children's orphans to find them). Pools are used the
+idiomatic way, in ``with`` blocks, and torn down as those do it.
 """
 
 from __future__ import annotations
@@ -31,19 +33,18 @@ import importlib
 import json
 import multiprocessing
 import os
-import resource
 import signal
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import psutil
 
@@ -52,7 +53,8 @@ import singleton_proc
 Task = Callable[[int], int]
 Mapper = Callable[[Task, Iterable[int]], list[int]]
 Streamer = Callable[[Task, Iterable[int]], Iterator[int]]
-Report = dict[str, float | str]
+Report = dict[str, Any]
+Outcome = tuple[list[float | None], str, bool]  # ms (None: past the cap), note, capped
 
 RUN_IN_POOL, POOL, EXECUTOR = "singleton_proc", "multiprocessing", "concurrent.futures"
 MPIRE, PEBBLE, LOKY = "mpire", "pebble", "loky"
@@ -64,16 +66,17 @@ TOOLS = {  # tool -> (module, the name used, how its map reads)
     PEBBLE: ("pebble", "ProcessPool", "pebble ProcessPool.map"),
     LOKY: ("loky", "ProcessPoolExecutor", "loky ProcessPoolExecutor.map"),
 }
+BASELINE = "multiprocessing Pool.map"
 SLOW = 20  # ProcessPoolExecutor.map at its default chunksize runs on N / SLOW
-THROUGHPUT = [  # (tool, chunksize or None for the tool's default, N divisor)
-    (POOL, None, 1),
-    (RUN_IN_POOL, None, 1),
-    (EXECUTOR, None, SLOW),
-    (EXECUTOR, 1000, 1),
-    (MPIRE, None, 1),
-    (PEBBLE, 1000, 1),
-    (LOKY, 1000, 1),
-]
+THROUGHPUT = {  # row -> (tool, chunksize or None for the tool's own, N divisor)
+    BASELINE: (POOL, None, 1),
+    "singleton_proc.run_in_pool": (RUN_IN_POOL, None, 1),
+    "ProcessPoolExecutor.map *": (EXECUTOR, None, SLOW),
+    "ProcessPoolExecutor.map(chunksize=1000)": (EXECUTOR, 1000, 1),
+    "mpire WorkerPool.map": (MPIRE, None, 1),
+    "pebble ProcessPool.map(chunksize=1000)": (PEBBLE, 1000, 1),
+    "loky ProcessPoolExecutor.map(chunksize=1000)": (LOKY, 1000, 1),
+}
 STREAM_TOOLS = {
     RUN_IN_POOL: "singleton_proc.iter_in_pool",
     POOL: "multiprocessing Pool.imap(chunksize=1000)",
@@ -181,7 +184,40 @@ def emit(report: Report) -> None:
     print(json.dumps(report), flush=True)
 
 
-def stream_child(tool: str, method: str, workers: int, size: str) -> None:
+def rate(
+    args: argparse.Namespace, tool: str, chunk: int | None, n: int, warm: bool
+) -> float:
+    """Tasks per second of one map of ``square`` over ``range(n)``."""
+    start = time.perf_counter()
+    with open_pool(tool, args.start_method, args.workers, chunk) as pool_map:
+        if warm:
+            pool_map(square, range(WARM_UP))
+            start = time.perf_counter()
+        results = pool_map(square, range(n))
+        mapped = time.perf_counter()
+    end = mapped if warm else time.perf_counter()
+    assert results[-1] == square(n - 1)
+    return n / (end - start)
+
+
+def throughput_child(args: argparse.Namespace, _tool: str, size: str) -> None:
+    """Tasks/s of every row, cold and warm; round-robin, so noise hits all alike."""
+    n = int(size)
+    rates: dict[str, list[list[float]]] = {name: [[], []] for name in THROUGHPUT}
+    failed = {k: why for k, v in THROUGHPUT.items() if (why := unavailable(v[0]))}
+    for _ in range(args.repeat):
+        for name, (tool, chunk, divisor) in THROUGHPUT.items():
+            try:
+                for warm in (False, True) if tool != RUN_IN_POOL else (False,):
+                    if name not in failed:
+                        speed = rate(args, tool, chunk, n // divisor, warm)
+                        rates[name][warm].append(speed)
+            except Exception as exc:  # noqa: BLE001  # report it, measure the rest
+                failed[name] = f"{type(exc).__name__}: {exc}"[:52]
+    emit({"rates": rates, "broken": failed})
+
+
+def stream_child(args: argparse.Namespace, tool: str, size: str) -> None:
     """Peak RSS growth and items pulled during a stall, streaming ``n`` items."""
     n, pulled = int(size), 0
 
@@ -192,24 +228,34 @@ def stream_child(tool: str, method: str, workers: int, size: str) -> None:
             yield item
 
     assert unavailable(tool) is None  # imported before the baseline
-    unit = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes or KiB
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    # Sampled, not ru_maxrss: Linux carries that over exec from our parent.
+    me, done = psutil.Process(), threading.Event()
+    before = peak = me.memory_info().rss
+
+    def sample() -> None:
+        nonlocal peak
+        while not done.wait(0.002):
+            peak = max(peak, me.memory_info().rss)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
     start = time.perf_counter()
-    with open_stream(tool, method, workers) as imap:
+    with open_stream(tool, args.start_method, args.workers) as imap:
         results = imap(square, source())
         first = next(results)
         time.sleep(STALL)  # the consumer stalls: what is measured
         stalled = pulled
         rest = sum(1 for _ in results)
     seconds = time.perf_counter() - start
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    done.set()
+    sampler.join()
     assert (first, rest) == (0, n - 1), (first, rest)
-    emit({"mb": (peak - before) * unit / 1e6, "pulled": stalled, "s": seconds})
+    emit({"mb": (peak - before) / 1e6, "pulled": stalled, "s": seconds})
 
 
-def died_child(tool: str, method: str, workers: int, stamp: str) -> None:
+def died_child(args: argparse.Namespace, tool: str, stamp: str) -> None:
     """Milliseconds from a worker's SIGKILL to the exception raised in here."""
-    with open_pool(tool, method, workers) as pool_map:
+    with open_pool(tool, args.start_method, args.workers) as pool_map:
         try:
             pool_map(functools.partial(die_or_nap, stamp), range(DIE_TASKS))
         except Exception as exc:  # noqa: BLE001  # each tool raises its own
@@ -220,13 +266,13 @@ def died_child(tool: str, method: str, workers: int, stamp: str) -> None:
             emit({"error": "none raised"})
 
 
-def ctrl_c_child(tool: str, method: str, workers: int, ready: str) -> None:
+def ctrl_c_child(args: argparse.Namespace, tool: str, ready: str) -> None:
     """A pool whose workers all block for ever, until Ctrl-C."""
     # Started by a script run in the background (CI), we would inherit
     # SIGINT ignored: take Ctrl-C as an interactive program does.
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    with open_pool(tool, method, workers) as pool_map:
-        pool_map(functools.partial(block, ready), range(4 * workers))
+    with open_pool(tool, args.start_method, args.workers) as pool_map:
+        pool_map(functools.partial(block, ready), range(4 * args.workers))
 
 
 # --- in the parent: children, and killing what they leave, by pid --------------
@@ -294,12 +340,13 @@ class Child:
         """Its JSON report, and whether it exited within ``cap`` s (else: killed)."""
         try:
             self.proc.wait(cap)
+            finished = True
         except subprocess.TimeoutExpired:
             self.stop()
+            finished = False
         self.out.seek(0)
         lines = self.out.read().decode(errors="replace").splitlines()
         reports = [json.loads(line) for line in lines if line.startswith("{")]
-        finished = self.proc.returncode != -signal.SIGKILL
         if reports or not finished:
             return (reports[-1] if reports else {}), finished
         return {"failed": lines[-1] if lines else "no output"}, finished
@@ -310,9 +357,12 @@ def child(args: argparse.Namespace, *argv: str) -> Iterator[Child]:
     """A fresh ``bench/pool.py --child WHAT TOOL ARG``; it and all it left are gone."""
     before = descendants()
     with tempfile.TemporaryFile() as out:
-        options = ["--start-method", args.start_method, "--workers", str(args.workers)]
+        options = (
+            f"--start-method={args.start_method} --workers={args.workers}"
+            f" --repeat={args.repeat}"
+        )
         proc = subprocess.Popen(
-            [sys.executable, __file__, *options, "--child", *argv],
+            [sys.executable, __file__, *options.split(), "--child", *argv],
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -333,53 +383,24 @@ def child(args: argparse.Namespace, *argv: str) -> Iterator[Child]:
 # --- the four measurements ------------------------------------------------------
 
 
-def rate(
-    args: argparse.Namespace, tool: str, chunk: int | None, n: int, warm: bool
-) -> float:
-    """Tasks per second of one map of ``square`` over ``range(n)``."""
-    start = time.perf_counter()
-    with open_pool(tool, args.start_method, args.workers, chunk) as pool_map:
-        if warm:
-            pool_map(square, range(WARM_UP))
-            start = time.perf_counter()
-        results = pool_map(square, range(n))
-        mapped = time.perf_counter()
-    end = mapped if warm else time.perf_counter()
-    assert results[-1] == square(n - 1)
-    return n / (end - start)
-
-
 def bench_throughput(args: argparse.Namespace, n: int) -> None:
-    """Median tasks/s of each tool, cold and warm, and the ratios to Pool.map."""
-    rows = {  # how the row reads -> (tool, chunksize, N divisor)
-        TOOLS[t][2] + (f"(chunksize={c})" if c else "") + (" *" if d > 1 else ""): (
-            t,
-            c,
-            d,
-        )
-        for t, c, d in THROUGHPUT
-    }
-    samples: dict[tuple[str, bool], list[float]] = defaultdict(list)
-    failed = {name: why for name, row in rows.items() if (why := unavailable(row[0]))}
-    for _ in range(args.repeat):  # round-robin: noise hits every tool alike
-        for name, (tool, chunk, divisor) in rows.items():
-            try:
-                for warm in (False, True) if tool != RUN_IN_POOL else (False,):
-                    if name not in failed:
-                        speed = rate(args, tool, chunk, n // divisor, warm)
-                        samples[name, warm].append(speed)
-            except Exception as exc:  # noqa: BLE001  # report it, measure the rest
-                failed[name] = f"{type(exc).__name__}: {exc}"[:52]
+    """Median tasks/s of each row, cold and warm, and the ratios to Pool.map."""
+    with child(args, "throughput", "all", str(n)) as run:
+        report, _ = run.finish(600)
+    rates, failed = report.get("rates", {}), report.get("broken", {})
     print(f"\n1. throughput: square(x) for x in range({n:,}), {args.workers} workers")
     print(f"(median tasks/s of {args.repeat}; x = the ratio to Pool.map, cold or warm)")
+    if "failed" in report:
+        print(f"the measuring child failed: {report['failed']}")
+        return
     print(f"{'':48}{'cold: start+map+stop':>26}{'warm: map only':>26}")
-    base = {w: statistics.median(samples[TOOLS[POOL][2], w]) for w in (False, True)}
-    for name in rows:
+    base = [statistics.median(runs) for runs in rates[BASELINE]]
+    for name in THROUGHPUT:
         cells = [f"{failed[name]:>52}"] if name in failed else []
         for warm in () if cells else (False, True):
-            if runs := samples[name, warm]:
+            if runs := rates[name][warm]:
                 median = statistics.median(runs)
-                cells.append(f"{median:>16,.0f} {median / base[warm]:6.2f}x ")
+                cells.append(f"{median:>18,.0f} {median / base[warm]:6.2f}x")
             else:
                 cells.append(f"{'— (workers per call) †':>26}")
         print(f"{name:48}" + "".join(cells))
@@ -387,58 +408,30 @@ def bench_throughput(args: argparse.Namespace, n: int) -> None:
     print("† run_in_pool starts its workers in each call: compare its cold with warm")
 
 
-def bench_stream(args: argparse.Namespace, n: int, cap: float) -> None:
-    """Each tool's peak memory growth and items pulled during a stall."""
-    runs = min(args.repeat, 3)
-    print(f"\n2. streaming a generator of {n:,} ints through square(x)")
-    print(f"(medians of {runs}, a fresh child process each; the consumer takes one")
-    print(f" result, then stalls {STALL:.0f} s: how many items had it pulled by then)")
-    print(f"{'':48}{'peak RSS growth':>18}{'pulled in stall':>18}{'total':>10}")
-    for tool, name in STREAM_TOOLS.items():
-        reports = []
-        for _ in range(runs):
-            with child(args, "stream", tool, str(n)) as run:
-                report, finished = run.finish(cap)
-            if "mb" not in report or not finished:
-                print(f"{name:48}{report.get('failed', f'> {cap:.0f} s')!s:>46}")
-                break
-            reports.append(report)
-        else:
-            mb, pulled, secs = (
-                statistics.median(float(r[k]) for r in reports)
-                for k in ("mb", "pulled", "s")
-            )
-            print(f"{name:48}{mb:>15.1f} MB{pulled:>18,.0f}{secs:>8.1f} s")
+def stream_once(args: argparse.Namespace, tool: str, cap: float) -> Outcome:
+    """Peak memory growth, items pulled during the stall and seconds, in a child."""
+    with child(args, "stream", tool, str(args.stream_n)) as run:
+        report, finished = run.finish(cap)
+    values = [report.get(key) for key in ("mb", "pulled", "s")]
+    return values, str(report.get("failed", "")), not finished
 
 
-def bench_died(args: argparse.Namespace, cap: float) -> None:
-    """Per tool: milliseconds from a worker's SIGKILL to the parent's exception."""
-    print(f"\n3. a task SIGKILLs its worker mid-map ({DIE_TASKS} tasks of 10 ms)")
-    print(f"(median ms from the kill to the exception in the parent, of {args.repeat})")
-    for tool in TOOLS:
-        samples: list[float] = []
-        errors: set[str] = set()
-        note = unavailable(tool) or ""
-        for _ in range(0 if note else args.repeat):
-            with (
-                tempfile.TemporaryDirectory() as tmp,
-                child(args, "died", tool, str(Path(tmp, "killed"))) as run,
-            ):
-                report, finished = run.finish(cap)
-            errors.update(str(report[k]) for k in ("error", "failed") if k in report)
-            samples += [float(report["ms"])] if "ms" in report else []
-            if not finished:
-                note = f"{'then ' if samples else ''}hangs (> {cap:.0f} s)"
-                break
-        cell = f"{statistics.median(samples):8.1f} ms" if samples else ""
-        what = ", ".join(sorted(errors))
-        print(f"{TOOLS[tool][2]:48}{cell:>12}  {what:40.40}  {note}")
+def died_once(args: argparse.Namespace, tool: str, cap: float) -> Outcome:
+    """From a worker's SIGKILL to the exception in its parent, in a child."""
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        child(args, "died", tool, str(Path(tmp, "killed"))) as run,
+    ):
+        report, finished = run.finish(cap)
+    ms = float(report["ms"]) if "ms" in report else None
+    note = str(report.get("error", report.get("failed", "")))
+    if ms is not None and not finished:
+        note += ", then hangs on exit"
+    return [ms], note, not finished
 
 
-def ctrl_c_once(
-    args: argparse.Namespace, tool: str, cap: float
-) -> tuple[float | None, float | None]:
-    """Milliseconds from SIGINT to the child's exit and to its workers being gone."""
+def ctrl_c_once(args: argparse.Namespace, tool: str, cap: float) -> Outcome:
+    """From SIGINT to the child's exit, and to its workers being gone."""
     with (
         tempfile.TemporaryDirectory() as ready,
         child(args, "ctrl-c", tool, ready) as run,
@@ -447,41 +440,51 @@ def ctrl_c_once(
         def pids() -> list[int]:
             return [int(name) for name in os.listdir(ready) if name.isdigit()]
 
-        def up() -> bool:
-            return len(pids()) >= args.workers or run.proc.poll() is not None
-
-        wait_until(up, time.perf_counter(), 30)
-        if run.proc.poll() is not None or len(pids()) < args.workers:
+        ready_ms = wait_until(
+            lambda: len(pids()) >= args.workers, time.perf_counter(), 30
+        )
+        if ready_ms is None:
             raise RuntimeError(f"{tool}: the workers never got ready")
         workers = [psutil.Process(pid) for pid in pids()]
         start = time.perf_counter()
         run.proc.send_signal(signal.SIGINT)  # by pid, to the pool's parent only
         exited = wait_until(lambda: run.proc.poll() is not None, start, cap)
-        return exited, wait_until(lambda: all(map(gone, workers)), start, cap)
+        cleaned = wait_until(lambda: all(map(gone, workers)), start, cap)
+    return [exited, cleaned], "", None in (exited, cleaned)
 
 
-def bench_ctrl_c(args: argparse.Namespace, cap: float) -> None:
-    """Per tool: Ctrl-C to the parent's exit and to its workers being gone."""
-    print("\n4. Ctrl-C: SIGINT to the pool's parent, every worker busy for ever")
-    print(
-        f"(median of {args.repeat}; at {cap:.0f} s, the child and workers are killed)"
-    )
-    print(f"{'':48}{'-> parent exits':>18}{'-> workers gone':>18}")
-    for tool in TOOLS:
-        runs: list[tuple[float | None, float | None]] = []
-        why = unavailable(tool)
-        for _ in range(0 if why else args.repeat):
-            runs.append(ctrl_c_once(args, tool, cap))
-            if None in runs[-1]:
+def bench_per_tool(
+    args: argparse.Namespace,
+    once: Callable[[argparse.Namespace, str, float], Outcome],
+    *,
+    title: str,
+    repeat: int,
+    cap: float,
+    tools: dict[str, str],
+    columns: dict[str, str],
+) -> None:
+    """Per tool, the median of each column over runs of ``once``, up to a hang."""
+    print(f"\n{title}")
+    print(f"{'':48}" + "".join(f"{heading:>18}" for heading in columns))
+    for tool, name in tools.items():
+        runs: list[list[float | None]] = []
+        notes, capped, why = set(), False, unavailable(tool)
+        for _ in range(0 if why else repeat):
+            values, note, capped = once(args, tool, cap)
+            runs.append(values)
+            notes.add(note)
+            if capped:
                 break
-        cells = [why or ""]
-        for column in zip(*runs, strict=True):
-            done = [ms for ms in column if ms is not None]
-            capped = len(done) < len(column)
-            cells.append(
-                f"> {cap:.0f} s" if capped else f"{statistics.median(done):.1f} ms"
-            )
-        print(f"{TOOLS[tool][2]:48}" + "".join(f"{cell:>18}" for cell in cells[-2:]))
+        cells = []
+        measured = list(zip(*runs, strict=True)) or [()] * len(columns)
+        for form, column in zip(columns.values(), measured, strict=True):
+            done = [value for value in column if value is not None]
+            if done and len(done) == len(column):
+                cells.append(form.format(statistics.median(done)))
+            else:
+                cells.append(f"hangs (> {cap:.0f} s)" if capped else "—")
+        note = why or ", ".join(sorted(filter(None, notes)))
+        print(f"{name:48}{''.join(f'{cell:>18}' for cell in cells)}  {note}".rstrip())
 
 
 def main() -> None:
@@ -500,13 +503,18 @@ def main() -> None:
         "--child", nargs=3, metavar=("WHAT", "TOOL", "ARG"), help=argparse.SUPPRESS
     )
     args = parser.parse_args()
-    if args.child:  # one measurement in a fresh process, for the sections 2 to 4
+    if args.child:  # measure in this fresh process, report as JSON
         what, tool, arg = args.child
-        measure = {"stream": stream_child, "died": died_child, "ctrl-c": ctrl_c_child}
-        measure[what](tool, args.start_method, args.workers, arg)
+        measure = {
+            "throughput": throughput_child,
+            "stream": stream_child,
+            "died": died_child,
+            "ctrl-c": ctrl_c_child,
+        }
+        measure[what](args, tool, arg)
         return
     args.repeat = args.repeat or (1 if args.quick else 5)
-    n, stream_n = (20_000, 100_000) if args.quick else (200_000, 2_000_000)
+    n, args.stream_n = (20_000, 100_000) if args.quick else (200_000, 2_000_000)
     become_subreaper()
     started = time.perf_counter()
     loky_method = "not installed"
@@ -519,9 +527,42 @@ def main() -> None:
     )
     print(f"start method: {args.start_method} for every tool but loky ({loky_method})")
     bench_throughput(args, n)
-    bench_stream(args, stream_n, 60 if args.quick else 300)
-    bench_died(args, 3 if args.quick else 10)
-    bench_ctrl_c(args, 5 if args.quick else 15)
+    runs, cap = min(args.repeat, 3), 60 if args.quick else 300
+    bench_per_tool(
+        args,
+        stream_once,
+        title=f"2. streaming a generator of {args.stream_n:,} ints through square(x)\n"
+        f"(medians of {runs}, a fresh child process each; the consumer takes one\n"
+        f" result, then stalls {STALL:.0f} s: how many items had it pulled by then)",
+        repeat=runs,
+        cap=cap,
+        tools=STREAM_TOOLS,
+        columns={"peak RSS growth": "{:.1f} MB", "pulled in stall": "{:,.0f}"}
+        | {"total": "{:.1f} s"},
+    )
+    labels = {tool: label for tool, (_, _, label) in TOOLS.items()}
+    cap = 3 if args.quick else 10
+    bench_per_tool(
+        args,
+        died_once,
+        title=f"3. a task SIGKILLs its worker mid-map ({DIE_TASKS} tasks of 10 ms)\n"
+        f"(median of {args.repeat}, and the exception the parent gets)",
+        repeat=args.repeat,
+        cap=cap,
+        tools=labels,
+        columns={"kill -> exception": "{:.1f} ms"},
+    )
+    cap = 5 if args.quick else 15
+    bench_per_tool(
+        args,
+        ctrl_c_once,
+        title="4. Ctrl-C: SIGINT to the pool's parent, every worker busy for ever\n"
+        f"(median of {args.repeat}; past {cap} s the child and its workers are killed)",
+        repeat=args.repeat,
+        cap=cap,
+        tools=labels,
+        columns={"-> parent exits": "{:.1f} ms", "-> workers gone": "{:.1f} ms"},
+    )
     print(
         f"\ndone in {time.perf_counter() - started:.0f} s; processes a child left"
         f" running, killed by pid: {', '.join(LEFTOVERS) or 'none'}"

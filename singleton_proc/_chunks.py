@@ -13,14 +13,17 @@ bounds the window of items in flight; and at about 64 KB pickled
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ._wire import dumps_checked
+
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-__all__ = ["MESSAGE_BYTES", "Chunk", "ChunkSizer", "Outcome"]
+__all__ = ["MESSAGE_BYTES", "Chunk", "ChunkSizer", "Outcome", "pack"]
 
 #: About how large a chunk may be, pickled: a message that size crosses a
 #: pipe in well under a millisecond, next to a chunk's 20 ms of work, and
@@ -54,6 +57,25 @@ class Chunk:
     mode: str = "one"
     id: int = 0
     payload: bytes = b""
+
+
+def pack(chunk: Chunk, *, keep_going: bool, timed: bool) -> Chunk:
+    """Pickle ``chunk``'s message for a worker into its payload; return it.
+
+    Raises:
+        UnpicklableError: naming the item (or the function) that will not
+            pickle.
+    """
+    first, items = chunk.first, chunk.items
+    message = (chunk.id, chunk.fn, chunk.mode, items, keep_going, timed)
+    parts = itertools.chain(
+        [("the function", chunk.fn)],
+        ((f"item {first + i}", item) for i, item in enumerate(items)),
+    )
+    chunk.payload = dumps_checked(
+        message, parts, f"items {first}-{first + len(items) - 1}"
+    )
+    return chunk
 
 
 @dataclass

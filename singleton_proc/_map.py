@@ -187,7 +187,7 @@ def iter_in_pool(
     initializer: Callable[..., Any] | None = None,
     initargs: Iterable[Any] = (),
     start_method: str | None = None,
-) -> Iterator[Any]:
+) -> Generator[Any, None, None]:
     """Yield ``fn(x)`` for each of ``items`` as workers compute them, lazily.
 
     Items are pulled only while a bounded window of them is in flight or

@@ -24,17 +24,12 @@ import time
 import weakref
 from collections import deque
 from multiprocessing.connection import wait
-from multiprocessing.sharedctypes import RawArray
 from typing import TYPE_CHECKING, Any
 
-import psutil
-
-from ._chunks import Chunk, Outcome
-from ._launch import choose_start_method, launch
+from ._chunks import Chunk, Outcome, pack
+from ._launch import choose_start_method
 from ._logforward import dispatch
-from ._polling import run_blocking
-from ._pool_worker import BOARD_SIZE, CHUNK, OFFSET, STARTED, serve
-from ._tree import stopping_trees
+from ._pool_member import Member, stop_trees
 from ._wire import UnpicklableError, describe, dumps, dumps_checked, rebuild
 from ._worker_errors import TaskTimeoutError, WorkerDiedError, death_message
 
@@ -52,61 +47,6 @@ _LINGER = 5.0
 STOP_GRACE = 0.5
 #: Workers dying before they run anything, in a row, before we give up.
 _FAILED_STARTS = 3
-
-
-class _Worker:
-    """One worker process, its pipe, its board, and the chunks it was given."""
-
-    def __init__(self, pool: WorkerPool) -> None:
-        """Start the worker."""
-        self.memory = RawArray("q", BOARD_SIZE)
-        launched = launch(
-            pool.start_method, pool.name, serve, pool.job, self.memory, duplex=True
-        )
-        self.process = launched.process
-        self.conn = launched.conn
-        pid = self.process.pid
-        assert pid is not None  # noqa: S101  (started)
-        self.pid: int = pid
-        try:  # nobody else reaps it (see _launch): the pid stays ours
-            self.root: psutil.Process | None = psutil.Process(pid)
-        except psutil.NoSuchProcess:  # pragma: no cover - reaped behind our back
-            self.root = None
-        self.board = memoryview(self.memory).cast("B").cast("q")
-        self.chunks: deque[Chunk] = deque()
-        self.eof = False
-        self.exited = False  # its process ended: it takes no more chunks
-        self.started_any = False
-        self.timed_out: int | None = None  # offset of the task its timeout killed
-
-    def send(self, payload: bytes) -> None:
-        """Send a message; a dead worker's is dropped (its death is noticed)."""
-        try:
-            self.conn.send_bytes(payload)
-        except OSError:
-            self.eof = True
-
-    def running(self) -> tuple[int, int] | None:
-        """``(offset, started_ns)`` of the item of ``chunks[0]`` it runs, if any."""
-        if not self.chunks:
-            return None
-        board = self.board
-        chunk, offset, started = board[CHUNK], board[OFFSET], board[STARTED]
-        if (
-            chunk != self.chunks[0].id
-            or board[CHUNK] != chunk
-            or board[OFFSET] != offset
-        ):
-            return None  # not started yet, or moving on right now
-        return offset, started
-
-    def reap(self) -> int | None:
-        """Wait for the exited process, release it, and return its exit code."""
-        self.process.join()
-        exitcode = self.process.exitcode
-        self.conn.close()
-        self.process.close()
-        return exitcode
 
 
 _live: weakref.WeakSet[WorkerPool] = weakref.WeakSet()
@@ -151,7 +91,7 @@ class WorkerPool:
         self._timeout = timeout
         self._keep_going = keep_going
         self._ids = itertools.count(1)
-        self._workers: list[_Worker] = []
+        self._workers: list[Member] = []
         self._pending: deque[Chunk] = deque()
         self._outcomes: list[Outcome] = []
         self._fatal: BaseException | None = None
@@ -162,7 +102,7 @@ class WorkerPool:
         _live.add(self)
         try:
             for _ in range(n):
-                self._workers.append(_Worker(self))
+                self._workers.append(Member(self.start_method, self.name, self.job))
         except BaseException:
             self.terminate()
             raise
@@ -255,7 +195,7 @@ class WorkerPool:
         self._pending.clear()
         for worker in workers:
             self._drain(worker)  # logging records they sent before
-        self._stop_trees(workers, grace)
+        stop_trees(workers, grace)
         for worker in workers:
             worker.reap()
         _live.discard(self)
@@ -265,24 +205,12 @@ class WorkerPool:
     def _chunk(
         self, first: int, items: list[Any], fn: Callable[..., Any] | None, mode: str
     ) -> Chunk:
-        """A chunk with its id and its pickled message, or ``UnpicklableError``."""
-        chunk = Chunk(first, items, fn, mode, next(self._ids))
-        message = (
-            chunk.id,
-            fn,
-            mode,
-            items,
-            self._keep_going,
-            self._timeout is not None,
+        """A new chunk, packed for the workers (or ``UnpicklableError``)."""
+        return pack(
+            Chunk(first, items, fn, mode, next(self._ids)),
+            keep_going=self._keep_going,
+            timed=self._timeout is not None,
         )
-        parts = itertools.chain(
-            [("the function", fn)],
-            ((f"item {first + i}", item) for i, item in enumerate(items)),
-        )
-        chunk.payload = dumps_checked(
-            message, parts, f"items {first}-{first + len(items) - 1}"
-        )
-        return chunk
 
     def _put_each(
         self, first: int, items: list[Any], fn: Callable[..., Any] | None, mode: str
@@ -303,7 +231,7 @@ class WorkerPool:
             if worker is None:
                 if len(self._workers) >= self._n:
                     return
-                worker = _Worker(self)
+                worker = Member(self.start_method, self.name, self.job)
                 self._workers.append(worker)
             chunk = self._pending.popleft()
             worker.chunks.append(chunk)
@@ -326,7 +254,7 @@ class WorkerPool:
             if worker is not None:
                 self._drain(worker)
 
-    def _exited(self) -> list[_Worker]:
+    def _exited(self) -> list[Member]:
         """Workers whose process has ended (probed every 50 ms, or at EOF)."""
         now = time.monotonic()
         probe = now >= self._next_probe
@@ -338,7 +266,7 @@ class WorkerPool:
             if (probe or worker.eof) and not worker.process.is_alive()
         ]
 
-    def _drain(self, worker: _Worker) -> None:
+    def _drain(self, worker: Member) -> None:
         """Handle every message the worker has sent so far."""
         while not worker.eof:
             try:
@@ -350,7 +278,7 @@ class WorkerPool:
                 return
             self._handle(worker, message)
 
-    def _handle(self, worker: _Worker, message: tuple[Any, ...]) -> None:
+    def _handle(self, worker: Member, message: tuple[Any, ...]) -> None:
         """One message from ``worker``."""
         kind = message[0]
         if kind == "log":
@@ -382,7 +310,7 @@ class WorkerPool:
                 Outcome(chunk.first, [None] * len(chunk.items), errors)
             )
 
-    def _lost(self, worker: _Worker) -> None:
+    def _lost(self, worker: Member) -> None:
         """A worker ended: blame the item it ran, requeue the rest, forget it."""
         worker.exited = True
         self._drain(worker)  # what it said before it died
@@ -409,13 +337,13 @@ class WorkerPool:
             ]
         self._pending.extendleft(reversed(requeue))
 
-    def _forget(self, worker: _Worker) -> int | None:
+    def _forget(self, worker: Member) -> int | None:
         """Reap an exited worker and drop it from the pool; its exit code."""
         self._workers.remove(worker)
         return worker.reap()
 
     def _blame(
-        self, worker: _Worker, chunk: Chunk, offset: int, exitcode: int | None
+        self, worker: Member, chunk: Chunk, offset: int, exitcode: int | None
     ) -> BaseException:
         """The error for the item a worker ran when it died or timed out."""
         index = chunk.first + offset
@@ -431,7 +359,7 @@ class WorkerPool:
             death_message(worker.pid, what, exitcode), pid=worker.pid, exitcode=exitcode
         )
 
-    def _died_between_tasks(self, worker: _Worker, exitcode: int | None) -> None:
+    def _died_between_tasks(self, worker: Member, exitcode: int | None) -> None:
         """A worker died running nothing: its chunks go elsewhere, within limits."""
         message = death_message(worker.pid, f"{self.what} (between tasks)", exitcode)
         if worker.started_any:
@@ -470,16 +398,9 @@ class WorkerPool:
                 worker.timed_out = running[0]
                 late.append(worker)
         if late:
-            self._stop_trees(late, 0.0)
+            stop_trees(late, 0.0)
             for worker in late:
                 self._lost(worker)
-
-    @staticmethod
-    def _stop_trees(workers: list[_Worker], grace: float) -> None:
-        """Stop these workers' trees together."""
-        roots = {w.root: f"pool worker {w.pid}" for w in workers if w.root is not None}
-        if roots:
-            run_blocking(stopping_trees(roots, grace))
 
 
 def _stop_all_at_exit() -> None:

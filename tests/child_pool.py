@@ -16,7 +16,6 @@ import functools
 import resource
 import signal
 import sys
-
 from typing import TYPE_CHECKING
 
 from pool_tasks import block, square
@@ -46,7 +45,9 @@ def memory(method: str) -> None:
 
     before = _peak_rss()
     lead = 0
-    for done, _ in enumerate(iter_in_pool(square, items(), n=2, start_method=method), 1):
+    for done, _ in enumerate(
+        iter_in_pool(square, items(), n=2, start_method=method), 1
+    ):
         lead = max(lead, pulled - done)
     print(_peak_rss() - before, lead, pulled)
 

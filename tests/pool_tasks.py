@@ -69,7 +69,9 @@ def fail_first_block_rest(directory: str, x: int) -> int:
 def hang_on(bad: int, directory: str, x: int) -> int:
     """``x``, but ``bad`` starts a grandchild, says ready ("pid child"), hangs."""
     if x == bad:
-        child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(3600)"])
+        child = subprocess.Popen(
+            [sys.executable, "-c", "import time; time.sleep(3600)"]
+        )
         say_ready(os.path.join(directory, "hung"), f"{os.getpid()} {child.pid}")
         threading.Event().wait()
     return x
