@@ -218,7 +218,7 @@ def throughput_child(args: argparse.Namespace, _tool: str, size: str) -> None:
 
 
 def stream_child(args: argparse.Namespace, tool: str, size: str) -> None:
-    """Peak RSS growth and items pulled during a stall, streaming ``n`` items."""
+    """Peak RSS growth and items pulled during a stall, streaming ``size`` items."""
     n, pulled = int(size), 0
 
     def source() -> Iterator[int]:
@@ -228,7 +228,7 @@ def stream_child(args: argparse.Namespace, tool: str, size: str) -> None:
             yield item
 
     assert unavailable(tool) is None  # imported before the baseline
-    # Sampled, not ru_maxrss: Linux carries that over exec from our parent.
+    # Sampled: ru_maxrss would count our parent's peak (kept across fork+exec).
     me, done = psutil.Process(), threading.Event()
     before = peak = me.memory_info().rss
 

@@ -40,7 +40,7 @@ class _Options:
     initargs: tuple[Any, ...]
     start_method: str | None
 
-    def pool(self, workers: int) -> WorkerPool:
+    def pool(self, workers: int, *, single_use: bool = False) -> WorkerPool:
         """Start a pool of ``workers`` with these options."""
         return WorkerPool(
             self.fn,
@@ -50,6 +50,7 @@ class _Options:
             start_method=self.start_method,
             timeout=self.timeout,
             keep_going=self.return_exceptions,
+            single_use=single_use,
         )
 
 
@@ -280,7 +281,7 @@ def _outcomes(
         return
     feed = _Feed(items, ChunkSizer(1 if each else options.chunksize, workers, length),
                  mode, windowed=length is None)  # fmt: skip
-    pool = options.pool(workers)
+    pool = options.pool(workers, single_use=each)
     finished = False
     try:
         waiting: dict[int, Outcome] = {}  # ordered: outcomes ahead of their turn

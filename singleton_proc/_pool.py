@@ -65,6 +65,8 @@ class WorkerPool:
         timeout: Seconds each task may run, or ``None``.
         keep_going: Whether a worker goes on with its chunk after an item
             raised (``return_exceptions``) rather than stopping there.
+        single_use: Whether each worker runs one chunk at most (``fn()``
+            once in each of ``n`` distinct workers, even if one dies first).
     """
 
     def __init__(
@@ -77,6 +79,7 @@ class WorkerPool:
         start_method: str | None = None,
         timeout: float | None = None,
         keep_going: bool = False,
+        single_use: bool = False,
     ) -> None:
         """Pickle the job and start the workers."""
         self.start_method = choose_start_method(start_method)
@@ -90,6 +93,7 @@ class WorkerPool:
         self._timeout_ns = None if timeout is None else int(timeout * 1e9)
         self._timeout = timeout
         self._keep_going = keep_going
+        self._single_use = single_use
         self._ids = itertools.count(1)
         self._workers: list[Member] = []
         self._pending: deque[Chunk] = deque()
@@ -225,17 +229,24 @@ class WorkerPool:
     def _dispatch(self) -> None:
         """Hand waiting chunks to workers that can take them."""
         while self._pending:
-            worker = next(
-                (w for w in self._workers if not (w.chunks or w.eof or w.exited)), None
-            )
+            worker = next((w for w in self._workers if self._takes(w)), None)
             if worker is None:
-                if len(self._workers) >= self._n:
+                # Single use: those done are idle, not free; a new one is.
+                working = [w for w in self._workers if w.chunks or not w.used]
+                if len(working if self._single_use else self._workers) >= self._n:
                     return
                 worker = Member(self.start_method, self.name, self.job)
                 self._workers.append(worker)
             chunk = self._pending.popleft()
             worker.chunks.append(chunk)
+            worker.used = True
             worker.send(chunk.payload)
+
+    def _takes(self, worker: Member) -> bool:
+        """Whether ``worker`` can take a chunk now."""
+        if worker.chunks or worker.eof or worker.exited:
+            return False
+        return not (self._single_use and worker.used)
 
     def _step(self) -> None:
         """Wait for anything to happen, and deal with it."""

@@ -45,6 +45,7 @@ class Member:
         self.chunks: deque[Chunk] = deque()
         self.eof = False
         self.exited = False  # its process ended: it takes no more chunks
+        self.used = False  # it was given a chunk
         self.started_any = False
         self.timed_out: int | None = None  # offset of the task its timeout killed
 

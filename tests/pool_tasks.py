@@ -151,3 +151,13 @@ def write_pid(directory: str, x: int) -> int:
     """Write our pid to ``directory/<x>``; return ``x``."""
     Path(directory, str(x)).write_text(str(os.getpid()))
     return x
+
+
+def die_once(marker: str) -> None:
+    """An initializer: the first worker to run it (it creates ``marker``) dies."""
+    try:
+        fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        return
+    os.close(fd)
+    os._exit(4)

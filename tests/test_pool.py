@@ -79,6 +79,19 @@ def test_no_items_runs_fn_once_in_each_of_n_distinct_workers(method: str) -> Non
     assert os.getpid() not in pids
 
 
+def test_each_of_n_stays_distinct_when_a_worker_dies_before_its_call(
+    tmp_path: Path,
+) -> None:
+    pids = run_in_pool(
+        pool_tasks.worker_pid,
+        n=3,
+        initializer=pool_tasks.die_once,
+        initargs=(str(tmp_path / "died"),),
+    )
+    assert (tmp_path / "died").exists()
+    assert len(set(pids)) == 3
+
+
 def test_n_defaults_to_the_usable_cpus_and_must_be_positive() -> None:
     pids = run_in_pool(pool_tasks.worker_pid)
     assert len(set(pids)) == usable_cpus()
