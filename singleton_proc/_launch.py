@@ -37,8 +37,13 @@ def available_methods() -> list[str]:
     return multiprocessing.get_all_start_methods()
 
 
-def choose_start_method(requested: str | None) -> str:
+def choose_start_method(requested: str | None, *, threaded: bool = False) -> str:
     """The start method to use: ``requested``, or a safe default.
+
+    Args:
+        requested: The caller's choice, or ``None``.
+        threaded: Whether workers will be started while other threads run
+            (a pool run by a thread of its own): then never ``fork``.
 
     Raises:
         ValueError: ``requested`` is not a start method of this platform.
@@ -53,7 +58,7 @@ def choose_start_method(requested: str | None) -> str:
         return requested
     if _platform.IS_MACOS or _platform.IS_WINDOWS:  # pragma: no cover - by design
         return multiprocessing.get_context().get_start_method()
-    if "fork" in methods and _single_threaded():
+    if "fork" in methods and not threaded and _single_threaded():
         return "fork"
     return "forkserver" if "forkserver" in methods else "spawn"
 

@@ -34,7 +34,8 @@ from ._wire import UnpicklableError, describe, dumps, dumps_checked, rebuild
 from ._worker_errors import TaskTimeoutError, WorkerDiedError, death_message
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable
+    from collections.abc import Callable, Iterable, Sequence
+    from multiprocessing.connection import Connection
 
 __all__ = ["STOP_GRACE", "WorkerPool"]
 
@@ -56,8 +57,8 @@ class WorkerPool:
     """``n`` workers running one function over the chunks a driver puts.
 
     Args:
-        fn: The function the items are given to (for mode ``"call"`` chunks,
-            the items carry their own).
+        fn: The function the items are given to; ``None`` when every chunk
+            brings its own (an executor's).
         n: How many workers.
         initializer: Called with ``initargs`` in each worker before any item.
         initargs: Its arguments.
@@ -67,11 +68,13 @@ class WorkerPool:
             raised (``return_exceptions``) rather than stopping there.
         single_use: Whether each worker runs one chunk at most (``fn()``
             once in each of ``n`` distinct workers, even if one dies first).
+        threaded: Whether the pool will be run by a thread of its own, beside
+            others (then ``fork`` is never the default).
     """
 
     def __init__(
         self,
-        fn: Callable[..., Any],
+        fn: Callable[..., Any] | None,
         n: int,
         *,
         initializer: Callable[..., Any] | None = None,
@@ -80,14 +83,15 @@ class WorkerPool:
         timeout: float | None = None,
         keep_going: bool = False,
         single_use: bool = False,
+        threaded: bool = False,
     ) -> None:
         """Pickle the job and start the workers."""
-        self.start_method = choose_start_method(start_method)
+        self.start_method = choose_start_method(start_method, threaded=threaded)
         args = tuple(initargs)
         parts = [("the function", fn), ("the initializer", initializer)]
         parts += [(f"initializer argument {i}", arg) for i, arg in enumerate(args, 1)]
         self.job = dumps_checked((fn, initializer, args), parts, "the pool's job")
-        self.what = getattr(fn, "__qualname__", None) or repr(fn)
+        self.what = "process_pool" if fn is None else _name(fn)
         self.name = f"singleton_proc pool: {self.what}"
         self._n = n
         self._timeout_ns = None if timeout is None else int(timeout * 1e9)
@@ -158,14 +162,29 @@ class WorkerPool:
             Exception: the initializer raised (same type), or workers keep
                 dying before running anything (``WorkerDiedError``).
         """
-        while not self._outcomes:
-            if self._fatal is not None:
-                raise self._fatal
-            if not self.busy():
-                raise RuntimeError(
-                    "collect() with nothing in flight"
-                )  # pragma: no cover
-            self._step()
+        while True:
+            outcomes = self.step()
+            if outcomes:
+                return outcomes
+
+    def step(self, also: Sequence[Connection] = ()) -> list[Outcome]:
+        """Wait until something happens (or one of ``also`` is readable); deal with it.
+
+        A thread that owns the pool and has other things to wait for (an
+        executor's submissions) passes their connections as ``also``.
+
+        Returns:
+            The outcomes in so far, perhaps none.
+
+        Raises:
+            Exception: as :meth:`collect`.
+        """
+        if not self._outcomes and self._fatal is None:
+            self._wait_for_any(self._wake_in(), also)
+            for worker in self._exited():
+                self._lost(worker)
+            self._enforce_timeouts()
+            self._dispatch()
         if self._fatal is not None:
             raise self._fatal
         outcomes, self._outcomes = self._outcomes, []
@@ -248,19 +267,11 @@ class WorkerPool:
             return False
         return not (self._single_use and worker.used)
 
-    def _step(self) -> None:
-        """Wait for anything to happen, and deal with it."""
-        self._wait_for_any(self._wake_in())
-        for worker in self._exited():
-            self._lost(worker)
-        self._enforce_timeouts()
-        self._dispatch()
-
-    def _wait_for_any(self, timeout: float) -> None:
+    def _wait_for_any(self, timeout: float, also: Sequence[Connection] = ()) -> None:
         """Wait up to ``timeout`` for a message or an exit; read what came."""
         conns = {w.conn: w for w in self._workers if not w.eof}
         sentinels = [w.process.sentinel for w in self._workers]
-        for ready in wait([*conns, *sentinels], timeout):
+        for ready in wait([*conns, *sentinels, *also], timeout):
             worker = conns.get(ready)  # type: ignore[call-overload]
             if worker is not None:
                 self._drain(worker)
@@ -358,7 +369,12 @@ class WorkerPool:
     ) -> BaseException:
         """The error for the item a worker ran when it died or timed out."""
         index = chunk.first + offset
-        what = f"{self.what} on item {index} ({describe(chunk.items[offset])})"
+        item = chunk.items[offset]
+        if chunk.mode == "call":  # a submitted call: (fn, args, kwargs)
+            what = f"{_name(item[0])} in task {index} (arguments {describe(item[1])})"
+        else:
+            name = self.what if chunk.fn is None else _name(chunk.fn)
+            what = f"{name} on item {index} ({describe(item)})"
         if worker.timed_out is not None:
             return TaskTimeoutError(
                 f"{what} ran over its timeout of {self._timeout} s in worker "
@@ -412,6 +428,11 @@ class WorkerPool:
             stop_trees(late, 0.0)
             for worker in late:
                 self._lost(worker)
+
+
+def _name(fn: Callable[..., Any]) -> str:
+    """A function's name for messages."""
+    return getattr(fn, "__qualname__", None) or repr(fn)
 
 
 def _stop_all_at_exit() -> None:
