@@ -12,89 +12,20 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterable, Sized
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ._chunks import ChunkSizer
-from ._cpus import usable_cpus
-from ._pool import WorkerPool
+from ._pool_options import check_options
+from ._progress import open_bar
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Generator, Iterator
+    from concurrent.futures import Executor
 
     from ._chunks import Outcome
+    from ._pool_options import PoolOptions, Runner
 
 __all__ = ["iter_in_pool", "run_in_pool"]
-
-
-@dataclass(frozen=True)
-class _Options:
-    """What both functions take, checked."""
-
-    fn: Callable[..., Any]
-    n: int
-    chunksize: int | None
-    timeout: float | None
-    return_exceptions: bool
-    initializer: Callable[..., Any] | None
-    initargs: tuple[Any, ...]
-    start_method: str | None
-
-    def pool(self, workers: int, *, single_use: bool = False) -> WorkerPool:
-        """Start a pool of ``workers`` with these options."""
-        return WorkerPool(
-            self.fn,
-            workers,
-            initializer=self.initializer,
-            initargs=self.initargs,
-            start_method=self.start_method,
-            timeout=self.timeout,
-            keep_going=self.return_exceptions,
-            single_use=single_use,
-        )
-
-
-def _options(
-    fn: Callable[..., Any],
-    *,
-    n: int | None,
-    chunksize: int | None,
-    timeout: float | None,
-    return_exceptions: bool,
-    initializer: Callable[..., Any] | None,
-    initargs: Iterable[Any],
-    start_method: str | None,
-) -> _Options:
-    """Check the arguments; raise naming the one that is wrong."""
-    if not callable(fn):
-        raise TypeError(f"fn must be callable, not {type(fn).__name__}")
-    if initializer is not None and not callable(initializer):
-        raise TypeError(
-            f"initializer must be callable or None, not {type(initializer).__name__}"
-        )
-    if timeout is not None and not (
-        isinstance(timeout, (int, float)) and timeout > 0 and timeout == timeout  # noqa: PLR0124  (NaN)
-    ):
-        raise ValueError(f"timeout must be > 0 seconds or None, not {timeout!r}")
-    return _Options(
-        fn=fn,
-        n=usable_cpus() if n is None else _positive("n", n),
-        chunksize=None if chunksize is None else _positive("chunksize", chunksize),
-        timeout=timeout,
-        return_exceptions=bool(return_exceptions),
-        initializer=initializer,
-        initargs=tuple(initargs),
-        start_method=start_method,
-    )
-
-
-def _positive(name: str, value: object) -> int:
-    """``value`` if it is an int >= 1; else an error naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, not {type(value).__name__}")
-    if value < 1:
-        raise ValueError(f"{name} must be at least 1, not {value}")
-    return value
 
 
 def run_in_pool(
@@ -108,6 +39,8 @@ def run_in_pool(
     initializer: Callable[..., Any] | None = None,
     initargs: Iterable[Any] = (),
     start_method: str | None = None,
+    progress: bool = False,
+    executor: Executor | None = None,
 ) -> list[Any]:
     """Return ``[fn(x) for x in items]``, computed by ``n`` worker processes.
 
@@ -133,6 +66,15 @@ def run_in_pool(
         initargs: Arguments for ``initializer``.
         start_method: ``"fork"``, ``"spawn"`` or ``"forkserver"``; ``None``
             picks a safe one (``fork`` only in a single-threaded parent).
+        progress: Show a tqdm bar on stderr counting finished items (the
+            ``progress`` extra).
+        executor: Run on this ``concurrent.futures.Executor`` instead of our
+            own workers (loky, ``dask.distributed``'s
+            ``Client.get_executor()``, ...): same order, ``return_exceptions``
+            and first failure raised at once; but no ``timeout``,
+            ``initializer`` or ``start_method``, workers that are the
+            executor's to manage, and ``items=None`` means ``n`` calls
+            that may share a worker.
 
     Returns:
         The results in input order.
@@ -153,7 +95,7 @@ def run_in_pool(
         >>> run_in_pool(abs, [-1, -2, 3], n=2)  # doctest: +SKIP
         [1, 2, 3]
     """
-    options = _options(
+    options = check_options(
         fn,
         n=n,
         chunksize=chunksize,
@@ -162,6 +104,8 @@ def run_in_pool(
         initializer=initializer,
         initargs=initargs,
         start_method=start_method,
+        progress=progress,
+        executor=executor,
     )
     if items is None:
         return _in_each(options)
@@ -188,6 +132,8 @@ def iter_in_pool(
     initializer: Callable[..., Any] | None = None,
     initargs: Iterable[Any] = (),
     start_method: str | None = None,
+    progress: bool = False,
+    executor: Executor | None = None,
 ) -> Generator[Any, None, None]:
     """Yield ``fn(x)`` for each of ``items`` as workers compute them, lazily.
 
@@ -209,6 +155,8 @@ def iter_in_pool(
         initializer: As for :func:`run_in_pool`.
         initargs: As for :func:`run_in_pool`.
         start_method: As for :func:`run_in_pool`.
+        progress: As for :func:`run_in_pool`.
+        executor: As for :func:`run_in_pool`.
 
     Yields:
         The results, in input order unless ``ordered=False``.
@@ -221,7 +169,7 @@ def iter_in_pool(
         >>> for size in iter_in_pool(len, open("huge.txt"), n=4):  # doctest: +SKIP
         ...     total += size
     """
-    options = _options(
+    options = check_options(
         fn,
         n=n,
         chunksize=chunksize,
@@ -230,6 +178,8 @@ def iter_in_pool(
         initializer=initializer,
         initargs=initargs,
         start_method=start_method,
+        progress=progress,
+        executor=executor,
     )
     source = iter(items)  # a TypeError now, not at the first next()
     return _flatten(_outcomes(options, source, None, ordered=bool(ordered)))
@@ -245,7 +195,7 @@ def _flatten(outcomes: Iterator[Outcome]) -> Generator[Any, None, None]:
             yield outcome.errors.get(offset, value)
 
 
-def _in_each(options: _Options) -> list[Any]:
+def _in_each(options: PoolOptions) -> list[Any]:
     """``fn()`` once in each of ``n`` distinct workers (none queued behind another)."""
     results: list[Any] = [None] * options.n
     source = iter([None] * options.n)
@@ -257,7 +207,7 @@ def _in_each(options: _Options) -> list[Any]:
 
 
 def _outcomes(
-    options: _Options,
+    options: PoolOptions,
     items: Iterator[Any],
     length: int | None,
     *,
@@ -281,6 +231,7 @@ def _outcomes(
         return
     feed = _Feed(items, ChunkSizer(1 if each else options.chunksize, workers, length),
                  mode, windowed=length is None)  # fmt: skip
+    bar = open_bar(options.progress, length, getattr(options.fn, "__name__", None))
     pool = options.pool(workers, single_use=each)
     finished = False
     try:
@@ -290,6 +241,7 @@ def _outcomes(
                 if outcome.errors and not options.return_exceptions:
                     raise outcome.errors[min(outcome.errors)]
                 feed.sizer.observe(outcome)
+                bar.update(len(outcome.values))
                 if not ordered:
                     feed.handed += len(outcome.values)
                     yield outcome
@@ -304,6 +256,7 @@ def _outcomes(
     finally:
         if not finished:
             pool.terminate()
+        bar.close()
 
 
 class _Feed:
@@ -321,7 +274,7 @@ class _Feed:
         self._pulled = 0
         self._exhausted = False
 
-    def fill(self, pool: WorkerPool) -> bool:
+    def fill(self, pool: Runner) -> bool:
         """Put chunks while the pool takes them; whether items may remain."""
         while not self._exhausted and pool.wants():
             room = self.sizer.size()

@@ -1,0 +1,481 @@
+"""``process_pool``: a ``concurrent.futures`` executor on the pool engine.
+
+A manager thread owns one ``_pool.WorkerPool`` (only it touches it). Callers
+queue jobs (a submitted call, or a chunk of a ``map``) in a locked inbox and
+wake it by a byte on a pipe it waits on beside its workers (``step(also=)``),
+written only when the inbox turns non-empty and no byte is pending. A job
+goes to the pool when a worker is free for it, so its future can be
+cancelled until then. ``map`` reads its input in the caller's thread, a
+bounded window ahead. Shutdown lets the work finish; an exception leaving the
+``with`` block (Ctrl-C too), or interpreter exit, stops the workers at once.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import itertools
+import logging
+import threading
+import time
+import weakref
+from collections import deque
+from collections.abc import Sized
+from concurrent.futures import Executor, Future, InvalidStateError
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+from multiprocessing import Pipe
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from . import _platform
+from ._chunks import ChunkSizer, Outcome
+from ._pool import WorkerPool
+from ._pool_options import check_options, positive
+from ._wire import UnpicklableError, dumps_call
+from ._worker_errors import WorkerDiedError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Generator, Iterable, Iterator
+    from types import TracebackType
+    from typing import ParamSpec
+
+    _P = ParamSpec("_P")
+
+__all__ = ["PoolExecutor", "process_pool"]
+
+_T = TypeVar("_T")
+_log = logging.getLogger("singleton_proc")
+#: ``map``: chunks in flight or waiting to be read, per worker.
+_AHEAD = 2
+#: How long stopping waits for the manager thread (it reacts within
+#: milliseconds unless a logging handler or a done-callback blocks it).
+_JOIN_BOUND = 30.0
+_AFTER_SHUTDOWN = "cannot schedule new futures after shutdown"
+_MAP_AFTER_SHUTDOWN = (
+    "the process_pool was shut down before its map() results were read (map "
+    "sends its input as they are read): read them inside the with block"
+)
+#: The managers whose thread runs (a forked child has none).
+_live: set[_Manager] = set()
+_platform.at_fork(after_in_child=_live.clear)
+
+
+@dataclass(eq=False)
+class _Job:
+    """A submitted call (mode ``"call"``) or a chunk of a ``map``, and its future."""
+
+    future: Future[Any]
+    items: list[Any]
+    fn: Callable[..., Any] | None = None
+    mode: str = "call"
+    first: int = 0  # the pool's index of its first item (set when put)
+    left: int = 0  # items whose outcome has not come
+    values: list[Any] = field(default_factory=list)
+    errors: dict[int, BaseException] = field(default_factory=dict)
+    seconds: float = 0.0
+    payload: int = 0  # bytes, pickled (map's chunk sizer learns from it)
+
+    def stopped(self, reason: str) -> WorkerDiedError:
+        """The error of this job when its worker was stopped under it."""
+        if self.mode == "call":
+            fn = self.items[0][0]
+            what = f"{getattr(fn, '__qualname__', None) or fn!r} (task {self.first})"
+        else:
+            what = f"items {self.first}-{self.first + len(self.items) - 1} of a map()"
+        return WorkerDiedError(
+            f"{what} was stopped before it returned: {reason}; its worker's "
+            "process tree was stopped"
+        )
+
+
+class _Manager:
+    """The state callers share with the manager thread, and the thread itself."""
+
+    def __init__(self, pool: WorkerPool, n: int) -> None:
+        """Start the thread that runs ``pool`` (of ``n`` workers) from now on."""
+        self.n = n
+        # Reentrant: a finalizer (shutdown of an executor collected as garbage)
+        # may run in any thread, at any allocation, the lock held or not.
+        self._lock = threading.RLock()
+        self._inbox: deque[_Job] = deque()
+        self._wake_r, self._wake_w = Pipe(duplex=False)
+        self._woken = False  # a byte is in the pipe
+        self._closing = False  # no new jobs; end once the work is done
+        self._stop_reason: str | None = None  # stop now, and why
+        self._broken: BaseException | None = None
+        self._running: list[_Job] = []  # in the pool (manager thread only)
+        self._next = 0  # the pool's index for the next item
+        self.thread = threading.Thread(
+            target=self._run, args=(pool,), name="singleton_proc-process_pool",
+            daemon=True)  # fmt: skip
+        _live.add(self)
+        self.thread.start()
+
+    def post(self, job: _Job, refusal: str) -> None:
+        """Queue ``job`` for the pool, or raise ``RuntimeError(refusal)`` if closed."""
+        with self._lock:
+            if self._broken is not None:
+                raise BrokenProcessPool(
+                    f"the process_pool is broken ({type(self._broken).__name__}: "
+                    f"{self._broken}); start a new one"
+                ) from self._broken
+            if self._closing:
+                raise RuntimeError(refusal)
+            self._inbox.append(job)
+            if len(self._inbox) == 1:
+                self._wake()
+
+    def shutdown(self, *, cancel: bool) -> None:
+        """Take no new jobs; end once the work is done (``cancel``: the queued too)."""
+        dropped: list[_Job] = []
+        with self._lock:
+            self._closing = True
+            if cancel:
+                dropped, self._inbox = list(self._inbox), deque()
+            self._wake()
+        for job in dropped:
+            job.future.cancel()
+
+    def terminate(self, reason: str) -> None:
+        """Cancel what waits, stop every worker's tree now, end the thread."""
+        with self._lock:
+            self._closing = True
+            self._stop_reason = self._stop_reason or reason
+            dropped, self._inbox = list(self._inbox), deque()
+            self._wake()
+        for job in dropped:
+            job.future.cancel()
+        self.join(_JOIN_BOUND)
+
+    def join(self, timeout: float | None) -> None:
+        """Wait for the thread to end (not from the thread itself: a callback)."""
+        if threading.current_thread() is self.thread:
+            return
+        self.thread.join(timeout)
+        if self.thread.is_alive():
+            _log.warning("process_pool's thread did not end within %g s", timeout)
+
+    def _wake(self) -> None:
+        """(The lock held.) Make the manager thread look at the inbox and flags."""
+        if not self._woken and not self._wake_w.closed:
+            self._woken = True
+            self._wake_w.send_bytes(b"!")
+
+    def _run(self, pool: WorkerPool) -> None:
+        """Serve jobs until shut down or stopped; then end cleanly."""
+        try:
+            self._serve(pool)
+        except BaseException as exc:  # noqa: BLE001  (the pool broke: say so)
+            self._break(pool, exc)
+        finally:
+            with self._lock:
+                self._closing = True
+                self._wake_r.close()
+                self._wake_w.close()
+            _live.discard(self)
+
+    def _serve(self, pool: WorkerPool) -> None:
+        """Feed the pool and settle futures until the end."""
+        also = [self._wake_r]
+        while True:
+            with self._lock:
+                while self._wake_r.poll():
+                    self._wake_r.recv_bytes()
+                self._woken = False
+                reason = self._stop_reason
+            if reason is not None:
+                pool.terminate()
+                for job in self._running:
+                    _fail(job.future, job.stopped(reason))
+                return
+            self._feed(pool)
+            with self._lock:
+                done = self._closing and not self._inbox
+            if done and not self._running:
+                pool.close()
+                return
+            for outcome in pool.step(also):
+                self._settle(outcome)
+
+    def _feed(self, pool: WorkerPool) -> None:
+        """Put queued jobs while a worker is free; skip those cancelled."""
+        while len(self._running) < self.n:
+            with self._lock:
+                if not self._inbox:
+                    return
+                job = self._inbox.popleft()
+            if not job.future.set_running_or_notify_cancel():
+                continue
+            job.first, job.left = self._next, len(job.items)
+            job.values = [None] * job.left
+            self._next += job.left
+            self._running.append(job)
+            pool.put(job.first, job.items, job.fn, job.mode)
+            job.payload = pool.last_payload
+
+    def _settle(self, outcome: Outcome) -> None:
+        """Note ``outcome`` in its job (it may come in pieces); resolve it if whole."""
+        at = outcome.first
+        job = next(j for j in self._running if j.first <= at < j.first + len(j.items))
+        at -= job.first
+        job.values[at : at + len(outcome.values)] = outcome.values
+        job.errors.update({at + k: error for k, error in outcome.errors.items()})
+        job.seconds += outcome.seconds
+        job.left -= len(outcome.values)
+        if job.left:
+            return
+        self._running.remove(job)
+        if job.mode != "call":
+            job.future.set_result(Outcome(0, job.values, job.errors, job.seconds))
+        elif 0 in job.errors:
+            job.future.set_exception(_named(job, job.errors[0]))
+        else:
+            job.future.set_result(job.values[0])
+
+    def _break(self, pool: WorkerPool, error: BaseException) -> None:
+        """The pool cannot go on (an initializer raised): fail every job with it."""
+        with self._lock:
+            self._broken, self._closing = error, True
+            jobs, self._inbox = [*self._inbox, *self._running], deque()
+        self._running = []
+        pool.terminate()
+        for job in jobs:
+            _fail(job.future, error)
+
+
+def _fail(future: Future[Any], error: BaseException) -> None:
+    """Set ``error`` on ``future`` unless it was cancelled or is done."""
+    with contextlib.suppress(InvalidStateError):
+        future.set_exception(error)
+
+
+def _named(job: _Job, error: BaseException) -> BaseException:
+    """``error``, or for a call that would not pickle, the error naming which part."""
+    if isinstance(error, UnpicklableError) and error.what.startswith("item"):
+        fn, args, kwargs = job.items[0]
+        try:
+            dumps_call(fn, args, kwargs)
+        except UnpicklableError as exc:
+            return exc
+    return error
+
+
+class PoolExecutor(Executor):
+    """A ``concurrent.futures`` executor on worker processes: see :func:`process_pool`.
+
+    Attributes:
+        n: How many workers.
+        start_method: How they are started.
+    """
+
+    def __init__(self, pool: WorkerPool, n: int) -> None:
+        """Run ``pool`` (made by :func:`process_pool`) from a manager thread."""
+        self._manager = manager = _Manager(pool, n)
+        self.n = n
+        self.start_method = pool.start_method
+        # Dropped without shutdown: let the work finish, then end.
+        weakref.finalize(self, manager.shutdown, cancel=False).atexit = False
+
+    def submit(
+        self, fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs
+    ) -> Future[_T]:
+        """Run ``fn(*args, **kwargs)`` in a worker; return its future.
+
+        The future gets the value, or what the call raised (same type, the
+        worker's traceback as ``__cause__``), ``WorkerDiedError`` if its
+        worker died, ``TaskTimeoutError`` past the pool's ``timeout``, or
+        ``UnpicklableError`` naming what would not pickle. It can be
+        cancelled until a worker is free to take it.
+
+        Raises:
+            RuntimeError: after shutdown.
+            BrokenProcessPool: the initializer raised (the cause).
+        """
+        future: Future[_T] = Future()
+        self._manager.post(_Job(future, [(fn, args, kwargs)]), _AFTER_SHUTDOWN)
+        return future
+
+    def map(
+        self,
+        fn: Callable[..., _T],
+        *iterables: Iterable[Any],
+        timeout: float | None = None,
+        chunksize: int | None = None,
+    ) -> Iterator[_T]:
+        """``fn`` over the items of ``iterables`` (zipped), the results in order.
+
+        Unlike ``concurrent.futures``, which reads all the input at once,
+        this reads it lazily, in the caller's thread: two chunks per worker
+        are in flight or wait to be read, and more is read as results are.
+        So read the results inside the ``with`` block.
+
+        Args:
+            fn: A picklable function.
+            *iterables: Its arguments; with several, ``fn(a, b, ...)``.
+            timeout: Seconds from this call within which each result must be
+                ready, or the iterator raises ``TimeoutError``.
+            chunksize: Items per message to a worker; ``None`` adapts it.
+
+        Returns:
+            The results; the first failing item raises when it is reached,
+            and leaving early cancels the chunks not started.
+        """
+        fixed = None if chunksize is None else positive("chunksize", chunksize)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        lengths = [len(it) for it in iterables if isinstance(it, Sized)]
+        length = min(lengths) if lengths and len(lengths) == len(iterables) else None
+        items = (
+            iter(iterables[0]) if len(iterables) == 1 else zip(*iterables, strict=False)
+        )
+        mode = "one" if len(iterables) == 1 else "star"
+        feed = _MapFeed(self, fn, mode, items, ChunkSizer(fixed, self.n, length))
+        feed.fill()
+        return _results(feed, deadline)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Take no new tasks; free the workers once the work is done.
+
+        Args:
+            wait: Wait until the work is done and the workers are gone.
+                Interrupted (Ctrl-C), the workers are stopped at once.
+            cancel_futures: Cancel the tasks no worker has started.
+        """
+        self._manager.shutdown(cancel=cancel_futures)
+        if wait:
+            try:
+                self._manager.join(None)
+            except BaseException:
+                self._manager.terminate("shutdown(wait=True) was interrupted")
+                raise
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Normally, ``shutdown(wait=True)``; by an exception, stop the workers now."""
+        if exc_type is None:
+            self.shutdown(wait=True)
+        else:
+            self._manager.terminate(f"the with block was left by {exc_type.__name__}")
+
+
+class _MapFeed:
+    """A ``map``'s input, read into chunks within the window, and its jobs."""
+
+    def __init__(self, owner: PoolExecutor, fn: Callable[..., Any], mode: str,
+                 items: Iterator[Any], sizer: ChunkSizer) -> None:  # fmt: skip
+        """Feed ``items`` to ``owner`` (kept alive meanwhile), called in ``mode``."""
+        self.owner, self.fn, self.mode = owner, fn, mode
+        self.items, self.sizer = items, sizer
+        self.jobs: deque[_Job] = deque()
+        self.error: Exception | None = None  # the input raised: after the rest
+        self._exhausted = False
+
+    def fill(self) -> None:
+        """Send chunks until the window is full or the input ends."""
+        while not self._exhausted and len(self.jobs) < _AHEAD * self.owner.n:
+            batch: list[Any] = []
+            try:  # one by one: the items before a failure are kept
+                for item in itertools.islice(self.items, self.sizer.size()):
+                    batch.append(item)  # noqa: PERF402
+            except Exception as exc:  # noqa: BLE001  (raised in its place)
+                self.error = exc
+            self._exhausted = self.error is not None or not batch
+            if not batch:
+                return
+            job = _Job(Future(), batch, self.fn, self.mode)
+            self.owner._manager.post(job, _MAP_AFTER_SHUTDOWN)  # noqa: SLF001
+            self.jobs.append(job)
+
+
+def _results(feed: _MapFeed, deadline: float | None) -> Generator[Any, None, None]:
+    """Yield a ``map``'s results in order, reading more input as they are read."""
+    try:
+        while feed.jobs:
+            job = feed.jobs[0]
+            wait = None if deadline is None else deadline - time.monotonic()
+            outcome: Outcome = job.future.result(wait)
+            feed.jobs.popleft()
+            feed.sizer.observe(outcome)
+            feed.sizer.observe_payload(job.payload, len(job.items))
+            feed.fill()
+            for offset, value in enumerate(outcome.values):
+                if offset in outcome.errors:
+                    raise outcome.errors[offset]
+                yield value
+        if feed.error is not None:
+            raise feed.error
+    finally:
+        for job in feed.jobs:
+            job.future.cancel()
+
+
+def process_pool(
+    n: int | None = None,
+    *,
+    initializer: Callable[..., Any] | None = None,
+    initargs: Iterable[Any] = (),
+    start_method: str | None = None,
+    timeout: float | None = None,
+) -> PoolExecutor:
+    """Start ``n`` worker processes behind a ``concurrent.futures`` executor.
+
+    ``submit``, ``map`` (chunked automatically, its input read lazily) and
+    ``shutdown`` work as in ``concurrent.futures``, on the runtime of
+    :func:`run_in_pool`: a dead worker fails only its own task and is
+    replaced, logging records reach this process's handlers, no worker
+    outlives this process. Leaving the ``with`` block normally waits for the
+    work; leaving it by an exception or Ctrl-C cancels what waits and stops
+    the workers at once (the running tasks fail with ``WorkerDiedError``), as
+    does interpreter exit for an executor still running.
+
+    Args:
+        n: How many workers; default: the CPUs this process may use.
+        initializer: Called with ``initargs`` in each worker before its
+            first task; if it raises, every task fails with that exception.
+        initargs: Arguments for ``initializer``.
+        start_method: ``"fork"``, ``"spawn"`` or ``"forkserver"``; ``None``
+            picks a safe one (never ``fork``: a thread runs the pool).
+        timeout: Seconds each task may run, from when it starts; then its
+            worker's tree is killed and the task fails with ``TaskTimeoutError``.
+
+    Returns:
+        The executor, also a context manager.
+
+    Raises:
+        ValueError: ``n``, ``timeout`` or ``start_method`` is wrong (named).
+        UnpicklableError: the initializer or its arguments will not pickle.
+
+    Example:
+        >>> from singleton_proc import process_pool
+        >>> with process_pool(4, timeout=60) as pool:  # doctest: +SKIP
+        ...     future = pool.submit(pow, 2, 10)
+        ...     squares = list(pool.map(pow, range(10), [2] * 10))
+        >>> future.result()  # doctest: +SKIP
+        1024
+    """
+    # The checks run_in_pool makes (the function is each task's own).
+    options = check_options(object, n=n, chunksize=None, timeout=timeout,
+                            return_exceptions=True, initializer=initializer,
+                            initargs=initargs, start_method=start_method,
+                            progress=False, executor=None)  # fmt: skip
+    pool = WorkerPool(None, options.n, initializer=options.initializer,
+                      initargs=options.initargs, start_method=start_method,
+                      timeout=options.timeout, keep_going=True,
+                      threaded=True)  # fmt: skip
+    try:
+        return PoolExecutor(pool, options.n)
+    except BaseException:  # no thread to own it: it is still ours
+        pool.terminate()
+        raise
+
+
+def _stop_all_at_exit() -> None:
+    """At interpreter exit, stop the executors still running (bounded)."""
+    for manager in list(_live):
+        manager.terminate("the interpreter is exiting")
+
+
+atexit.register(_stop_all_at_exit)

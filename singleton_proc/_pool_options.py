@@ -1,0 +1,154 @@
+"""The options of ``run_in_pool`` and ``iter_in_pool``: checked once, then run on.
+
+Every argument is checked when the function is called, before a worker
+starts, and an error names the argument that is wrong. The checked options
+then start the runner: our own ``WorkerPool``, or an ``ExecutorPool`` on
+the caller's ``executor=``.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+from ._cpus import usable_cpus
+from ._foreign import ExecutorPool
+from ._pool import WorkerPool
+from ._progress import require_tqdm
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable
+
+    from ._chunks import Outcome
+
+__all__ = ["PoolOptions", "Runner", "check_options", "positive"]
+
+
+class Runner(Protocol):
+    """What runs the chunks: our ``WorkerPool``, or an ``ExecutorPool``."""
+
+    def wants(self) -> bool: ...
+    def put(self, first: int, items: list[Any], *, mode: str = ...) -> None: ...
+    def idle(self) -> bool: ...
+    def collect(self) -> list[Outcome]: ...
+    def close(self) -> None: ...
+    def terminate(self) -> None: ...
+
+    #: Bytes of the last chunk put, pickled (0: unknown).
+    last_payload: int
+
+
+@dataclass(frozen=True)
+class PoolOptions:
+    """What both functions take, checked."""
+
+    fn: Callable[..., Any]
+    n: int
+    chunksize: int | None
+    timeout: float | None
+    return_exceptions: bool
+    initializer: Callable[..., Any] | None
+    initargs: tuple[Any, ...]
+    start_method: str | None
+    progress: bool
+    executor: Executor | None
+
+    def pool(self, workers: int, *, single_use: bool = False) -> Runner:
+        """Start a pool of ``workers`` with these options (or use the executor)."""
+        if self.executor is not None:
+            return ExecutorPool(
+                self.executor, self.fn, workers, keep_going=self.return_exceptions
+            )
+        return WorkerPool(
+            self.fn,
+            workers,
+            initializer=self.initializer,
+            initargs=self.initargs,
+            start_method=self.start_method,
+            timeout=self.timeout,
+            keep_going=self.return_exceptions,
+            single_use=single_use,
+        )
+
+
+def check_options(
+    fn: Callable[..., Any],
+    *,
+    n: int | None,
+    chunksize: int | None,
+    timeout: float | None,
+    return_exceptions: bool,
+    initializer: Callable[..., Any] | None,
+    initargs: Iterable[Any],
+    start_method: str | None,
+    progress: bool,
+    executor: Executor | None,
+) -> PoolOptions:
+    """Check the arguments; raise naming the one that is wrong."""
+    initargs = tuple(initargs)
+    if executor is not None:
+        _check_executor(executor, timeout, initializer, initargs, start_method)
+    if progress:
+        require_tqdm()
+    if not callable(fn):
+        raise TypeError(f"fn must be callable, not {type(fn).__name__}")
+    if initializer is not None and not callable(initializer):
+        raise TypeError(
+            f"initializer must be callable or None, not {type(initializer).__name__}"
+        )
+    if timeout is not None and not (
+        isinstance(timeout, (int, float)) and timeout > 0 and timeout == timeout  # noqa: PLR0124  (NaN)
+    ):
+        raise ValueError(f"timeout must be > 0 seconds or None, not {timeout!r}")
+    if n is None:
+        n = getattr(executor, "_max_workers", None) or usable_cpus()
+    return PoolOptions(
+        fn=fn,
+        n=positive("n", n),
+        chunksize=None if chunksize is None else positive("chunksize", chunksize),
+        timeout=timeout,
+        return_exceptions=bool(return_exceptions),
+        initializer=initializer,
+        initargs=initargs,
+        start_method=start_method,
+        progress=bool(progress),
+        executor=executor,
+    )
+
+
+def _check_executor(
+    executor: object,
+    timeout: float | None,
+    initializer: object,
+    initargs: tuple[Any, ...],
+    start_method: str | None,
+) -> None:
+    """``executor`` must be an Executor, without the options of our own pool."""
+    if not isinstance(executor, Executor):
+        raise TypeError(
+            "executor must be a concurrent.futures.Executor (or None for our "
+            f"own pool), not {type(executor).__name__}"
+        )
+    if timeout is not None:
+        raise ValueError(
+            "timeout= needs our own pool (executor=None): another executor "
+            "cannot kill a task that runs too long"
+        )
+    ours = {"initializer": initializer, "initargs": initargs or None,
+            "start_method": start_method}  # fmt: skip
+    for name, value in ours.items():
+        if value is not None:
+            raise ValueError(
+                f"{name}= configures our own pool; with executor=, configure "
+                "the executor itself"
+            )
+
+
+def positive(name: str, value: object) -> int:
+    """``value`` if it is an int >= 1; else an error naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, not {type(value).__name__}")
+    if value < 1:
+        raise ValueError(f"{name} must be at least 1, not {value}")
+    return value

@@ -1,0 +1,168 @@
+"""executor= (a real loky and a real dask.distributed executor) and progress=True."""
+
+from __future__ import annotations
+
+import functools
+import multiprocessing.resource_tracker
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from typing import TYPE_CHECKING
+
+import loky
+import pool_tasks
+import psutil
+import pytest
+
+from singleton_proc import iter_in_pool, run_in_pool
+from singleton_proc._wire import RemoteTraceback
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from concurrent.futures import Executor
+
+#: Seconds the third-party executors get to start and stop (safety nets).
+START_BOUND = 120
+
+
+def _stop_leftovers(before: set[int]) -> None:
+    """Reap what a third-party executor started and left, killing stragglers by pid.
+
+    Their hygiene is not under test here (ours is, everywhere else): loky
+    relaunches its resource tracker when a worker is killed, and may return
+    from shutdown() before its killed workers are reaped.
+    """
+    from loky.backend import resource_tracker  # noqa: PLC0415  (loky internals)
+
+    tracker = resource_tracker._resource_tracker  # noqa: SLF001
+    if getattr(tracker, "_pid", None) is not None:
+        tracker._stop()  # noqa: SLF001
+    ours = multiprocessing.resource_tracker._resource_tracker._pid  # type: ignore[attr-defined]  # noqa: SLF001
+    left = [p for p in psutil.Process().children() if p.pid not in before | {ours}]
+    _, alive = psutil.wait_procs(left, timeout=5)
+    for proc in alive:
+        proc.kill()
+    psutil.wait_procs(alive, timeout=START_BOUND)
+
+
+@pytest.fixture
+def loky_executor() -> Iterator[Executor]:
+    """A loky process pool of 2 workers, shut down (and its helpers) afterwards."""
+    before = {proc.pid for proc in psutil.Process().children()}
+    executor = loky.ProcessPoolExecutor(max_workers=2)
+    try:
+        yield executor
+    finally:
+        executor.shutdown(wait=True, kill_workers=True)
+        _stop_leftovers(before)
+
+
+@pytest.fixture
+def dask_executor() -> Iterator[Executor]:
+    """A dask.distributed LocalCluster of 2 worker processes, and its executor."""
+    distributed = pytest.importorskip("distributed")
+    before = {proc.pid for proc in psutil.Process().children()}
+    cluster = distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+    )
+    client = distributed.Client(cluster, timeout=START_BOUND)
+    try:
+        yield client.get_executor()
+    finally:
+        client.close()
+        cluster.close()
+        _stop_leftovers(before)
+
+
+def test_loky_gives_results_in_order(loky_executor: Executor) -> None:
+    items = range(500)
+    assert run_in_pool(pool_tasks.square, items, executor=loky_executor) == [
+        x * x for x in items
+    ]
+    streamed = iter_in_pool(pool_tasks.square, iter(items), executor=loky_executor)
+    assert list(streamed) == [x * x for x in items]
+    unordered = iter_in_pool(
+        pool_tasks.square, items, executor=loky_executor, ordered=False
+    )
+    assert sorted(unordered) == [x * x for x in items]
+
+
+def test_loky_failures_raise_at_once_or_take_their_place(
+    loky_executor: Executor,
+) -> None:
+    task = functools.partial(pool_tasks.fail_on, 3)
+    with pytest.raises(ValueError, match="bad item 3"):
+        run_in_pool(task, range(50), executor=loky_executor)
+    results = run_in_pool(
+        task, range(50), executor=loky_executor, return_exceptions=True
+    )
+    assert isinstance(results[3], ValueError)
+    assert results[:3] + results[4:] == [x for x in range(50) if x != 3]
+
+
+def test_a_dead_loky_worker_is_its_broken_pool_error(loky_executor: Executor) -> None:
+    task = functools.partial(pool_tasks.die_on, 2, "SIGKILL")
+    with pytest.raises(BrokenProcessPool):
+        run_in_pool(task, range(6), chunksize=1, executor=loky_executor)
+
+
+def test_dask_distributed_runs_the_chunks(dask_executor: Executor) -> None:
+    items = range(300)
+    assert run_in_pool(pool_tasks.square, items, executor=dask_executor) == [
+        x * x for x in items
+    ]
+    task = functools.partial(pool_tasks.fail_on, 7)
+    with pytest.raises(ValueError, match="bad item 7"):
+        list(iter_in_pool(task, range(20), executor=dask_executor))
+    results = run_in_pool(
+        task, range(20), executor=dask_executor, return_exceptions=True
+    )
+    assert isinstance(results[7], ValueError)
+    assert sum(isinstance(r, ValueError) for r in results) == 1
+
+
+def test_our_pool_options_are_refused_with_an_executor() -> None:
+    with ThreadPoolExecutor(1) as executor:
+        with pytest.raises(ValueError, match="timeout= needs our own pool"):
+            run_in_pool(pool_tasks.square, [1], executor=executor, timeout=1)
+        with pytest.raises(ValueError, match="initializer= configures our own pool"):
+            run_in_pool(pool_tasks.square, [1], executor=executor, initializer=print)
+        with pytest.raises(ValueError, match="start_method= configures our own pool"):
+            iter_in_pool(pool_tasks.square, [1], executor=executor, start_method="fork")
+        assert run_in_pool(pool_tasks.square, [2, 3], executor=executor) == [4, 9]
+    with pytest.raises(
+        TypeError, match=r"executor must be a concurrent\.futures\.Executor"
+    ):
+        run_in_pool(pool_tasks.square, [1], executor=object())  # type: ignore[arg-type]
+
+
+def test_an_executor_keeps_the_remote_traceback_our_pool_gives() -> None:
+    task = functools.partial(pool_tasks.fail_on, 0)
+    with pytest.raises(ValueError, match="bad item 0") as caught:
+        run_in_pool(task, [0], n=1)
+    assert isinstance(caught.value.__cause__, RemoteTraceback)
+
+
+# -- progress=True -------------------------------------------------------------
+
+
+def test_progress_counts_finished_items_on_stderr(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert run_in_pool(pool_tasks.square, range(100), n=2, progress=True)[-1] == 99**2
+    err = capsys.readouterr().err
+    assert "100/100" in err
+    assert "square" in err
+    total = sum(iter_in_pool(pool_tasks.square, iter(range(40)), n=2, progress=True))
+    assert total == sum(x * x for x in range(40))
+    assert "40item" in capsys.readouterr().err.replace(" ", "")
+
+
+def test_progress_without_tqdm_names_the_extra_before_any_worker(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(sys.modules, "tqdm", None)
+    children = psutil.Process().children()
+    with pytest.raises(ImportError, match=r'pip install "singleton_proc\[progress\]"'):
+        iter_in_pool(pool_tasks.square, range(10), progress=True)
+    assert psutil.Process().children() == children
