@@ -1,19 +1,38 @@
-"""singleton_proc in one minute: one copy holds a name, a second is refused.
+"""singleton_proc in one minute: one copy holds a name and fans work out to workers.
 
-Run it with ``python examples/demo.py``. It holds the name
-``singleton-proc-demo``, starts a second copy of itself (which is refused
-and names this one), shows what introspection sees, lets go, and shows that
-a third copy now gets in.
+Run it with ``python examples/demo.py`` (after ``pip install -e ".[progress]"``
+for the progress bar). It holds the name ``singleton-proc-demo``, starts a
+second copy of itself (which is refused and names this one), counts primes
+in eight ranges with ``run_in_pool`` while it holds the name (the workers'
+log records and a progress bar show here), lets go, and shows that a third
+copy now gets in.
 """
 
 from __future__ import annotations
 
+import logging
+import os
 import subprocess
 import sys
 
-from singleton_proc import SingleInstance, holder, is_running
+from singleton_proc import SingleInstance, holder, is_running, run_in_pool
 
 NAME = "singleton-proc-demo"
+RANGES = [(start, start + 25_000) for start in range(0, 200_000, 25_000)]
+
+log = logging.getLogger("demo")
+
+
+def count_primes(bounds: tuple[int, int]) -> int:
+    """The primes in ``[start, stop)``, counted the slow way: real work for a worker."""
+    start, stop = bounds
+    count = sum(
+        1
+        for n in range(max(start, 2), stop)
+        if all(n % d for d in range(2, int(n**0.5) + 1))
+    )
+    log.info("worker %d: %d primes in [%d, %d)", os.getpid(), count, start, stop)
+    return count
 
 
 def second_copy() -> None:
@@ -28,14 +47,20 @@ def start_copy() -> int:
 
 
 def main() -> None:
-    """Hold the name, watch a copy get refused, release, watch a copy get in."""
+    """Hold the name, see a copy refused, fan work out, release, see a copy get in."""
+    logging.basicConfig(
+        level=logging.INFO, stream=sys.stdout, format="   [log] %(message)s"
+    )
     with SingleInstance(NAME):
-        print(f"1. This process holds {NAME!r}: {holder(NAME)}", flush=True)
+        print(f"1. This process ({os.getpid()}) holds {NAME!r}: {holder(NAME)}")
         print("2. Starting a second copy while we hold it:", flush=True)
         status = start_copy()
-        print(f"   ...the second copy exited with status {status}", flush=True)
-    print(f"3. Released; is_running({NAME!r}) = {is_running(NAME)}", flush=True)
-    print("4. Starting a copy again:", flush=True)
+        print(f"   ...the second copy exited with status {status}")
+        print("3. Counting primes in 8 ranges with run_in_pool(n=2):", flush=True)
+        counts = run_in_pool(count_primes, RANGES, n=2, progress=True)
+        print(f"   ...{sum(counts)} primes below 200,000, in input order: {counts}")
+    print(f"4. Released; is_running({NAME!r}) = {is_running(NAME)}")
+    print("5. Starting a copy again:", flush=True)
     status = start_copy()
     print(f"   ...it exited with status {status}", flush=True)
 

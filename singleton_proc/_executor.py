@@ -152,7 +152,7 @@ class _Manager:
         if threading.current_thread() is self.thread:
             return
         self.thread.join(timeout)
-        if self.thread.is_alive():
+        if self.thread.is_alive():  # pragma: no cover - a callback or handler hangs
             _log.warning("process_pool's thread did not end within %g s", timeout)
 
     def _wake(self) -> None:
@@ -467,7 +467,7 @@ def process_pool(
                       threaded=True)  # fmt: skip
     try:
         return PoolExecutor(pool, options.n)
-    except BaseException:  # no thread to own it: it is still ours
+    except BaseException:  # pragma: no cover - no thread to own it: still ours
         pool.terminate()
         raise
 

@@ -98,6 +98,8 @@ class ExecutorPool:
 
     def collect(self) -> list[Outcome]:
         """Wait for at least one chunk to finish; their outcomes."""
+        if not self._running:  # a caller's bug: waiting would be for ever
+            raise RuntimeError("collect() with nothing in flight")
         done, _ = wait(list(self._running), return_when=FIRST_COMPLETED)
         return [self._outcome(future) for future in done]
 

@@ -231,10 +231,12 @@ def _outcomes(
         return
     feed = _Feed(items, ChunkSizer(1 if each else options.chunksize, workers, length),
                  mode, windowed=length is None)  # fmt: skip
-    bar = open_bar(options.progress, length, getattr(options.fn, "__name__", None))
     pool = options.pool(workers, single_use=each)
     finished = False
+    bar = None
     try:
+        # After the workers start: tqdm's monitor thread would rule out fork.
+        bar = open_bar(options.progress, length, getattr(options.fn, "__name__", None))
         waiting: dict[int, Outcome] = {}  # ordered: outcomes ahead of their turn
         while feed.fill(pool) or not pool.idle():
             for outcome in pool.collect():
@@ -256,7 +258,8 @@ def _outcomes(
     finally:
         if not finished:
             pool.terminate()
-        bar.close()
+        if bar is not None:
+            bar.close()
 
 
 class _Feed:

@@ -166,6 +166,8 @@ class WorkerPool:
             outcomes = self.step()
             if outcomes:
                 return outcomes
+            if not self.busy():  # a caller's bug: waiting would be for ever
+                raise RuntimeError("collect() with nothing in flight")
 
     def step(self, also: Sequence[Connection] = ()) -> list[Outcome]:
         """Wait until something happens (or one of ``also`` is readable); deal with it.
