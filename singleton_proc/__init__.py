@@ -31,6 +31,7 @@ from ._stop import terminate
 from ._version import __version__
 
 if TYPE_CHECKING:
+    from ._executor import process_pool
     from ._map import iter_in_pool, run_in_pool
     from ._process import run_process, start_process
     from ._worker_errors import TaskTimeoutError, WorkerDiedError
@@ -50,6 +51,7 @@ __all__ = [
     "is_running",
     "iter_in_pool",
     "list_instances",
+    "process_pool",
     "run_in_pool",
     "run_process",
     "single_instance",
@@ -62,6 +64,7 @@ _LAZY = {
     "TaskTimeoutError": "._worker_errors",
     "WorkerDiedError": "._worker_errors",
     "iter_in_pool": "._map",
+    "process_pool": "._executor",
     "run_in_pool": "._map",
     "run_process": "._process",
     "start_process": "._process",

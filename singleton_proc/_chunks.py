@@ -18,19 +18,36 @@ import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ._pool_worker import HEADER, STOP
 from ._wire import dumps_checked
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-__all__ = ["MESSAGE_BYTES", "Chunk", "ChunkSizer", "Outcome", "pack"]
+__all__ = [
+    "CHUNKS_AHEAD",
+    "GATHER_SECONDS",
+    "MESSAGE_BYTES",
+    "STOP_MESSAGE",
+    "Chunk",
+    "ChunkSizer",
+    "Outcome",
+    "pack",
+]
+
+#: What tells a pool worker to exit.
+STOP_MESSAGE = STOP.to_bytes(HEADER, "little", signed=True)
 
 #: About how large a chunk may be, pickled: a message that size crosses a
 #: pipe in well under a millisecond, next to a chunk's 20 ms of work, and
 #: results come back in pieces the parent unpickles while workers compute.
 MESSAGE_BYTES = 64 * 1024
-#: How long a chunk should take in a worker.
-_TARGET_SECONDS = 0.02
+#: Chunks submitted ahead per worker where chunks cannot wait ready in the
+#: parent (another executor, ``process_pool().map``).
+CHUNKS_AHEAD = 2
+#: How long a chunk should take in a worker; and how long a chunk of a
+#: stream may wait for its items to come.
+_TARGET_SECONDS = GATHER_SECONDS = 0.02
 #: The largest chunk of a stream (input of unknown length).
 _STREAM_CAP = 2000
 #: Chunks per worker that ``Pool.map`` makes of a sized input; and the
@@ -67,14 +84,13 @@ def pack(chunk: Chunk, *, keep_going: bool, timed: bool) -> Chunk:
             pickle.
     """
     first, items = chunk.first, chunk.items
-    message = (chunk.id, chunk.fn, chunk.mode, items, keep_going, timed)
+    message = (chunk.fn, chunk.mode, items, keep_going, timed)
     parts = itertools.chain(
         [("the function", chunk.fn)],
         ((f"item {first + i}", item) for i, item in enumerate(items)),
     )
-    chunk.payload = dumps_checked(
-        message, parts, f"items {first}-{first + len(items) - 1}"
-    )
+    body = dumps_checked(message, parts, f"items {first}-{first + len(items) - 1}")
+    chunk.payload = chunk.id.to_bytes(HEADER, "little", signed=True) + body
     return chunk
 
 
@@ -130,8 +146,8 @@ class ChunkSizer:
 
     def observe(self, outcome: Outcome) -> None:
         """Learn from how long ``outcome``'s chunk took."""
-        if self._fixed is not None or not outcome.values:
-            return
+        if self._fixed is not None or not outcome.values or outcome.seconds <= 0:
+            return  # no timing: a death, a timeout, an item that would not pickle
         per_item = outcome.seconds / len(outcome.values)
         by_time = int(_TARGET_SECONDS / per_item) if per_item > 0 else self._cap
         self._size = max(1, min(self._cap, self._byte_cap, by_time))

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import itertools
 import logging
 import threading
 import time
@@ -23,19 +22,18 @@ from collections import deque
 from collections.abc import Sized
 from concurrent.futures import Executor, Future, InvalidStateError
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass, field
 from multiprocessing import Pipe
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import _platform
 from ._chunks import ChunkSizer, Outcome
+from ._executor_map import Job, MapFeed, map_results
 from ._pool import WorkerPool
 from ._pool_options import check_options, positive
 from ._wire import UnpicklableError, dumps_call
-from ._worker_errors import WorkerDiedError
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Generator, Iterable, Iterator
+    from collections.abc import Callable, Iterable, Iterator
     from types import TracebackType
     from typing import ParamSpec
 
@@ -45,47 +43,13 @@ __all__ = ["PoolExecutor", "process_pool"]
 
 _T = TypeVar("_T")
 _log = logging.getLogger("singleton_proc")
-#: ``map``: chunks in flight or waiting to be read, per worker.
-_AHEAD = 2
 #: How long stopping waits for the manager thread (it reacts within
 #: milliseconds unless a logging handler or a done-callback blocks it).
 _JOIN_BOUND = 30.0
 _AFTER_SHUTDOWN = "cannot schedule new futures after shutdown"
-_MAP_AFTER_SHUTDOWN = (
-    "the process_pool was shut down before its map() results were read (map "
-    "sends its input as they are read): read them inside the with block"
-)
 #: The managers whose thread runs (a forked child has none).
 _live: set[_Manager] = set()
 _platform.at_fork(after_in_child=_live.clear)
-
-
-@dataclass(eq=False)
-class _Job:
-    """A submitted call (mode ``"call"``) or a chunk of a ``map``, and its future."""
-
-    future: Future[Any]
-    items: list[Any]
-    fn: Callable[..., Any] | None = None
-    mode: str = "call"
-    first: int = 0  # the pool's index of its first item (set when put)
-    left: int = 0  # items whose outcome has not come
-    values: list[Any] = field(default_factory=list)
-    errors: dict[int, BaseException] = field(default_factory=dict)
-    seconds: float = 0.0
-    payload: int = 0  # bytes, pickled (map's chunk sizer learns from it)
-
-    def stopped(self, reason: str) -> WorkerDiedError:
-        """The error of this job when its worker was stopped under it."""
-        if self.mode == "call":
-            fn = self.items[0][0]
-            what = f"{getattr(fn, '__qualname__', None) or fn!r} (task {self.first})"
-        else:
-            what = f"items {self.first}-{self.first + len(self.items) - 1} of a map()"
-        return WorkerDiedError(
-            f"{what} was stopped before it returned: {reason}; its worker's "
-            "process tree was stopped"
-        )
 
 
 class _Manager:
@@ -97,21 +61,25 @@ class _Manager:
         # Reentrant: a finalizer (shutdown of an executor collected as garbage)
         # may run in any thread, at any allocation, the lock held or not.
         self._lock = threading.RLock()
-        self._inbox: deque[_Job] = deque()
+        self._inbox: deque[Job] = deque()
         self._wake_r, self._wake_w = Pipe(duplex=False)
         self._woken = False  # a byte is in the pipe
         self._closing = False  # no new jobs; end once the work is done
         self._stop_reason: str | None = None  # stop now, and why
         self._broken: BaseException | None = None
-        self._running: list[_Job] = []  # in the pool (manager thread only)
+        self._running: list[Job] = []  # in the pool (manager thread only)
         self._next = 0  # the pool's index for the next item
+        # Set as the thread ends: waiting on it may be interrupted (Ctrl-C)
+        # safely, unlike Thread.join (before 3.13, an interrupted join can
+        # mark a running thread as ended: bpo-45274's fix).
+        self._ended = threading.Event()
         self.thread = threading.Thread(
             target=self._run, args=(pool,), name="singleton_proc-process_pool",
             daemon=True)  # fmt: skip
         _live.add(self)
         self.thread.start()
 
-    def post(self, job: _Job, refusal: str) -> None:
+    def post(self, job: Job, refusal: str) -> None:
         """Queue ``job`` for the pool, or raise ``RuntimeError(refusal)`` if closed."""
         with self._lock:
             if self._broken is not None:
@@ -127,7 +95,7 @@ class _Manager:
 
     def shutdown(self, *, cancel: bool) -> None:
         """Take no new jobs; end once the work is done (``cancel``: the queued too)."""
-        dropped: list[_Job] = []
+        dropped: list[Job] = []
         with self._lock:
             self._closing = True
             if cancel:
@@ -151,8 +119,9 @@ class _Manager:
         """Wait for the thread to end (not from the thread itself: a callback)."""
         if threading.current_thread() is self.thread:
             return
-        self.thread.join(timeout)
-        if self.thread.is_alive():  # pragma: no cover - a callback or handler hangs
+        if self._ended.wait(timeout):
+            self.thread.join()  # it is returning
+        else:  # pragma: no cover - a done-callback or a logging handler hangs
             _log.warning("process_pool's thread did not end within %g s", timeout)
 
     def _wake(self) -> None:
@@ -173,6 +142,7 @@ class _Manager:
                 self._wake_r.close()
                 self._wake_w.close()
             _live.discard(self)
+            self._ended.set()
 
     def _serve(self, pool: WorkerPool) -> None:
         """Feed the pool and settle futures until the end."""
@@ -249,7 +219,7 @@ def _fail(future: Future[Any], error: BaseException) -> None:
         future.set_exception(error)
 
 
-def _named(job: _Job, error: BaseException) -> BaseException:
+def _named(job: Job, error: BaseException) -> BaseException:
     """``error``, or for a call that would not pickle, the error naming which part."""
     if isinstance(error, UnpicklableError) and error.what.startswith("item"):
         fn, args, kwargs = job.items[0]
@@ -292,7 +262,7 @@ class PoolExecutor(Executor):
             BrokenProcessPool: the initializer raised (the cause).
         """
         future: Future[_T] = Future()
-        self._manager.post(_Job(future, [(fn, args, kwargs)]), _AFTER_SHUTDOWN)
+        self._manager.post(Job(future, [(fn, args, kwargs)]), _AFTER_SHUTDOWN)
         return future
 
     def map(
@@ -328,9 +298,9 @@ class PoolExecutor(Executor):
             iter(iterables[0]) if len(iterables) == 1 else zip(*iterables, strict=False)
         )
         mode = "one" if len(iterables) == 1 else "star"
-        feed = _MapFeed(self, fn, mode, items, ChunkSizer(fixed, self.n, length))
+        feed = MapFeed(self, fn, mode, items, ChunkSizer(fixed, self.n, length))
         feed.fill()
-        return _results(feed, deadline)
+        return map_results(feed, deadline)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """Take no new tasks; free the workers once the work is done.
@@ -361,57 +331,6 @@ class PoolExecutor(Executor):
             self._manager.terminate(f"the with block was left by {exc_type.__name__}")
 
 
-class _MapFeed:
-    """A ``map``'s input, read into chunks within the window, and its jobs."""
-
-    def __init__(self, owner: PoolExecutor, fn: Callable[..., Any], mode: str,
-                 items: Iterator[Any], sizer: ChunkSizer) -> None:  # fmt: skip
-        """Feed ``items`` to ``owner`` (kept alive meanwhile), called in ``mode``."""
-        self.owner, self.fn, self.mode = owner, fn, mode
-        self.items, self.sizer = items, sizer
-        self.jobs: deque[_Job] = deque()
-        self.error: Exception | None = None  # the input raised: after the rest
-        self._exhausted = False
-
-    def fill(self) -> None:
-        """Send chunks until the window is full or the input ends."""
-        while not self._exhausted and len(self.jobs) < _AHEAD * self.owner.n:
-            batch: list[Any] = []
-            try:  # one by one: the items before a failure are kept
-                for item in itertools.islice(self.items, self.sizer.size()):
-                    batch.append(item)  # noqa: PERF402
-            except Exception as exc:  # noqa: BLE001  (raised in its place)
-                self.error = exc
-            self._exhausted = self.error is not None or not batch
-            if not batch:
-                return
-            job = _Job(Future(), batch, self.fn, self.mode)
-            self.owner._manager.post(job, _MAP_AFTER_SHUTDOWN)  # noqa: SLF001
-            self.jobs.append(job)
-
-
-def _results(feed: _MapFeed, deadline: float | None) -> Generator[Any, None, None]:
-    """Yield a ``map``'s results in order, reading more input as they are read."""
-    try:
-        while feed.jobs:
-            job = feed.jobs[0]
-            wait = None if deadline is None else deadline - time.monotonic()
-            outcome: Outcome = job.future.result(wait)
-            feed.jobs.popleft()
-            feed.sizer.observe(outcome)
-            feed.sizer.observe_payload(job.payload, len(job.items))
-            feed.fill()
-            for offset, value in enumerate(outcome.values):
-                if offset in outcome.errors:
-                    raise outcome.errors[offset]
-                yield value
-        if feed.error is not None:
-            raise feed.error
-    finally:
-        for job in feed.jobs:
-            job.future.cancel()
-
-
 def process_pool(
     n: int | None = None,
     *,
@@ -434,7 +353,8 @@ def process_pool(
     Args:
         n: How many workers; default: the CPUs this process may use.
         initializer: Called with ``initargs`` in each worker before its
-            first task; if it raises, every task fails with that exception.
+            first task; if it raises, the tasks fail with that exception and
+            ``submit`` raises ``BrokenProcessPool``.
         initargs: Arguments for ``initializer``.
         start_method: ``"fork"``, ``"spawn"`` or ``"forkserver"``; ``None``
             picks a safe one (never ``fork``: a thread runs the pool).
@@ -446,6 +366,7 @@ def process_pool(
 
     Raises:
         ValueError: ``n``, ``timeout`` or ``start_method`` is wrong (named).
+        TypeError: ``n`` is not an int, or ``initializer`` not callable.
         UnpicklableError: the initializer or its arguments will not pickle.
 
     Example:

@@ -18,16 +18,13 @@ import time
 from concurrent.futures import FIRST_COMPLETED, wait
 from typing import TYPE_CHECKING, Any
 
-from ._chunks import Outcome
+from ._chunks import CHUNKS_AHEAD, Outcome
 
 if TYPE_CHECKING:
     from collections.abc import Callable
     from concurrent.futures import Executor, Future
 
 __all__ = ["ExecutorPool", "apply_chunk"]
-
-#: Chunks submitted ahead per worker, so the executor never runs dry.
-_AHEAD = 2
 
 
 def apply_chunk(
@@ -75,7 +72,7 @@ class ExecutorPool:
         """Remember the executor; nothing is submitted yet."""
         self._executor = executor
         self._fn = fn
-        self._ahead = _AHEAD * workers
+        self._ahead = CHUNKS_AHEAD * workers
         self._keep_going = keep_going
         #: Unknown: the executor pickles the chunk (see ``ChunkSizer``).
         self.last_payload = 0

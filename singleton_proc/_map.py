@@ -11,10 +11,11 @@ closing the generator) stops the workers; the normal end lets them exit.
 from __future__ import annotations
 
 import itertools
+import time
 from collections.abc import Iterable, Sized
 from typing import TYPE_CHECKING, Any
 
-from ._chunks import ChunkSizer
+from ._chunks import GATHER_SECONDS, ChunkSizer
 from ._pool_options import check_options
 from ._progress import open_bar
 
@@ -285,7 +286,7 @@ class _Feed:
                 room = min(room, self._window - (self._pulled - self.handed))
                 if room <= 0:
                     break
-            batch = list(itertools.islice(self._items, room))
+            batch = self._pull(room)
             if not batch:
                 self._exhausted = True
                 break
@@ -293,3 +294,19 @@ class _Feed:
             self.sizer.observe_payload(pool.last_payload, len(batch))
             self._pulled += len(batch)
         return not self._exhausted
+
+    def _pull(self, room: int) -> list[Any]:
+        """Up to ``room`` items; from a stream, only those that come within 20 ms.
+
+        A slow producer (a socket, a queue) then does not hold back the
+        items it has given while the rest of a large chunk trickles in.
+        """
+        if self._window is None:  # a sized input is never slow to read
+            return list(itertools.islice(self._items, room))
+        batch: list[Any] = []
+        deadline = time.monotonic() + GATHER_SECONDS
+        for item in itertools.islice(self._items, room):
+            batch.append(item)
+            if time.monotonic() >= deadline:
+                break
+        return batch

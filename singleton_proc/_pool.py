@@ -26,11 +26,12 @@ from collections import deque
 from multiprocessing.connection import wait
 from typing import TYPE_CHECKING, Any
 
-from ._chunks import Chunk, Outcome, pack
+from . import _platform
+from ._chunks import STOP_MESSAGE, Chunk, Outcome, pack
 from ._launch import choose_start_method
 from ._logforward import dispatch
 from ._pool_member import Member, stop_trees
-from ._wire import UnpicklableError, describe, dumps, dumps_checked, rebuild
+from ._wire import UnpicklableError, describe, dumps_checked, loads, name_of, rebuild
 from ._worker_errors import TaskTimeoutError, WorkerDiedError, death_message
 
 if TYPE_CHECKING:
@@ -46,8 +47,10 @@ _PROBE = 0.05
 _LINGER = 5.0
 #: SIGTERM-to-SIGKILL grace when the pool is stopped early.
 STOP_GRACE = 0.5
-#: Workers dying before they run anything, in a row, before we give up.
+#: Workers dying before they are ready, in a row, before we give up.
 _FAILED_STARTS = 3
+#: Messages read from one worker before looking at the others and the clock.
+_DRAIN = 64
 
 
 _live: weakref.WeakSet[WorkerPool] = weakref.WeakSet()
@@ -91,7 +94,7 @@ class WorkerPool:
         parts = [("the function", fn), ("the initializer", initializer)]
         parts += [(f"initializer argument {i}", arg) for i, arg in enumerate(args, 1)]
         self.job = dumps_checked((fn, initializer, args), parts, "the pool's job")
-        self.what = "process_pool" if fn is None else _name(fn)
+        self.what = "process_pool" if fn is None else name_of(fn)
         self.name = f"singleton_proc pool: {self.what}"
         self._n = n
         self._timeout_ns = None if timeout is None else int(timeout * 1e9)
@@ -194,9 +197,8 @@ class WorkerPool:
 
     def close(self) -> None:
         """Tell the workers to exit and wait; stop those still there after 5 s."""
-        stop = dumps(None)
         for worker in self._workers:
-            worker.send(stop)
+            worker.send(STOP_MESSAGE)
         deadline = time.monotonic() + _LINGER
         while self._workers:
             remaining = deadline - time.monotonic()
@@ -215,15 +217,25 @@ class WorkerPool:
         self.terminate()
 
     def terminate(self, grace: float = STOP_GRACE) -> None:
-        """Stop every worker's tree now (SIGTERM, ``grace``, SIGKILL) and reap them."""
-        workers, self._workers = self._workers, []
+        """Stop every worker's tree now (SIGTERM, ``grace``, SIGKILL) and reap them.
+
+        The trees are stopped first, then what the workers sent before is
+        read (finite, once they are dead): a worker that floods its pipe
+        with log records cannot hold the stop up.
+        """
         self._pending.clear()
-        for worker in workers:
-            self._drain(worker)  # logging records they sent before
-        stop_trees(workers, grace)
-        for worker in workers:
-            worker.reap()
-        _live.discard(self)
+        try:
+            stop_trees(self._workers, grace)
+        finally:
+            while self._workers:
+                worker = self._workers.pop()
+                worker.exited = True
+                try:
+                    self._drain(worker, limit=None)
+                except Exception:  # noqa: BLE001  (the stop goes on)
+                    _log.exception("could not read pool worker %d", worker.pid)
+                worker.reap()
+            _live.discard(self)
 
     # -- internals -------------------------------------------------------------
 
@@ -248,24 +260,31 @@ class WorkerPool:
                 self._outcomes.append(Outcome(index, [None], {0: exc}))
 
     def _dispatch(self) -> None:
-        """Hand waiting chunks to workers that can take them."""
+        """Hand waiting chunks to ready idle workers; start workers if too few."""
         while self._pending:
             worker = next((w for w in self._workers if self._takes(w)), None)
             if worker is None:
-                # Single use: those done are idle, not free; a new one is.
-                working = [w for w in self._workers if w.chunks or not w.used]
-                if len(working if self._single_use else self._workers) >= self._n:
-                    return
-                worker = Member(self.start_method, self.name, self.job)
-                self._workers.append(worker)
+                self._grow()
+                return
             chunk = self._pending.popleft()
             worker.chunks.append(chunk)
             worker.used = True
             worker.send(chunk.payload)
 
+    def _grow(self) -> None:
+        """Start workers (up to ``n``) for waiting chunks; they take them when ready."""
+        # Single use: a worker that has run its chunk is idle, not available.
+        available = [
+            w
+            for w in self._workers
+            if not (self._single_use and w.used and not w.chunks)
+        ]
+        for _ in range(min(len(self._pending), self._n - len(available))):
+            self._workers.append(Member(self.start_method, self.name, self.job))
+
     def _takes(self, worker: Member) -> bool:
         """Whether ``worker`` can take a chunk now."""
-        if worker.chunks or worker.eof or worker.exited:
+        if worker.chunks or worker.eof or worker.exited or not worker.ready:
             return False
         return not (self._single_use and worker.used)
 
@@ -290,9 +309,15 @@ class WorkerPool:
             if (probe or worker.eof) and not worker.process.is_alive()
         ]
 
-    def _drain(self, worker: Member) -> None:
-        """Handle every message the worker has sent so far."""
-        while not worker.eof:
+    def _drain(self, worker: Member, limit: int | None = _DRAIN) -> None:
+        """Handle the messages the worker has sent so far, at most ``limit``.
+
+        The limit keeps a worker that logs without pause from holding the
+        pool: timeouts and deaths are looked at between rounds.
+        """
+        for _ in itertools.repeat(None) if limit is None else range(limit):
+            if worker.eof:
+                return
             try:
                 if not worker.conn.poll(0):
                     return
@@ -315,43 +340,74 @@ class WorkerPool:
             if self._fatal is None:
                 self._fatal = rebuild(message[1:])
             return
+        if kind == "ready":
+            worker.ready = True
+            self._failed_starts = 0
+            self._dispatch()
+            return
         chunk = worker.chunks.popleft()
-        worker.started_any = True
-        self._failed_starts = 0
         self._dispatch()  # the worker is idle: its next chunk first
         if kind == "done":
-            _, values, errors, seconds = message
-            failed = {offset: rebuild(report) for offset, report in errors}
-            self._outcomes.append(Outcome(chunk.first, values, failed, seconds))
+            self._outcomes.append(self._done(worker, chunk, *message[1:]))
         elif kind == "stopped":
             offset = message[1]
             error = rebuild(message[2:])
             self._outcomes.append(Outcome(chunk.first + offset, [None], {0: error}))
-        else:  # "unreadable": every item of the chunk gets the error
+        elif self._keep_going and len(chunk.items) > 1:  # "unreadable": find which
+            self._put_each(chunk.first, chunk.items, chunk.fn, chunk.mode)
+        else:
             error = rebuild(message[1:])
-            errors = dict.fromkeys(range(len(chunk.items)), error)
-            self._outcomes.append(
-                Outcome(chunk.first, [None] * len(chunk.items), errors)
+            self._outcomes.append(_failed(chunk.first, len(chunk.items), error))
+
+    def _done(
+        self,
+        worker: Member,
+        chunk: Chunk,
+        values: bytes,
+        errors: list[tuple[int, tuple[Any, ...]]],
+        seconds: float,
+    ) -> Outcome:
+        """A chunk's answer: its values unpickled here, its errors rebuilt."""
+        try:
+            results = loads(values)
+        except Exception as exc:  # noqa: BLE001  (named, never raised raw)
+            error = UnpicklableError(
+                f"the results of {self.what} on items {chunk.first}-"
+                f"{chunk.first + len(chunk.items) - 1} from worker {worker.pid} "
+                f"could not be unpickled here ({type(exc).__name__}: {exc}); "
+                "return plain data",
+                what="the result",
             )
+            error.__cause__ = exc
+            return _failed(chunk.first, len(chunk.items), error)
+        failed = {offset: rebuild(report) for offset, report in errors}
+        return Outcome(chunk.first, results, failed, seconds)
 
     def _lost(self, worker: Member) -> None:
         """A worker ended: blame the item it ran, requeue the rest, forget it."""
         worker.exited = True
-        self._drain(worker)  # what it said before it died
-        running = worker.running()
+        self._drain(worker, limit=None)  # what it said before it died
+        running, unpacking = worker.running(), worker.unpacking()
         exitcode = self._forget(worker)
+        if not worker.ready:
+            self._failed_start(worker, exitcode)
         if not worker.chunks:
-            return  # died idle: a replacement starts when there is work
+            return  # a replacement starts when there is work
         chunk = worker.chunks.popleft()
         requeue = list(worker.chunks)
-        if running is None:  # it had not started the chunk: run it elsewhere
-            requeue.insert(0, chunk)
-            self._died_between_tasks(worker, exitcode)
-        else:
-            offset = worker.timed_out if worker.timed_out is not None else running[0]
+        if unpacking and len(chunk.items) > 1:  # an item killed it: find which
+            requeue[:0] = [
+                self._chunk(index, [item], chunk.fn, chunk.mode)
+                for index, item in enumerate(chunk.items, chunk.first)
+            ]
+        elif running is not None or unpacking:
+            offset = 0 if running is None else running[0]
+            if worker.timed_out is not None:
+                offset = worker.timed_out
             index = chunk.first + offset
             error = self._blame(worker, chunk, offset, exitcode)
             self._outcomes.append(Outcome(index, [None], {0: error}))
+            # The items before it ran, but their results died with the worker.
             before, after = chunk.items[:offset], chunk.items[offset + 1 :]
             pieces = [(chunk.first, before), (index + 1, after)]
             requeue[:0] = [
@@ -359,6 +415,12 @@ class WorkerPool:
                 for first, items in pieces
                 if items
             ]
+        else:  # it had not started the chunk: run it elsewhere
+            requeue.insert(0, chunk)
+            _log.warning(
+                "%s; its items run in another worker",
+                death_message(worker.pid, f"{self.what} (between tasks)", exitcode),
+            )
         self._pending.extendleft(reversed(requeue))
 
     def _forget(self, worker: Member) -> int | None:
@@ -373,32 +435,31 @@ class WorkerPool:
         index = chunk.first + offset
         item = chunk.items[offset]
         if chunk.mode == "call":  # a submitted call: (fn, args, kwargs)
-            what = f"{_name(item[0])} in task {index} (arguments {describe(item[1])})"
+            what = f"{name_of(item[0])} in task {index} (arguments {describe(item[1])})"
         else:
-            name = self.what if chunk.fn is None else _name(chunk.fn)
+            name = self.what if chunk.fn is None else name_of(chunk.fn)
             what = f"{name} on item {index} ({describe(item)})"
+            if worker.timed_out is None and worker.unpacking():
+                what += ", while unpickling it"
         if worker.timed_out is not None:
             return TaskTimeoutError(
                 f"{what} ran over its timeout of {self._timeout} s in worker "
-                f"{worker.pid}; the worker and its process tree were killed and "
-                "replaced. Raise the timeout, or make the task faster",
+                f"{worker.pid}; the worker and its process tree were killed. "
+                "Raise the timeout, or make the task faster",
                 timeout=self._timeout,
             )
         return WorkerDiedError(
             death_message(worker.pid, what, exitcode), pid=worker.pid, exitcode=exitcode
         )
 
-    def _died_between_tasks(self, worker: Member, exitcode: int | None) -> None:
-        """A worker died running nothing: its chunks go elsewhere, within limits."""
-        message = death_message(worker.pid, f"{self.what} (between tasks)", exitcode)
-        if worker.started_any:
-            _log.warning("%s; its queued items run in another worker", message)
-            return
+    def _failed_start(self, worker: Member, exitcode: int | None) -> None:
+        """A worker died before it was ready: in a row, that is the pool's end."""
         self._failed_starts += 1
         if self._failed_starts >= _FAILED_STARTS and self._fatal is None:
             self._fatal = WorkerDiedError(
-                f"{_FAILED_STARTS} pool workers in a row died before running any "
-                f"task (the initializer?); the last: {message}",
+                f"{_FAILED_STARTS} pool workers in a row died before they were "
+                "ready (in the initializer, or while unpickling the function); "
+                f"the last: {death_message(worker.pid, self.what, exitcode)}",
                 pid=worker.pid,
                 exitcode=exitcode,
             )
@@ -432,9 +493,9 @@ class WorkerPool:
                 self._lost(worker)
 
 
-def _name(fn: Callable[..., Any]) -> str:
-    """A function's name for messages."""
-    return getattr(fn, "__qualname__", None) or repr(fn)
+def _failed(first: int, count: int, error: BaseException) -> Outcome:
+    """The outcome of ``count`` items that all failed with ``error``."""
+    return Outcome(first, [None] * count, dict.fromkeys(range(count), error))
 
 
 def _stop_all_at_exit() -> None:
@@ -443,4 +504,10 @@ def _stop_all_at_exit() -> None:
         pool.terminate()
 
 
+def _forget_pools_in_child() -> None:
+    """After fork, in the child: the parent's pools are not ours to stop."""
+    _live.clear()
+
+
 atexit.register(_stop_all_at_exit)
+_platform.at_fork(after_in_child=_forget_pools_in_child)

@@ -16,7 +16,7 @@ import psutil
 
 from ._launch import launch
 from ._polling import run_blocking
-from ._pool_worker import BOARD_SIZE, CHUNK, OFFSET, STARTED, serve
+from ._pool_worker import BOARD_SIZE, CHUNK, OFFSET, STARTED, UNPACKING, serve
 from ._tree import stopping_trees
 
 if TYPE_CHECKING:
@@ -46,7 +46,7 @@ class Member:
         self.eof = False
         self.exited = False  # its process ended: it takes no more chunks
         self.used = False  # it was given a chunk
-        self.started_any = False
+        self.ready = False  # its initializer ran: it may be sent chunks
         self.timed_out: int | None = None  # offset of the task its timeout killed
 
     def send(self, payload: bytes) -> None:
@@ -64,11 +64,20 @@ class Member:
         chunk, offset, started = board[CHUNK], board[OFFSET], board[STARTED]
         if (
             chunk != self.chunks[0].id
+            or offset < 0
             or board[CHUNK] != chunk
             or board[OFFSET] != offset
         ):
-            return None  # not started yet, or moving on right now
+            return None  # not started yet, unpickling, or moving on right now
         return offset, started
+
+    def unpacking(self) -> bool:
+        """Whether it is unpickling ``chunks[0]`` (before running any item)."""
+        board = self.board
+        return bool(self.chunks) and (board[CHUNK], board[OFFSET]) == (
+            self.chunks[0].id,
+            UNPACKING,
+        )
 
     def reap(self) -> int | None:
         """Wait for the exited process, release it, and return its exit code."""

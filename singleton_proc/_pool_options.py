@@ -8,6 +8,7 @@ the caller's ``executor=``.
 
 from __future__ import annotations
 
+import math
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
@@ -22,7 +23,7 @@ if TYPE_CHECKING:
 
     from ._chunks import Outcome
 
-__all__ = ["PoolOptions", "Runner", "check_options", "positive"]
+__all__ = ["PoolOptions", "Runner", "check_options", "check_timeout", "positive"]
 
 
 class Runner(Protocol):
@@ -97,10 +98,7 @@ def check_options(
         raise TypeError(
             f"initializer must be callable or None, not {type(initializer).__name__}"
         )
-    if timeout is not None and not (
-        isinstance(timeout, (int, float)) and timeout > 0 and timeout == timeout  # noqa: PLR0124  (NaN)
-    ):
-        raise ValueError(f"timeout must be > 0 seconds or None, not {timeout!r}")
+    check_timeout(timeout)
     if n is None:
         n = getattr(executor, "_max_workers", None) or usable_cpus()
     return PoolOptions(
@@ -143,6 +141,18 @@ def _check_executor(
                 f"{name}= configures our own pool; with executor=, configure "
                 "the executor itself"
             )
+
+
+def check_timeout(timeout: object) -> None:
+    """``timeout`` must be ``None`` or a finite number of seconds > 0."""
+    if timeout is None:
+        return
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+        raise TypeError(f"timeout must be a number of seconds or None, not {timeout!r}")
+    if not 0 < timeout < math.inf:  # NaN fails too
+        raise ValueError(
+            f"timeout must be > 0 seconds and finite, or None, not {timeout!r}"
+        )
 
 
 def positive(name: str, value: object) -> int:

@@ -8,11 +8,14 @@ offset of the item in that chunk, and (when tasks have a timeout) when that
 item started. The parent reads the board to name the item a dead worker was
 running and to time a task from when it started, at no cost of messages.
 
-Messages from the parent: a chunk ``(chunk id, fn or None, mode, items,
-keep_going, timed)``, pickled; ``None`` to stop. Answers, one per chunk, in
-the order the chunks came (besides ``("log", record)``)::
+Messages from the parent: a chunk, as its id in :data:`HEADER` bytes then
+``(fn or None, mode, items, keep_going, timed)`` pickled, or the id
+:data:`STOP` alone. The worker says ``("ready",)`` once its initializer has
+run (the parent sends nothing before: a large chunk would block it while
+the initializer logs). Answers, one per chunk, in the order the chunks
+came (besides ``("log", record)``)::
 
-    ("done", values, errors, seconds)  errors: [(offset, report)] (keep_going)
+    ("done", values, errors, seconds)  values pickled; errors: [(offset, report)]
     ("stopped", offset, *report)   the item at offset failed; the rest did not run
     ("unreadable", *report)        the chunk could not be unpickled here
     ("init", *report)              the function or the initializer failed
@@ -35,13 +38,30 @@ if TYPE_CHECKING:
 
     from ._worker import Channel, WorkerSettings
 
-__all__ = ["BOARD_SIZE", "CHUNK", "MODES", "OFFSET", "STARTED", "serve"]
+__all__ = [
+    "BOARD_SIZE",
+    "CHUNK",
+    "HEADER",
+    "MODES",
+    "OFFSET",
+    "STARTED",
+    "STOP",
+    "UNPACKING",
+    "serve",
+]
 
 #: The board: three signed 64-bit integers.
 BOARD_SIZE = 3
 #: Board fields: the running chunk's id, the item's offset in it, and when
 #: the item started (``time.monotonic_ns()``, only when tasks are timed).
 CHUNK, OFFSET, STARTED = range(BOARD_SIZE)
+
+#: A message to a worker: the chunk id (8 bytes, little-endian), then the
+#: pickled chunk; the id :data:`STOP` alone tells it to exit.
+HEADER = 8
+STOP = 0
+#: The board's offset while the worker unpickles a chunk (before any item).
+UNPACKING = -1
 
 #: How each item is called: ``fn(item)``, ``fn()``, ``fn(*item)``, or the
 #: item is itself a call ``(fn, args, kwargs)`` (``Executor.submit``).
@@ -90,24 +110,25 @@ def serve(
         except Exception as exc:  # noqa: BLE001  (reported to the parent)
             channel.send("init", *report_exception(exc))
             return
+    channel.send("ready")
     while True:
         try:
             data = conn.recv_bytes()
         except (EOFError, OSError):  # the parent closed its end: it is gone
             return
+        chunk_id = int.from_bytes(data[:HEADER], "little", signed=True)
+        if chunk_id == STOP:
+            return
+        board[OFFSET] = UNPACKING  # if an item kills us now, the parent knows
+        board[CHUNK] = chunk_id
         try:
-            message = loads(data)
+            chunk_fn, mode, items, keep_going, timed = loads(memoryview(data)[HEADER:])
         except Exception as exc:  # noqa: BLE001  (reported, and named)
+            board[CHUNK] = 0
             channel.send("unreadable", *unpickling_failed("the items", exc))
             continue
-        if message is None:
-            return
-        chunk_id, chunk_fn, mode, items, keep_going, timed = message
+        del data
         call = _caller(fn if chunk_fn is None else chunk_fn, mode)
-        board[OFFSET] = 0
-        if timed:  # before the chunk id: the parent must not see a stale start
-            board[STARTED] = time.monotonic_ns()
-        board[CHUNK] = chunk_id
         _run_chunk(channel, board, call, items, keep_going=keep_going, timed=timed)
 
 
@@ -138,15 +159,19 @@ def _run_chunk(
             append(call(item))
         except Exception as exc:  # noqa: BLE001  (SystemExit ends the worker)
             if not keep_going:
+                board[CHUNK] = 0
                 channel.send("stopped", offset, *report_exception(exc))
                 return
             errors.append((offset, report_exception(exc)))
             append(None)
     seconds = time.perf_counter() - began
+    board[CHUNK] = 0  # done: whatever the parent reads next, this chunk is not late
     try:
-        channel.send("done", values, errors, seconds)
+        payload = dumps(values)
     except Exception:  # noqa: BLE001  (a result that will not pickle: name it)
         _send_picklable(channel, values, errors, seconds, keep_going=keep_going)
+        return
+    channel.send("done", payload, errors, seconds)
 
 
 def _send_picklable(
@@ -168,4 +193,4 @@ def _send_picklable(
             values[offset] = None
             errors.append((offset, unpicklable_result(value, exc)))
     errors.sort()
-    channel.send("done", values, errors, seconds)
+    channel.send("done", dumps(values), errors, seconds)

@@ -24,7 +24,7 @@ from ._logforward import dispatch
 from ._polling import run_blocking
 from ._stop import validate_grace
 from ._tree import stopping_tree
-from ._wire import UnpicklableError, dumps_call, loads, rebuild
+from ._wire import UnpicklableError, dumps_call, loads, name_of, rebuild
 from ._worker import bootstrap
 from ._worker_errors import TaskTimeoutError, WorkerDiedError, death_message
 
@@ -66,7 +66,7 @@ class ProcessHandle:
         """Start the child; see :func:`start_process`."""
         method = choose_start_method(start_method)
         call = dumps_call(fn, args, kwargs)
-        self._what = getattr(fn, "__qualname__", None) or repr(fn)
+        self._what = name_of(fn)
         launched = launch(method, f"singleton_proc: {self._what}", bootstrap, call)
         self._process = launched.process
         self._conn = launched.conn

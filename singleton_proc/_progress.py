@@ -56,5 +56,11 @@ def open_bar(enabled: bool, total: int | None, what: str | None) -> Bar:
     """
     if not enabled:
         return _NoBar()
-    bar: Bar = require_tqdm()(total=total, desc=what, unit="item", dynamic_ncols=True)
+
+    class _Bar(require_tqdm()):  # type: ignore[misc]
+        """No monitor thread: with a thread running, workers would not fork."""
+
+        monitor_interval = 0
+
+    bar: Bar = _Bar(total=total, desc=what, unit="item", dynamic_ncols=True)
     return bar

@@ -33,6 +33,7 @@ __all__ = [
     "dumps_checked",
     "format_traceback",
     "loads",
+    "name_of",
     "rebuild",
     "report_exception",
 ]
@@ -95,7 +96,7 @@ def dumps(obj: object) -> bytes:
     return pickle.dumps(obj, protocol=_PROTOCOL)
 
 
-def loads(data: bytes) -> Any:
+def loads(data: bytes | memoryview) -> Any:
     """Unpickle what :func:`dumps` made."""
     return pickle.loads(data)  # noqa: S301  (our own worker's data)
 
@@ -195,6 +196,12 @@ def rebuild(report: tuple[Any, ...]) -> BaseException:
         error = UnpicklableError(message, what=what)
     error.__cause__ = RemoteTraceback(report[-1])
     return error
+
+
+def name_of(fn: object) -> str:
+    """A function's name for messages (a ``functools.partial``'s function's)."""
+    inner = getattr(fn, "func", fn)  # functools.partial
+    return getattr(inner, "__qualname__", None) or repr(inner)
 
 
 def describe(obj: object) -> str:

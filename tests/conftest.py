@@ -88,3 +88,14 @@ def _stop_multiprocessing_helpers(no_child_left: None) -> Iterator[None]:  # noq
         stop = getattr(helper, "_stop", None)
         if stop is not None:
             stop()
+
+
+#: Modules that run third-party executors (loky, dask.distributed), whose
+#: threads live on in the test process: they run last, so that every other
+#: test runs in a single-threaded process, as a user's program would.
+_LAST = ("test_foreign.py",)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Move the tests of :data:`_LAST` to the end, keeping the order otherwise."""
+    items.sort(key=lambda item: item.path.name in _LAST)

@@ -23,6 +23,9 @@ if TYPE_CHECKING:
 
 #: Seconds the third-party executors get to start and stop (safety nets).
 START_BOUND = 120
+#: Each test stops loky's resource tracker (it would be a leftover child);
+#: the next loky executor relaunches it and warns about its own hygiene.
+pytestmark = pytest.mark.filterwarnings("ignore:resource_tracker.*:UserWarning")
 
 
 def _stop_leftovers(before: set[int]) -> None:
@@ -38,11 +41,14 @@ def _stop_leftovers(before: set[int]) -> None:
     if getattr(tracker, "_pid", None) is not None:
         tracker._stop()  # noqa: SLF001
     ours = multiprocessing.resource_tracker._resource_tracker._pid  # type: ignore[attr-defined]  # noqa: SLF001
-    left = [p for p in psutil.Process().children() if p.pid not in before | {ours}]
-    _, alive = psutil.wait_procs(left, timeout=5)
-    for proc in alive:
-        proc.kill()
-    psutil.wait_procs(alive, timeout=START_BOUND)
+    for _ in range(3):  # a helper may be relaunched while the others stop
+        left = [p for p in psutil.Process().children() if p.pid not in before | {ours}]
+        if not left:
+            return
+        _, alive = psutil.wait_procs(left, timeout=5)
+        for proc in alive:
+            proc.kill()
+        psutil.wait_procs(alive, timeout=START_BOUND)
 
 
 @pytest.fixture

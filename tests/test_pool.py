@@ -153,7 +153,7 @@ def test_an_initializer_that_raises_is_raised_here() -> None:
 
 
 def test_workers_that_die_in_the_initializer_are_an_error_not_a_loop() -> None:
-    with pytest.raises(WorkerDiedError, match="died before running any task"):
+    with pytest.raises(WorkerDiedError, match="died before they were ready"):
         run_in_pool(
             pool_tasks.square,
             range(10),

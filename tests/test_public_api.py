@@ -29,6 +29,7 @@ EXPECTED = [
     "is_running",
     "iter_in_pool",
     "list_instances",
+    "process_pool",
     "run_in_pool",
     "run_process",
     "single_instance",

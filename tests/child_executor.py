@@ -1,0 +1,64 @@
+"""A parent program running ``process_pool``, for the tests that interrupt or kill it.
+
+Usage: ``child_executor.py MODE START_METHOD DIRECTORY``. Two workers each
+run ``pool_tasks.block``, which writes the worker's pid to
+``DIRECTORY/<item>`` and blocks for ever. MODE says how:
+
+* ``submit``: two submitted tasks, waited for in a ``with`` block (the tests
+  send SIGINT or SIGKILL);
+* ``map``: ``map`` over two items in a ``with`` block (the tests send SIGINT);
+* ``shutdown``: two submitted tasks, then ``shutdown(wait=True)`` (SIGINT);
+* ``exit``: two submitted tasks; once both run, it prints "ready" and, at
+  the end of its stdin, ends without shutting the executor down, which
+  interpreter exit must do.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import signal
+import sys
+
+from child_tasks import wait_for_file
+from pool_tasks import block
+
+from singleton_proc._executor import PoolExecutor, process_pool
+
+#: The executor of ``exit`` mode, alive until interpreter exit.
+_kept: list[PoolExecutor] = []
+
+
+def main() -> None:
+    """Run the pool as MODE says."""
+    # Started from a background job (CI), we would inherit SIGINT ignored.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    mode, method, directory = sys.argv[1:4]
+    task = functools.partial(block, directory)
+    if mode == "exit":
+        pool = process_pool(2, start_method=method)
+        _kept.append(pool)
+        for item in range(2):
+            pool.submit(task, item)
+        for item in range(2):
+            wait_for_file(os.path.join(directory, str(item)))
+        print("ready", flush=True)
+        sys.stdin.read()  # until the test has seen our helper processes
+        return
+    if mode == "shutdown":
+        pool = process_pool(2, start_method=method)
+        for item in range(2):
+            pool.submit(task, item)
+        pool.shutdown(wait=True)
+        return
+    with process_pool(2, start_method=method) as pool:
+        if mode == "submit":
+            for future in [pool.submit(task, item) for item in range(2)]:
+                future.result()
+        else:
+            for _ in pool.map(task, range(2), chunksize=1):
+                pass
+
+
+if __name__ == "__main__":
+    main()
