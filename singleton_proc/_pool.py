@@ -405,7 +405,7 @@ class WorkerPool:
             if worker.timed_out is not None:
                 offset = worker.timed_out
             index = chunk.first + offset
-            error = self._blame(worker, chunk, offset, exitcode)
+            error = self._blame(worker, chunk, offset, exitcode, unpacking=unpacking)
             self._outcomes.append(Outcome(index, [None], {0: error}))
             # The items before it ran, but their results died with the worker.
             before, after = chunk.items[:offset], chunk.items[offset + 1 :]
@@ -429,7 +429,13 @@ class WorkerPool:
         return worker.reap()
 
     def _blame(
-        self, worker: Member, chunk: Chunk, offset: int, exitcode: int | None
+        self,
+        worker: Member,
+        chunk: Chunk,
+        offset: int,
+        exitcode: int | None,
+        *,
+        unpacking: bool = False,
     ) -> BaseException:
         """The error for the item a worker ran when it died or timed out."""
         index = chunk.first + offset
@@ -439,7 +445,7 @@ class WorkerPool:
         else:
             name = self.what if chunk.fn is None else name_of(chunk.fn)
             what = f"{name} on item {index} ({describe(item)})"
-            if worker.timed_out is None and worker.unpacking():
+            if unpacking:
                 what += ", while unpickling it"
         if worker.timed_out is not None:
             return TaskTimeoutError(

@@ -8,6 +8,7 @@ to it instead of to init, where ``no_child_left`` sees, fails and reaps them.
 from __future__ import annotations
 
 import ctypes
+import gc
 import shutil
 import sys
 import tempfile
@@ -68,15 +69,20 @@ def no_child_left() -> Iterator[None]:
     """Fail a test that leaves a child process behind, killing it by pid."""
     yield
     children = psutil.Process().children(recursive=True)
+    described: list[tuple[int, str, list[str]]] = []
     for child in children:
+        try:
+            described.append((child.pid, child.status(), child.cmdline()[:6]))
+        except psutil.Error:
+            described.append((child.pid, "gone", []))
         child.kill()
     psutil.wait_procs(children, timeout=10)
-    assert not children, f"test left child processes: {children}"
+    assert not children, f"test left child processes: {described}"
 
 
 @pytest.fixture(autouse=True)
 def _stop_multiprocessing_helpers(no_child_left: None) -> Iterator[None]:  # noqa: ARG001  (teardown order)
-    """Stop the forkserver and resource tracker, so no_child_left sees none.
+    """Stop the forkserver and resource trackers, so no_child_left sees none.
 
     They are long-lived helpers of multiprocessing (they end with the
     parent); a test that used them stops them, and they are started again on
@@ -84,7 +90,12 @@ def _stop_multiprocessing_helpers(no_child_left: None) -> Iterator[None]:  # noq
     check, and leaves any worker of ours for that check to find.
     """
     yield
-    for helper in (forkserver._forkserver, resource_tracker._resource_tracker):  # noqa: SLF001
+    gc.collect()  # loky's semaphores unregister from its tracker when collected
+    helpers = [forkserver._forkserver, resource_tracker._resource_tracker]  # noqa: SLF001
+    loky_tracker = sys.modules.get("loky.backend.resource_tracker")
+    if loky_tracker is not None and loky_tracker._resource_tracker._pid is not None:  # noqa: SLF001
+        helpers.append(loky_tracker._resource_tracker)  # loky's own, the same kind  # noqa: SLF001
+    for helper in helpers:
         stop = getattr(helper, "_stop", None)
         if stop is not None:
             stop()

@@ -161,3 +161,70 @@ def die_once(marker: str) -> None:
         return
     os.close(fd)
     os._exit(4)
+
+
+def flood_logs(_item: object = None) -> None:
+    """Log without pause, for ever."""
+    while True:
+        _log.warning("flood")
+
+
+def log_a_lot(count: int) -> None:
+    """An initializer that logs ``count`` records (more than a pipe holds)."""
+    for i in range(count):
+        _log.warning("initializer record %d of a long start-up, padded %s", i, "." * 40)
+
+
+def length(item: bytes) -> int:
+    """``len(item)``."""
+    return len(item)
+
+
+class _BadResult:
+    """Pickles, but cannot be unpickled: ``__setstate__`` raises."""
+
+    def __init__(self) -> None:
+        self.state = "some"  # a state to set: __setstate__ is called
+
+    def __setstate__(self, state: object) -> None:
+        raise AttributeError("this result cannot be rebuilt")
+
+
+def unloadable_result(_item: object = None) -> object:
+    """A result that pickles in the worker and fails to unpickle in the parent."""
+    return _BadResult()
+
+
+class KillsWhenUnpickled:
+    """An item whose unpickling ends the process that unpickles it."""
+
+    def __reduce__(self) -> tuple[object, tuple[int]]:
+        return (os._exit, (3,))
+
+
+def _refuse() -> None:
+    raise ValueError("this item cannot be unpickled")
+
+
+class FailsWhenUnpickled:
+    """An item whose unpickling raises ``ValueError``."""
+
+    def __reduce__(self) -> tuple[object, tuple[()]]:
+        return (_refuse, ())
+
+
+def identity(x: object) -> object:
+    """``x``."""
+    return x
+
+
+def fork_holder_then_die(directory: str, x: int) -> int:
+    """On item 1: fork a child that keeps our pipes open, write its pid, exit."""
+    if x == 1:
+        child = os.fork()
+        if child == 0:  # the grandchild: holds every descriptor, does nothing
+            time.sleep(3600)
+            os._exit(0)
+        say_ready(os.path.join(directory, "grandchild"), str(child))
+        os._exit(3)
+    return x

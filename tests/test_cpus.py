@@ -50,8 +50,8 @@ def test_a_cgroup_v1_quota_caps_it(tmp_path: Path) -> None:
 
 def test_a_quota_above_the_affinity_does_not_raise_it(tmp_path: Path) -> None:
     membership = tmp_path / "cgroup"
-    _write(membership, "3:cpu:/job\n")
-    mount = tmp_path / "fs" / "cpu" / "job"  # the v1 fallback mount name
+    _write(membership, "3:cpu,cpuacct:/job\n")
+    mount = tmp_path / "fs" / "cpu" / "job"  # no "cpu,cpuacct" mount: the fallback
     _write(mount / "cpu.cfs_quota_us", str(100000 * (AFFINITY + 8)))
     _write(mount / "cpu.cfs_period_us", "100000")
     assert usable_cpus(membership, tmp_path / "fs") == AFFINITY

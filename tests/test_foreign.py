@@ -5,17 +5,18 @@ from __future__ import annotations
 import functools
 import multiprocessing.resource_tracker
 import sys
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import TYPE_CHECKING
 
 import loky
+import loky.backend.resource_tracker
 import pool_tasks
 import psutil
 import pytest
 
 from singleton_proc import iter_in_pool, run_in_pool
-from singleton_proc._wire import RemoteTraceback
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -23,8 +24,8 @@ if TYPE_CHECKING:
 
 #: Seconds the third-party executors get to start and stop (safety nets).
 START_BOUND = 120
-#: Each test stops loky's resource tracker (it would be a leftover child);
-#: the next loky executor relaunches it and warns about its own hygiene.
+#: Each test stops loky's resource tracker (conftest: it would be a
+#: leftover child); the next loky executor relaunches it, and warns.
 pytestmark = pytest.mark.filterwarnings("ignore:resource_tracker.*:UserWarning")
 
 
@@ -32,23 +33,19 @@ def _stop_leftovers(before: set[int]) -> None:
     """Reap what a third-party executor started and left, killing stragglers by pid.
 
     Their hygiene is not under test here (ours is, everywhere else): loky
-    relaunches its resource tracker when a worker is killed, and may return
-    from shutdown() before its killed workers are reaped.
+    may return from shutdown() before its killed workers are reaped. Its
+    resource tracker, a long-lived helper like multiprocessing's, is stopped
+    with those after the test (conftest).
     """
-    from loky.backend import resource_tracker  # noqa: PLC0415  (loky internals)
-
-    tracker = resource_tracker._resource_tracker  # noqa: SLF001
-    if getattr(tracker, "_pid", None) is not None:
-        tracker._stop()  # noqa: SLF001
-    ours = multiprocessing.resource_tracker._resource_tracker._pid  # type: ignore[attr-defined]  # noqa: SLF001
-    for _ in range(3):  # a helper may be relaunched while the others stop
-        left = [p for p in psutil.Process().children() if p.pid not in before | {ours}]
-        if not left:
-            return
-        _, alive = psutil.wait_procs(left, timeout=5)
-        for proc in alive:
-            proc.kill()
-        psutil.wait_procs(alive, timeout=START_BOUND)
+    helpers = {
+        multiprocessing.resource_tracker._resource_tracker._pid,  # type: ignore[attr-defined]  # noqa: SLF001
+        loky.backend.resource_tracker._resource_tracker._pid,  # noqa: SLF001
+    }
+    left = [p for p in psutil.Process().children() if p.pid not in before | helpers]
+    _, alive = psutil.wait_procs(left, timeout=5)
+    for proc in alive:
+        proc.kill()
+    psutil.wait_procs(alive, timeout=START_BOUND)
 
 
 @pytest.fixture
@@ -142,11 +139,15 @@ def test_our_pool_options_are_refused_with_an_executor() -> None:
         run_in_pool(pool_tasks.square, [1], executor=object())  # type: ignore[arg-type]
 
 
-def test_an_executor_keeps_the_remote_traceback_our_pool_gives() -> None:
+def test_loky_gives_the_exception_with_its_remote_traceback(
+    loky_executor: Executor,
+) -> None:
     task = functools.partial(pool_tasks.fail_on, 0)
     with pytest.raises(ValueError, match="bad item 0") as caught:
-        run_in_pool(task, [0], n=1)
-    assert isinstance(caught.value.__cause__, RemoteTraceback)
+        run_in_pool(task, [0, 1], executor=loky_executor)
+    cause = caught.value.__cause__
+    assert cause is not None
+    assert "_raise_bad" in str(cause)  # the worker's frames, as loky attaches them
 
 
 # -- progress=True -------------------------------------------------------------
@@ -155,7 +156,9 @@ def test_an_executor_keeps_the_remote_traceback_our_pool_gives() -> None:
 def test_progress_counts_finished_items_on_stderr(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
+    threads = threading.enumerate()
     assert run_in_pool(pool_tasks.square, range(100), n=2, progress=True)[-1] == 99**2
+    assert threading.enumerate() == threads  # no tqdm monitor: workers still fork
     err = capsys.readouterr().err
     assert "100/100" in err
     assert "square" in err

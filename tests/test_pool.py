@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import functools
 import logging
 import multiprocessing
@@ -25,6 +26,7 @@ from singleton_proc import (
     iter_in_pool,
     run_in_pool,
 )
+from singleton_proc._chunks import ChunkSizer, Outcome
 from singleton_proc._cpus import usable_cpus
 from singleton_proc._wire import RemoteTraceback, UnpicklableError
 
@@ -107,8 +109,10 @@ def test_n_defaults_to_the_usable_cpus_and_must_be_positive() -> None:
     ("kwargs", "error", "says"),
     [
         ({"chunksize": 0}, ValueError, "chunksize must be at least 1"),
-        ({"timeout": 0}, ValueError, "timeout must be > 0 seconds or None, not 0"),
+        ({"timeout": 0}, ValueError, "timeout must be > 0 seconds and finite"),
         ({"timeout": float("nan")}, ValueError, "timeout must be > 0"),
+        ({"timeout": float("inf")}, ValueError, "and finite"),
+        ({"timeout": True}, TypeError, "timeout must be a number of seconds"),
         ({"initializer": 3}, TypeError, "initializer must be callable or None"),
         ({"start_method": "thread"}, ValueError, "start_method must be one of"),
     ],
@@ -276,11 +280,30 @@ def test_without_return_exceptions_a_timeout_is_raised(tmp_path: Path) -> None:
 
 
 def test_the_timeout_clock_starts_when_the_task_starts() -> None:
-    # One worker, three tasks of 0.4 s each: the last starts 0.8 s after the
-    # call, past the timeout, but each runs for less than it.
-    task = functools.partial(pool_tasks.take, 0.4)
-    assert run_in_pool(task, range(3), n=1, chunksize=1, timeout=1.5) == [0, 1, 2]
-    assert run_in_pool(task, range(3), n=1, chunksize=3, timeout=1.5) == [0, 1, 2]
+    # One worker, three tasks of 0.6 s each: the last starts 1.2 s after the
+    # call (and its chunk 1.2 s after it started), past the timeout, but each
+    # task runs for less than it.
+    task = functools.partial(pool_tasks.take, 0.6)
+    assert run_in_pool(task, range(3), n=1, chunksize=1, timeout=1.0) == [0, 1, 2]
+    assert run_in_pool(task, range(3), n=1, chunksize=3, timeout=1.0) == [0, 1, 2]
+
+
+def test_a_worker_flooding_its_pipe_cannot_hold_off_the_timeout() -> None:
+    started = time.monotonic()
+    with pytest.raises(TaskTimeoutError):
+        run_in_pool(pool_tasks.flood_logs, [0], n=1, timeout=1.0)
+    assert time.monotonic() - started < DEATH_BOUND
+
+
+def test_a_death_is_noticed_while_a_grandchild_holds_the_pipes(tmp_path: Path) -> None:
+    task = functools.partial(pool_tasks.fork_holder_then_die, str(tmp_path))
+    try:
+        with pytest.raises(WorkerDiedError, match="exited with code 3"):
+            run_in_pool(task, range(3), n=1, chunksize=1)
+    finally:
+        grandchild = int(wait_for_file(str(tmp_path / "grandchild")))
+        psutil.Process(grandchild).kill()
+        wait_until_gone(grandchild)
 
 
 # -- Ctrl-C and a killed parent ------------------------------------------------
@@ -425,6 +448,57 @@ def test_tiny_tasks_are_chunked_as_fast_as_pool_map(method: str) -> None:
     assert ours < 5 * theirs + 1.0
 
 
+def test_a_slow_producer_is_not_held_back_for_a_whole_chunk() -> None:
+    produced = 0
+
+    def trickle() -> Iterator[int]:
+        nonlocal produced
+        for i in range(400):
+            time.sleep(0.002)  # the load: an item every 2 ms, as from a socket
+            produced += 1
+            yield i
+
+    lag = max(
+        produced - done
+        for done, _ in enumerate(iter_in_pool(pool_tasks.square, trickle(), n=2), 1)
+    )
+    assert lag < 200  # chunks of a stream wait 20 ms for items, not 2,000 items
+
+
+def test_a_logging_initializer_and_large_items_do_not_deadlock() -> None:
+    items = [bytes(300_000)] * 4  # each larger than a pipe's buffer
+    results = run_in_pool(
+        pool_tasks.length,
+        items,
+        n=2,
+        chunksize=4,
+        initializer=pool_tasks.log_a_lot,
+        initargs=(5000,),
+    )
+    assert results == [300_000] * 4
+
+
+def test_chunks_stay_small_after_a_death_of_slow_items() -> None:
+    sizer = ChunkSizer(None, workers=2, length=400)
+    sizer.observe(Outcome(0, [1], seconds=0.05))
+    assert sizer.size() == 1
+    sizer.observe(Outcome(1, [None], {0: WorkerDiedError("died")}))  # no timing
+    assert sizer.size() == 1
+
+
+def test_a_forked_child_leaves_the_parent_pool_alone() -> None:
+    results = iter_in_pool(pool_tasks.worker_pid, range(20), n=2, chunksize=1)
+    first = next(results)
+    child = os.fork()
+    if child == 0:  # what a child's normal exit runs, then out
+        try:
+            atexit._run_exitfuncs()  # noqa: SLF001  (a normal exit, minus pytest)
+        finally:
+            os._exit(0)
+    os.waitpid(child, 0)
+    assert len([first, *results]) == 20
+
+
 # -- logging and pickling ------------------------------------------------------
 
 
@@ -463,6 +537,35 @@ def test_what_will_not_pickle_is_named() -> None:
     assert results[0] == 1
     assert results[2] == 9
     assert isinstance(results[1], UnpicklableError)
+
+
+def test_results_that_cannot_be_unpickled_here_are_named() -> None:
+    with pytest.raises(UnpicklableError, match="could not be unpickled here"):
+        run_in_pool(pool_tasks.unloadable_result, [1, 2], n=1)
+    results = run_in_pool(
+        pool_tasks.unloadable_result, [1], n=1, return_exceptions=True
+    )
+    assert isinstance(results[0], UnpicklableError)
+
+
+def test_an_item_that_kills_or_fails_its_worker_in_unpickling_is_found() -> None:
+    items = [
+        1,
+        2,
+        pool_tasks.KillsWhenUnpickled(),
+        4,
+        pool_tasks.FailsWhenUnpickled(),
+        6,
+    ]
+    results = run_in_pool(
+        pool_tasks.identity, items, n=1, chunksize=6, return_exceptions=True
+    )
+    assert [results[i] for i in (0, 1, 3, 5)] == [1, 2, 4, 6]
+    assert isinstance(results[2], WorkerDiedError)
+    assert "item 2" in str(results[2])
+    assert "while unpickling it" in str(results[2])
+    assert isinstance(results[4], UnpicklableError)
+    assert "cannot be unpickled" in str(results[4].__cause__)
 
 
 @pytest.mark.slow
