@@ -19,6 +19,7 @@ from concurrent.futures import FIRST_COMPLETED, wait
 from typing import TYPE_CHECKING, Any
 
 from ._chunks import CHUNKS_AHEAD, Outcome
+from ._pool_worker import caller
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -36,11 +37,12 @@ def apply_chunk(
     the first one is raised, ending the chunk), and the seconds it took.
     """
     began = time.perf_counter()
+    call = caller(fn, mode)
     values: list[Any] = []
     errors: dict[int, BaseException] = {}
     for offset, item in enumerate(items):
         try:
-            values.append(fn() if mode == "none" else fn(item))
+            values.append(call(item))
         except Exception as exc:
             if not keep_going:
                 raise

@@ -47,6 +47,7 @@ __all__ = [
     "STARTED",
     "STOP",
     "UNPACKING",
+    "caller",
     "serve",
 ]
 
@@ -68,7 +69,7 @@ UNPACKING = -1
 MODES = ("one", "none", "star", "call")
 
 
-def _caller(fn: Callable[..., Any], mode: str) -> Callable[[Any], Any]:
+def caller(fn: Callable[..., Any], mode: str) -> Callable[[Any], Any]:
     """The function that runs one item in ``mode``."""
     if mode == "one":
         return fn
@@ -128,7 +129,7 @@ def serve(
             channel.send("unreadable", *unpickling_failed("the items", exc))
             continue
         del data
-        call = _caller(fn if chunk_fn is None else chunk_fn, mode)
+        call = caller(fn if chunk_fn is None else chunk_fn, mode)
         _run_chunk(channel, board, call, items, keep_going=keep_going, timed=timed)
 
 
