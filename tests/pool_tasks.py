@@ -195,11 +195,15 @@ def unloadable_result(_item: object = None) -> object:
     return _BadResult()
 
 
+def _exit_now() -> None:
+    os._exit(3)
+
+
 class KillsWhenUnpickled:
     """An item whose unpickling ends the process that unpickles it."""
 
-    def __reduce__(self) -> tuple[object, tuple[int]]:
-        return (os._exit, (3,))
+    def __reduce__(self) -> tuple[object, tuple[()]]:
+        return (_exit_now, ())
 
 
 def _refuse() -> None:

@@ -209,7 +209,7 @@ def test_an_initializer_that_raises_fails_the_tasks_and_breaks_the_pool() -> Non
     [
         ({"n": 0}, ValueError, "n must be at least 1, not 0"),
         ({"n": 2.0}, TypeError, "n must be an int, not float"),
-        ({"timeout": 0}, ValueError, "timeout must be > 0 seconds or None, not 0"),
+        ({"timeout": 0}, ValueError, "timeout must be > 0 seconds and finite"),
         ({"initializer": 3}, TypeError, "initializer must be callable or None"),
         ({"start_method": "thread"}, ValueError, "start_method must be one of"),
     ],
