@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import psutil
 
+from . import _platform
 from ._launch import choose_start_method, launch
 from ._logforward import dispatch
 from ._polling import run_blocking
@@ -374,4 +375,10 @@ def _stop_all_at_exit() -> None:
         handle._stop(_INTERRUPT_GRACE, "stopped at interpreter exit")  # noqa: SLF001
 
 
+def _forget_handles_in_child() -> None:
+    """After fork, in the child: the parent's workers are not ours to stop."""
+    _live.clear()
+
+
 atexit.register(_stop_all_at_exit)
+_platform.at_fork(after_in_child=_forget_handles_in_child)

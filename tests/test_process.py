@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import pickle
@@ -410,3 +411,18 @@ def test_concurrent_calls_from_many_threads_never_hang() -> None:
     assert not any(thread.is_alive() for thread in threads), "a call hung"
     assert errors == []
     assert sorted(results) == sorted(100 * n + i for n in range(6) for i in range(8))
+
+
+def test_a_forked_child_leaves_the_parent_workers_alone(ready: str) -> None:
+    with start_process(child_tasks.wait_for_go, ready, ready + ".go") as handle:
+        child_tasks.wait_for_file(ready)
+        child = os.fork()
+        if child == 0:  # what a child's normal exit runs, then out
+            try:
+                atexit._run_exitfuncs()  # noqa: SLF001  (a normal exit, minus pytest)
+            finally:
+                os._exit(0)
+        os.waitpid(child, 0)
+        assert handle.is_alive()
+        child_tasks.say_ready(ready + ".go")
+        assert handle.result(timeout=DEADLINE) == "went"
