@@ -20,10 +20,11 @@ import os
 import signal
 import sys
 
-from child_tasks import wait_for_file
 from pool_tasks import block
 
 from singleton_proc._executor import PoolExecutor, process_pool
+
+from helpers import wait_for_file
 
 #: The executor of ``exit`` mode, alive until interpreter exit.
 _kept: list[PoolExecutor] = []

@@ -13,7 +13,7 @@ import threading
 import time
 from pathlib import Path
 
-from helpers import open_lock_fds
+from helpers import open_lock_fds, wait_for_file
 
 _log = logging.getLogger("child_tasks.demo")
 
@@ -23,16 +23,6 @@ def say_ready(path: str, text: str = "") -> None:
     tmp = f"{path}.tmp"
     Path(tmp).write_text(text or str(os.getpid()))
     os.replace(tmp, path)
-
-
-def wait_for_file(path: str, timeout: float = 30.0) -> str:
-    """Wait until ``path`` exists; return its text. The timeout is a safety net."""
-    deadline = time.monotonic() + timeout
-    while not os.path.exists(path):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{path} did not appear within {timeout} s")
-        time.sleep(0.002)
-    return Path(path).read_text()
 
 
 def add(x: int, y: int = 0) -> int:

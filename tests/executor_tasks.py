@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from child_tasks import wait_for_file
+from helpers import wait_for_file
 
 
 def gate_then_mark(directory: str, x: int) -> int:

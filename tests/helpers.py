@@ -5,9 +5,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -26,6 +28,17 @@ TESTS = Path(__file__).parent
 HOLDER_SCRIPT = TESTS / "child_holder.py"
 #: Safety net for waits on real processes; never a synchronisation device.
 DEADLINE = 30.0
+#: The start methods the worker tests run under.
+METHODS = ["fork", "spawn", "forkserver"]
+#: Bounds from SPEC "Quality bars" (several times the targets).
+DEATH_BOUND = 10.0
+CTRL_C_BOUND = 5.0
+ORPHAN_BOUND = 10.0
+#: Python 3.12+ warns when fork() runs in a multi-threaded process: the
+#: tests that ask for exactly that say so.
+forking_with_threads = pytest.mark.filterwarnings(
+    "ignore:This process .* is multi-threaded:DeprecationWarning"
+)
 
 
 def read_line(proc: subprocess.Popen[str], timeout: float = DEADLINE) -> str:
@@ -183,3 +196,54 @@ def flock_holder(lock_file: Path) -> subprocess.Popen[str]:
     )
     assert read_line(proc) == "locked"
     return proc
+
+
+def wait_for_file(path: str, timeout: float = 30.0) -> str:
+    """Wait until ``path`` exists; return its text. The timeout is a safety net."""
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(path):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{path} did not appear within {timeout} s")
+        time.sleep(0.002)
+    return Path(path).read_text()
+
+
+def pids_in(directory: Path, names: list[str]) -> list[int]:
+    """The pids that workers wrote to ``directory/<name>`` (waiting for each)."""
+    return [int(wait_for_file(str(directory / name))) for name in names]
+
+
+def all_gone(pids: list[int]) -> None:
+    """Fail unless every pid ends within the deadline (reaping those that are ours)."""
+    for pid in pids:
+        wait_until_gone(pid, timeout=DEADLINE)
+
+
+def press_ctrl_c(
+    parent: subprocess.Popen[str],
+) -> tuple[str, float, list[psutil.Process]]:
+    """Do what a terminal does on Ctrl-C, and wait for ``parent`` to exit.
+
+    SIGINT goes to the parent and every process below it (the foreground
+    group), each by pid. Returns the parent's stderr, the seconds until it
+    exited, and the processes below it that were signalled.
+    """
+    try:
+        below = psutil.Process(parent.pid).children(recursive=True)
+        pressed = time.monotonic()
+        for proc in [psutil.Process(parent.pid), *below]:
+            proc.send_signal(signal.SIGINT)
+        _, err = parent.communicate(timeout=DEADLINE)
+        elapsed = time.monotonic() - pressed
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+        parent.communicate()
+    return err, elapsed, below
+
+
+def assert_one_keyboard_interrupt(parent: subprocess.Popen[str], err: str) -> None:
+    """``parent`` died of SIGINT, printing exactly one KeyboardInterrupt traceback."""
+    assert parent.returncode in {-signal.SIGINT, 128 + signal.SIGINT}, err
+    assert err.count("KeyboardInterrupt") == 1, err
+    assert err.count("Traceback") == 1, err

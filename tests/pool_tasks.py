@@ -11,7 +11,9 @@ import threading
 import time
 from pathlib import Path
 
-from child_tasks import say_ready, wait_for_file
+from child_tasks import say_ready
+
+from helpers import wait_for_file
 
 _log = logging.getLogger("child_tasks.pool")
 #: Set by :func:`remember` in a worker's initializer.

@@ -20,32 +20,37 @@ import executor_tasks
 import pool_tasks
 import psutil
 import pytest
-from child_tasks import fail, wait_for_file, wait_for_go
+from child_tasks import fail, wait_for_go
 
 from singleton_proc import TaskTimeoutError, WorkerDiedError
 from singleton_proc._executor import _live, process_pool
 from singleton_proc._pool import WorkerPool
 from singleton_proc._wire import RemoteTraceback, UnpicklableError
 
-from helpers import DEADLINE, TESTS, read_line, reap, wait_until_gone
+from helpers import (
+    CTRL_C_BOUND,
+    DEADLINE,
+    METHODS,
+    ORPHAN_BOUND,
+    TESTS,
+    all_gone,
+    assert_one_keyboard_interrupt,
+    forking_with_threads,
+    pids_in,
+    press_ctrl_c,
+    read_line,
+    reap,
+    wait_for_file,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
     from multiprocessing.connection import Connection
     from pathlib import Path
 
-METHODS = ["fork", "spawn", "forkserver"]
 RUNNER = TESTS / "child_executor.py"
-#: Bounds from SPEC "Quality bars" (several times the targets).
-CTRL_C_BOUND = 5.0
-ORPHAN_BOUND = 10.0
 #: Leaving the with block by an exception: the workers are stopped at once.
 STOP_BOUND = 10.0
-#: A pool run by its manager thread forks from a multi-threaded process when
-#: asked to (Python 3.12+ warns about it).
-forking_with_threads = pytest.mark.filterwarnings(
-    "ignore:This process .* is multi-threaded:DeprecationWarning"
-)
 
 
 @pytest.fixture(autouse=True)
@@ -57,17 +62,6 @@ def no_thread_left() -> Iterator[None]:
     for thread in left:  # an executor dropped without shutdown ends on its own
         thread.join(DEADLINE)
     assert not [t for t in left if t.is_alive()], f"test left threads: {left}"
-
-
-def _pids_in(directory: Path, names: list[str]) -> list[int]:
-    """The pids the workers wrote to ``directory/<name>`` (waiting for each)."""
-    return [int(wait_for_file(str(directory / name))) for name in names]
-
-
-def _all_gone(pids: list[int]) -> None:
-    """Fail unless every pid has exited."""
-    for pid in pids:
-        wait_until_gone(pid, timeout=DEADLINE)
 
 
 def _error(future: Future[Any]) -> BaseException:
@@ -138,7 +132,7 @@ def test_a_timeout_kills_the_task_tree_and_the_others_finish(
     assert isinstance(error, TaskTimeoutError)
     assert error.timeout == 1.0
     assert f"ran over its timeout of 1.0 s in worker {worker}" in str(error)
-    _all_gone([worker, grandchild])
+    all_gone([worker, grandchild])
 
 
 def test_a_future_can_be_cancelled_until_a_worker_takes_it(tmp_path: Path) -> None:
@@ -344,7 +338,7 @@ def test_map_timeout_counts_from_the_call(tmp_path: Path) -> None:
     assert got == [0, 1]
     assert 3.0 <= time.monotonic() - started < 3.0 + STOP_BOUND
     # Left by the exception: the hung task's tree was stopped.
-    _all_gone([int(pid) for pid in wait_for_file(str(tmp_path / "hung")).split()])
+    all_gone([int(pid) for pid in wait_for_file(str(tmp_path / "hung")).split()])
 
 
 def test_leaving_map_early_cancels_the_chunks_not_started(tmp_path: Path) -> None:
@@ -503,12 +497,12 @@ def test_leaving_the_block_by_an_exception_stops_the_workers_at_once(
         process_pool(2, start_method=method) as pool,
     ):
         futures += [pool.submit(task, x) for x in range(4)]
-        workers = _pids_in(tmp_path, ["0", "1"])
+        workers = pids_in(tmp_path, ["0", "1"])
         left = time.monotonic()
         raise RuntimeError("leaving")
     assert time.monotonic() - left < STOP_BOUND
     assert threading.enumerate() == threads
-    _all_gone(workers)
+    all_gone(workers)
     for future in futures[:2]:
         error = _error(future)
         assert isinstance(error, WorkerDiedError)
@@ -534,25 +528,13 @@ def test_ctrl_c_stops_the_workers_and_raises_one_keyboard_interrupt(
 ) -> None:
     parent = _start_runner(mode, method, tmp_path)
     try:
-        workers = _pids_in(tmp_path, ["0", "1"])
-        # What the terminal does on Ctrl-C: SIGINT to the foreground group,
-        # sent here to each of its processes by pid.
-        helpers = psutil.Process(parent.pid).children(recursive=True)
-        pressed = time.monotonic()
-        for proc in [psutil.Process(parent.pid), *helpers]:
-            proc.send_signal(signal.SIGINT)
-        _, err = parent.communicate(timeout=DEADLINE)
-        elapsed = time.monotonic() - pressed
+        workers = pids_in(tmp_path, ["0", "1"])
     finally:
-        if parent.poll() is None:
-            parent.kill()
-        parent.communicate()
-    assert parent.returncode in {-signal.SIGINT, 128 + signal.SIGINT}, err
-    assert err.count("KeyboardInterrupt") == 1, err
-    assert err.count("Traceback") == 1, err
+        err, elapsed, below = press_ctrl_c(parent)
+    assert_one_keyboard_interrupt(parent, err)
     assert elapsed < CTRL_C_BOUND
-    _all_gone(workers)
-    psutil.wait_procs(helpers, timeout=DEADLINE)  # the forkserver ends with it
+    all_gone(workers)
+    psutil.wait_procs(below, timeout=DEADLINE)  # the forkserver ends with it
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -561,7 +543,7 @@ def test_workers_exit_by_themselves_when_the_parent_is_killed(
 ) -> None:
     parent = _start_runner("submit", method, tmp_path)
     try:
-        workers = _pids_in(tmp_path, ["0", "1"])
+        workers = pids_in(tmp_path, ["0", "1"])
         left = psutil.Process(parent.pid).children(recursive=True)
     finally:
         parent.kill()
@@ -579,12 +561,12 @@ def test_interpreter_exit_stops_an_executor_still_running(
     parent = _start_runner("exit", method, tmp_path)
     try:
         assert read_line(parent) == "ready"
-        workers = _pids_in(tmp_path, ["0", "1"])
+        workers = pids_in(tmp_path, ["0", "1"])
         helpers = psutil.Process(parent.pid).children(recursive=True)
         _, err = parent.communicate("", timeout=DEADLINE)
     finally:
         reap(parent)
     assert parent.returncode == 0, err
     assert not err
-    _all_gone(workers)
+    all_gone(workers)
     psutil.wait_procs(helpers, timeout=DEADLINE)  # the forkserver ends with it

@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING
 import pool_tasks
 import psutil
 import pytest
-from child_tasks import wait_for_file
 
 from singleton_proc import (
     TaskTimeoutError,
@@ -30,29 +29,27 @@ from singleton_proc._chunks import ChunkSizer, Outcome
 from singleton_proc._cpus import usable_cpus
 from singleton_proc._wire import RemoteTraceback, UnpicklableError
 
-from helpers import DEADLINE, TESTS, env_without_coverage, wait_until_gone
+from helpers import (
+    CTRL_C_BOUND,
+    DEADLINE,
+    DEATH_BOUND,
+    METHODS,
+    ORPHAN_BOUND,
+    TESTS,
+    all_gone,
+    assert_one_keyboard_interrupt,
+    env_without_coverage,
+    pids_in,
+    press_ctrl_c,
+    wait_for_file,
+    wait_until_gone,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
     from pathlib import Path
 
-METHODS = ["fork", "spawn", "forkserver"]
 RUNNER = TESTS / "child_pool.py"
-#: Bounds from SPEC "Quality bars" (several times the targets).
-DEATH_BOUND = 10.0
-CTRL_C_BOUND = 5.0
-ORPHAN_BOUND = 10.0
-
-
-def _pids_in(directory: Path, names: list[str]) -> list[int]:
-    """The pids the workers wrote to ``directory/<name>`` (waiting for each)."""
-    return [int(wait_for_file(str(directory / name))) for name in names]
-
-
-def _all_gone(pids: list[int]) -> None:
-    """Fail unless every pid has exited (they are ours: reaped already)."""
-    for pid in pids:
-        wait_until_gone(pid, timeout=DEADLINE)
 
 
 # -- results -------------------------------------------------------------------
@@ -181,7 +178,7 @@ def test_a_raise_comes_at_once_with_its_type_and_stops_the_other_workers(
     assert isinstance(cause, RemoteTraceback)
     assert "_raise_bad" in cause.text
     # The worker blocked on item 1 did not finish: it was stopped.
-    _all_gone(_pids_in(tmp_path, ["1"]))
+    all_gone(pids_in(tmp_path, ["1"]))
 
 
 def test_return_exceptions_puts_each_failure_in_its_place() -> None:
@@ -269,14 +266,14 @@ def test_a_timeout_kills_the_worker_tree_and_the_others_finish(
         results[2]
     )
     assert results[:2] + results[3:] == [0, 1, 3, 4, 5, 6, 7]
-    _all_gone([worker, grandchild])
+    all_gone([worker, grandchild])
 
 
 def test_without_return_exceptions_a_timeout_is_raised(tmp_path: Path) -> None:
     task = functools.partial(pool_tasks.hang_on, 0, str(tmp_path))
     with pytest.raises(TaskTimeoutError, match="item 0"):
         run_in_pool(task, range(3), n=2, timeout=0.5)
-    _all_gone([int(pid) for pid in wait_for_file(str(tmp_path / "hung")).split()])
+    all_gone([int(pid) for pid in wait_for_file(str(tmp_path / "hung")).split()])
 
 
 def test_the_timeout_clock_starts_when_the_task_starts() -> None:
@@ -325,25 +322,13 @@ def test_ctrl_c_stops_the_workers_and_raises_one_keyboard_interrupt(
 ) -> None:
     parent = _start_runner(mode, method, tmp_path)
     try:
-        workers = _pids_in(tmp_path, ["0", "1"])
-        # What the terminal does on Ctrl-C: SIGINT to the foreground group,
-        # sent here to each of its processes by pid.
-        helpers = psutil.Process(parent.pid).children(recursive=True)
-        pressed = time.monotonic()
-        for proc in [psutil.Process(parent.pid), *helpers]:
-            proc.send_signal(signal.SIGINT)
-        _, err = parent.communicate(timeout=DEADLINE)
-        elapsed = time.monotonic() - pressed
+        workers = pids_in(tmp_path, ["0", "1"])
     finally:
-        if parent.poll() is None:
-            parent.kill()
-        parent.communicate()
-    assert parent.returncode in {-signal.SIGINT, 128 + signal.SIGINT}, err
-    assert err.count("KeyboardInterrupt") == 1, err
-    assert err.count("Traceback") == 1, err
+        err, elapsed, below = press_ctrl_c(parent)
+    assert_one_keyboard_interrupt(parent, err)
     assert elapsed < CTRL_C_BOUND
-    _all_gone(workers)
-    psutil.wait_procs(helpers, timeout=DEADLINE)  # the forkserver ends with it
+    all_gone(workers)
+    psutil.wait_procs(below, timeout=DEADLINE)  # the forkserver ends with it
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -352,7 +337,7 @@ def test_workers_exit_by_themselves_when_the_parent_is_killed(
 ) -> None:
     parent = _start_runner("run", method, tmp_path)
     try:
-        workers = _pids_in(tmp_path, ["0", "1"])
+        workers = pids_in(tmp_path, ["0", "1"])
         left = psutil.Process(parent.pid).children(recursive=True)
     finally:
         parent.kill()
@@ -399,7 +384,7 @@ def test_closing_the_iterator_early_stops_the_workers(tmp_path: Path) -> None:
     results.close()
     del other  # dropped without close(): its finalizer closes it
     pids = seen | {int(path.read_text()) for path in tmp_path.iterdir()}
-    _all_gone(sorted(pids))
+    all_gone(sorted(pids))
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -573,4 +558,4 @@ def test_a_worker_that_will_not_exit_is_stopped_at_the_end() -> None:
     started = time.monotonic()
     pids = run_in_pool(pool_tasks.leave_a_thread, n=2)
     assert time.monotonic() - started < DEADLINE
-    _all_gone(pids)
+    all_gone(pids)

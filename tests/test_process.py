@@ -30,24 +30,25 @@ from singleton_proc._launch import choose_start_method
 from singleton_proc._process import ProcessHandle
 from singleton_proc._wire import RemoteTraceback, UnpicklableError
 
-from helpers import DEADLINE, TESTS, wait_until_gone
+from helpers import (
+    CTRL_C_BOUND,
+    DEADLINE,
+    DEATH_BOUND,
+    METHODS,
+    ORPHAN_BOUND,
+    TESTS,
+    assert_one_keyboard_interrupt,
+    forking_with_threads,
+    press_ctrl_c,
+    wait_for_file,
+    wait_until_gone,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
     from pathlib import Path
 
-METHODS = ["fork", "spawn", "forkserver"]
 RUNNER = TESTS / "child_runner.py"
-#: Bounds from SPEC "Quality bars" (several times the targets).
-DEATH_BOUND = 10.0
-CTRL_C_BOUND = 5.0
-ORPHAN_BOUND = 10.0
-
-#: Python 3.12+ warns when fork() runs in a multi-threaded process: the
-#: tests that ask for exactly that say so.
-forking_with_threads = pytest.mark.filterwarnings(
-    "ignore:This process .* is multi-threaded:DeprecationWarning"
-)
 
 
 @pytest.fixture
@@ -124,7 +125,7 @@ def test_a_death_is_a_worker_died_error_naming_pid_and_cause(
 @pytest.mark.parametrize("method", METHODS)
 def test_a_killed_worker_is_noticed_at_once(method: str, ready: str) -> None:
     handle = start_process(child_tasks.block, ready, start_method=method)
-    pid = int(child_tasks.wait_for_file(ready))
+    pid = int(wait_for_file(ready))
     assert pid == handle.pid
     killed = time.monotonic()
     os.kill(pid, signal.SIGKILL)
@@ -144,7 +145,7 @@ def test_a_timeout_kills_the_whole_tree(method: str, ready: str) -> None:
         )
     assert caught.value.timeout == 3.0
     assert isinstance(caught.value, TimeoutError)
-    text = child_tasks.wait_for_file(ready, timeout=0)  # it was running
+    text = wait_for_file(ready, timeout=0)  # it was running
     worker, grandchild = map(int, text.split())
     assert f"worker {worker}" in str(caught.value)
     assert _gone(worker)
@@ -154,7 +155,7 @@ def test_a_timeout_kills_the_whole_tree(method: str, ready: str) -> None:
 def test_result_timeout_leaves_the_child_running(ready: str) -> None:
     handle = start_process(child_tasks.block, ready)
     try:
-        child_tasks.wait_for_file(ready)
+        wait_for_file(ready)
         with pytest.raises(TimeoutError) as caught:
             handle.result(timeout=0.05)
         assert not isinstance(caught.value, TaskTimeoutError)
@@ -169,7 +170,7 @@ def test_result_timeout_leaves_the_child_running(ready: str) -> None:
 
 def test_leaving_the_with_block_stops_the_tree(ready: str) -> None:
     with start_process(child_tasks.block_with_grandchild, ready) as handle:
-        worker, grandchild = map(int, child_tasks.wait_for_file(ready).split())
+        worker, grandchild = map(int, wait_for_file(ready).split())
         assert worker == handle.pid
     assert _gone(worker)
     wait_until_gone(grandchild, timeout=DEADLINE)
@@ -185,7 +186,7 @@ def test_leaving_the_with_block_stops_the_tree(ready: str) -> None:
 def test_the_worker_ignores_sigint(method: str, tmp_path: Path, ready: str) -> None:
     go = str(tmp_path / "go")
     with start_process(child_tasks.wait_for_go, ready, go, start_method=method) as h:
-        child_tasks.wait_for_file(ready)
+        wait_for_file(ready)
         os.kill(h.pid, signal.SIGINT)
         child_tasks.say_ready(go)
         assert h.result(timeout=DEADLINE) == "went"
@@ -202,27 +203,15 @@ def test_ctrl_c_stops_the_worker_and_raises_one_keyboard_interrupt(
         text=True,
     )
     try:
-        worker = int(child_tasks.wait_for_file(ready))
-        # What the terminal does on Ctrl-C: SIGINT to the foreground group,
-        # sent here to each of its processes by pid.
-        helpers = psutil.Process(parent.pid).children(recursive=True)
-        pressed = time.monotonic()
-        for proc in [psutil.Process(parent.pid), *helpers]:
-            proc.send_signal(signal.SIGINT)
-        _, err = parent.communicate(timeout=DEADLINE)
-        elapsed = time.monotonic() - pressed
+        worker = int(wait_for_file(ready))
     finally:
-        if parent.poll() is None:
-            parent.kill()
-        parent.communicate()
-    assert parent.returncode in {-signal.SIGINT, 128 + signal.SIGINT}, err
-    assert err.count("KeyboardInterrupt") == 1, err
-    assert err.count("Traceback") == 1, err
+        err, elapsed, below = press_ctrl_c(parent)
+    assert_one_keyboard_interrupt(parent, err)
     assert elapsed < CTRL_C_BOUND
-    assert worker in {proc.pid for proc in helpers}
+    assert worker in {proc.pid for proc in below}
     # The worker, and the forkserver and resource tracker that served the
     # parent, were reparented to us (a subreaper) if they outlived it.
-    _, alive = psutil.wait_procs(helpers, timeout=DEADLINE)
+    _, alive = psutil.wait_procs(below, timeout=DEADLINE)
     assert not alive
 
 
@@ -236,7 +225,7 @@ def test_workers_exit_by_themselves_when_the_parent_is_killed(
 ) -> None:
     parent = subprocess.Popen([sys.executable, str(RUNNER), mode, method, ready])
     try:
-        worker = int(child_tasks.wait_for_file(ready))
+        worker = int(wait_for_file(ready))
         left = psutil.Process(parent.pid).children(recursive=True)
         assert worker in {proc.pid for proc in left}
     finally:
@@ -266,7 +255,7 @@ def test_a_worker_started_from_a_short_lived_thread_outlives_it(
     starter.join()
     (handle,) = handles
     with handle:
-        child_tasks.wait_for_file(ready)
+        wait_for_file(ready)
         assert not starter.is_alive()
         child_tasks.say_ready(go)  # after the starting thread has exited
         assert handle.result(timeout=DEADLINE) == "went"
@@ -415,7 +404,7 @@ def test_concurrent_calls_from_many_threads_never_hang() -> None:
 
 def test_a_forked_child_leaves_the_parent_workers_alone(ready: str) -> None:
     with start_process(child_tasks.wait_for_go, ready, ready + ".go") as handle:
-        child_tasks.wait_for_file(ready)
+        wait_for_file(ready)
         child = os.fork()
         if child == 0:  # what a child's normal exit runs, then out
             try:
