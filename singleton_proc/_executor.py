@@ -29,7 +29,7 @@ from . import _platform
 from ._chunks import ChunkSizer, Outcome
 from ._executor_map import Job, MapFeed, map_results
 from ._pool import WorkerPool
-from ._pool_options import check_options, positive
+from ._pool_options import check_workers, positive
 from ._wire import UnpicklableError, dumps_call
 
 if TYPE_CHECKING:
@@ -377,17 +377,12 @@ def process_pool(
         >>> future.result()  # doctest: +SKIP
         1024
     """
-    # The checks run_in_pool makes (the function is each task's own).
-    options = check_options(object, n=n, chunksize=None, timeout=timeout,
-                            return_exceptions=True, initializer=initializer,
-                            initargs=initargs, start_method=start_method,
-                            progress=False, executor=None)  # fmt: skip
-    pool = WorkerPool(None, options.n, initializer=options.initializer,
-                      initargs=options.initargs, start_method=start_method,
-                      timeout=options.timeout, keep_going=True,
-                      threaded=True)  # fmt: skip
+    workers = check_workers(n, timeout, initializer)
+    pool = WorkerPool(None, workers, initializer=initializer, initargs=initargs,
+                      start_method=start_method, timeout=timeout,
+                      keep_going=True, threaded=True)  # fmt: skip
     try:
-        return PoolExecutor(pool, options.n)
+        return PoolExecutor(pool, workers)
     except BaseException:  # pragma: no cover - no thread to own it: still ours
         pool.terminate()
         raise

@@ -14,7 +14,14 @@ from typing import TYPE_CHECKING, TypeVar, cast
 if TYPE_CHECKING:
     from collections.abc import Generator, Iterator
 
-__all__ = ["POLL_CAP", "delays", "run_blocking"]
+__all__ = [
+    "POLL_CAP",
+    "STOP_GRACE",
+    "WORKER_LINGER",
+    "WORKER_PROBE",
+    "delays",
+    "run_blocking",
+]
 
 #: The first look comes after 1 ms; each wait is 1.5 times the last, up to
 #: 10 ms: a hand-over takes milliseconds, and a long wait costs about a
@@ -22,6 +29,17 @@ __all__ = ["POLL_CAP", "delays", "run_blocking"]
 FIRST_POLL = 0.001
 POLL_CAP = 0.010
 _GROWTH = 1.5
+
+#: How often a parent also asks whether a busy worker is alive: a process
+#: the task forked may hold a copy of the worker's pipe and sentinel, which
+#: then never report its death.
+WORKER_PROBE = 0.05
+#: How long a worker gets to exit once its work is done (a non-daemon thread
+#: can keep it alive) before its tree is stopped.
+WORKER_LINGER = 5.0
+#: SIGTERM-to-SIGKILL grace when workers are stopped early: an error,
+#: Ctrl-C, interpreter exit.
+STOP_GRACE = 0.5
 
 _R = TypeVar("_R")
 

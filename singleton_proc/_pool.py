@@ -30,6 +30,7 @@ from . import _platform
 from ._chunks import STOP_MESSAGE, Chunk, Outcome, pack
 from ._launch import choose_start_method
 from ._logforward import dispatch
+from ._polling import STOP_GRACE, WORKER_LINGER, WORKER_PROBE
 from ._pool_member import Member, stop_trees
 from ._wire import UnpicklableError, describe, dumps_checked, loads, name_of, rebuild
 from ._worker_errors import TaskTimeoutError, WorkerDiedError, death_message
@@ -38,15 +39,9 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Sequence
     from multiprocessing.connection import Connection
 
-__all__ = ["STOP_GRACE", "WorkerPool"]
+__all__ = ["WorkerPool"]
 
 _log = logging.getLogger("singleton_proc")
-#: How often we also ask whether busy workers are alive.
-_PROBE = 0.05
-#: How long ``close`` lets workers take to exit before stopping them.
-_LINGER = 5.0
-#: SIGTERM-to-SIGKILL grace when the pool is stopped early.
-STOP_GRACE = 0.5
 #: Workers dying before they are ready, in a row, before we give up.
 _FAILED_STARTS = 3
 #: Messages read from one worker before looking at the others and the clock.
@@ -96,6 +91,7 @@ class WorkerPool:
         self.job = dumps_checked((fn, initializer, args), parts, "the pool's job")
         self.what = "process_pool" if fn is None else name_of(fn)
         self.name = f"singleton_proc pool: {self.what}"
+        self._start_up = f"the start-up (initializer) of a {self.what} pool worker"
         self._n = n
         self._timeout_ns = None if timeout is None else int(timeout * 1e9)
         self._timeout = timeout
@@ -199,7 +195,7 @@ class WorkerPool:
         """Tell the workers to exit and wait; stop those still there after 5 s."""
         for worker in self._workers:
             worker.send(STOP_MESSAGE)
-        deadline = time.monotonic() + _LINGER
+        deadline = time.monotonic() + WORKER_LINGER
         while self._workers:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -208,10 +204,10 @@ class WorkerPool:
                     "done (a non-daemon thread?); stopping them",
                     ", ".join(map(str, self.pids)),
                     self.what,
-                    _LINGER,
+                    WORKER_LINGER,
                 )
                 break
-            self._wait_for_any(min(remaining, _PROBE))
+            self._wait_for_any(min(remaining, WORKER_PROBE))
             for worker in self._exited():
                 self._forget(worker)
         self.terminate()
@@ -302,7 +298,7 @@ class WorkerPool:
         now = time.monotonic()
         probe = now >= self._next_probe
         if probe:
-            self._next_probe = now + _PROBE
+            self._next_probe = now + WORKER_PROBE
         return [
             worker
             for worker in self._workers
@@ -465,14 +461,14 @@ class WorkerPool:
             self._fatal = WorkerDiedError(
                 f"{_FAILED_STARTS} pool workers in a row died before they were "
                 "ready (in the initializer, or while unpickling the function); "
-                f"the last: {death_message(worker.pid, self.what, exitcode)}",
+                f"the last: {death_message(worker.pid, self._start_up, exitcode)}",
                 pid=worker.pid,
                 exitcode=exitcode,
             )
 
     def _wake_in(self) -> float:
         """Seconds until the next timeout could expire, at most the probe interval."""
-        wake = _PROBE
+        wake = WORKER_PROBE
         if self._timeout_ns is not None:
             now = time.monotonic_ns()
             for worker in self._workers:

@@ -23,7 +23,14 @@ if TYPE_CHECKING:
 
     from ._chunks import Outcome
 
-__all__ = ["PoolOptions", "Runner", "check_options", "check_timeout", "positive"]
+__all__ = [
+    "PoolOptions",
+    "Runner",
+    "check_options",
+    "check_timeout",
+    "check_workers",
+    "positive",
+]
 
 
 class Runner(Protocol):
@@ -94,16 +101,9 @@ def check_options(
         require_tqdm()
     if not callable(fn):
         raise TypeError(f"fn must be callable, not {type(fn).__name__}")
-    if initializer is not None and not callable(initializer):
-        raise TypeError(
-            f"initializer must be callable or None, not {type(initializer).__name__}"
-        )
-    check_timeout(timeout)
-    if n is None:
-        n = getattr(executor, "_max_workers", None) or usable_cpus()
     return PoolOptions(
         fn=fn,
-        n=positive("n", n),
+        n=check_workers(n, timeout, initializer, executor),
         chunksize=None if chunksize is None else positive("chunksize", chunksize),
         timeout=timeout,
         return_exceptions=bool(return_exceptions),
@@ -113,6 +113,27 @@ def check_options(
         progress=bool(progress),
         executor=executor,
     )
+
+
+def check_workers(
+    n: int | None,
+    timeout: float | None,
+    initializer: object,
+    executor: Executor | None = None,
+) -> int:
+    """Check what every pool takes (``process_pool`` too); return ``n``.
+
+    ``n`` defaults to the executor's worker count when it has one, else to
+    the CPUs this process may use.
+    """
+    if initializer is not None and not callable(initializer):
+        raise TypeError(
+            f"initializer must be callable or None, not {type(initializer).__name__}"
+        )
+    check_timeout(timeout)
+    if n is None:
+        n = getattr(executor, "_max_workers", None) or usable_cpus()
+    return positive("n", n)
 
 
 def _check_executor(

@@ -22,7 +22,7 @@ import psutil
 from . import _platform
 from ._launch import choose_start_method, launch
 from ._logforward import dispatch
-from ._polling import run_blocking
+from ._polling import STOP_GRACE, WORKER_LINGER, WORKER_PROBE, run_blocking
 from ._stop import validate_grace
 from ._tree import stopping_tree
 from ._wire import UnpicklableError, dumps_call, loads, name_of, rebuild
@@ -37,14 +37,6 @@ if TYPE_CHECKING:
 __all__ = ["ProcessHandle", "run_process", "start_process"]
 
 _log = logging.getLogger("singleton_proc")
-#: A worker gets this long to exit after reporting its outcome (a non-daemon
-#: thread can keep it alive) before its tree is stopped.
-_LINGER = 5.0
-#: SIGTERM-to-SIGKILL grace when Ctrl-C or interpreter exit stops workers.
-_INTERRUPT_GRACE = 0.5
-#: How often the reader also asks whether the worker is alive, in case a
-#: process forked meanwhile holds a copy of the worker's pipe or sentinel.
-_PROBE = 0.05
 
 _live: weakref.WeakSet[ProcessHandle] = weakref.WeakSet()
 
@@ -158,7 +150,7 @@ class ProcessHandle:
         tb: TracebackType | None,
     ) -> None:
         """Stop the child's tree unless it has ended."""
-        grace = 5.0 if exc_type is None else _INTERRUPT_GRACE
+        grace = 5.0 if exc_type is None else STOP_GRACE
         self._stop(grace, "stopped on leaving its with block")
 
     def _run_to_end(self, timeout: float | None) -> None:
@@ -170,7 +162,7 @@ class ProcessHandle:
                 if self._outcome is None:  # else it made it just in time
                     self._timed_out(timeout)
         except BaseException:
-            self._stop(_INTERRUPT_GRACE, "stopped on Ctrl-C")
+            self._stop(STOP_GRACE, "stopped on Ctrl-C")
             raise
 
     def _timed_out(self, timeout: float | None) -> None:
@@ -217,15 +209,15 @@ class ProcessHandle:
         sentinel = self._process.sentinel
         linger_until = None  # once the outcome is in: when to stop waiting for the exit
         while True:
-            timeout = _PROBE
+            timeout = WORKER_PROBE
             if linger_until is not None:
-                timeout = min(_PROBE, max(0.0, linger_until - time.monotonic()))
+                timeout = min(WORKER_PROBE, max(0.0, linger_until - time.monotonic()))
             ready = wait([self._conn, sentinel], timeout)
             if self._conn in ready:
                 if not self._receive():
                     return
                 if self._outcome is not None and linger_until is None:
-                    linger_until = time.monotonic() + _LINGER
+                    linger_until = time.monotonic() + WORKER_LINGER
                 continue
             if sentinel in ready or not self._process.is_alive():
                 while self._conn.poll(0) and self._receive():  # what it sent last
@@ -257,9 +249,9 @@ class ProcessHandle:
             "later (a non-daemon thread?); stopping it",
             self.pid,
             self._what,
-            _LINGER,
+            WORKER_LINGER,
         )
-        self._stop_tree(_INTERRUPT_GRACE)
+        self._stop_tree(STOP_GRACE)
 
     def _value(self) -> Any:
         """The outcome as a value, or the exception that says how it ended."""
@@ -372,7 +364,7 @@ def run_process(
 def _stop_all_at_exit() -> None:
     """At interpreter exit, stop the workers still running (before mp joins them)."""
     for handle in list(_live):
-        handle._stop(_INTERRUPT_GRACE, "stopped at interpreter exit")  # noqa: SLF001
+        handle._stop(STOP_GRACE, "stopped at interpreter exit")  # noqa: SLF001
 
 
 def _forget_handles_in_child() -> None:

@@ -385,7 +385,7 @@ def test_a_submission_or_a_shutdown_wakes_the_manager_at_once(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     # Unwoken, the manager would wait a minute for its workers.
-    monkeypatch.setattr("singleton_proc._pool._PROBE", 60.0)
+    monkeypatch.setattr("singleton_proc._pool.WORKER_PROBE", 60.0)
     ready, go = str(tmp_path / "ready"), str(tmp_path / "go")
     with process_pool(2) as pool:
         first = pool.submit(wait_for_go, ready, go)
