@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import os
@@ -247,3 +248,14 @@ def assert_one_keyboard_interrupt(parent: subprocess.Popen[str], err: str) -> No
     assert parent.returncode in {-signal.SIGINT, 128 + signal.SIGINT}, err
     assert err.count("KeyboardInterrupt") == 1, err
     assert err.count("Traceback") == 1, err
+
+
+def fork_a_child_that_exits() -> None:
+    """Fork a child that exits normally (its atexit hooks run); reap it."""
+    child = os.fork()
+    if child == 0:
+        try:
+            atexit._run_exitfuncs()  # noqa: SLF001  (a normal exit, minus pytest)
+        finally:
+            os._exit(0)
+    os.waitpid(child, 0)

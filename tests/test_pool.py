@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import atexit
 import functools
 import logging
 import multiprocessing
@@ -39,6 +38,7 @@ from helpers import (
     all_gone,
     assert_one_keyboard_interrupt,
     env_without_coverage,
+    fork_a_child_that_exits,
     pids_in,
     press_ctrl_c,
     wait_for_file,
@@ -474,13 +474,7 @@ def test_chunks_stay_small_after_a_death_of_slow_items() -> None:
 def test_a_forked_child_leaves_the_parent_pool_alone() -> None:
     results = iter_in_pool(pool_tasks.worker_pid, range(20), n=2, chunksize=1)
     first = next(results)
-    child = os.fork()
-    if child == 0:  # what a child's normal exit runs, then out
-        try:
-            atexit._run_exitfuncs()  # noqa: SLF001  (a normal exit, minus pytest)
-        finally:
-            os._exit(0)
-    os.waitpid(child, 0)
+    fork_a_child_that_exits()
     assert len([first, *results]) == 20
 
 

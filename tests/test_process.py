@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import atexit
 import logging
 import os
 import pickle
@@ -38,6 +37,7 @@ from helpers import (
     ORPHAN_BOUND,
     TESTS,
     assert_one_keyboard_interrupt,
+    fork_a_child_that_exits,
     forking_with_threads,
     press_ctrl_c,
     wait_for_file,
@@ -405,13 +405,7 @@ def test_concurrent_calls_from_many_threads_never_hang() -> None:
 def test_a_forked_child_leaves_the_parent_workers_alone(ready: str) -> None:
     with start_process(child_tasks.wait_for_go, ready, ready + ".go") as handle:
         wait_for_file(ready)
-        child = os.fork()
-        if child == 0:  # what a child's normal exit runs, then out
-            try:
-                atexit._run_exitfuncs()  # noqa: SLF001  (a normal exit, minus pytest)
-            finally:
-                os._exit(0)
-        os.waitpid(child, 0)
+        fork_a_child_that_exits()
         assert handle.is_alive()
         child_tasks.say_ready(ready + ".go")
         assert handle.result(timeout=DEADLINE) == "went"
