@@ -17,6 +17,7 @@ from ._conflicts import (
 )
 from ._decorate import decorate
 from ._identity import current_identity
+from ._interrupts import shielded, signals_deferred
 from ._introspect import Inspection, detached_holder, inspect
 from ._lockfile import OpenLock, try_lock_file
 from ._names import derive_name, validate_name
@@ -174,7 +175,12 @@ class SingleInstance:
             SystemExit: another process holds it (``"exit"``).
             InsecureLockPathError: the directory or a file in it is unsafe.
         """
-        run_blocking(self._acquiring())
+        taken: list[_Held] = []
+        try:
+            run_blocking(self._acquiring(taken))
+        except BaseException:
+            self._let_go_if_interrupted(taken)
+            raise
         return self
 
     async def _acquire_async(self) -> Self:
@@ -185,13 +191,27 @@ class SingleInstance:
         """
         import asyncio  # noqa: PLC0415  (loaded by the caller's event loop already)
 
-        steps = self._acquiring()
+        taken: list[_Held] = []
+        steps = shielded(self._acquiring(taken))
         try:
             for delay in steps:
                 await asyncio.sleep(delay)
+        except BaseException:
+            self._let_go_if_interrupted(taken)
+            raise
         finally:
             steps.close()
         return self
+
+    def _let_go_if_interrupted(self, taken: list[_Held]) -> None:
+        """After a failed acquire: let go if it had taken the name after all.
+
+        A Ctrl-C or SIGTERM that arrived during the last step of an acquire
+        is delivered when that step ends, the name taken; the caller sees
+        the interrupt, so it must not be left holding a name unawares.
+        """
+        if taken and self._held is taken[0]:
+            self.release()
 
     def release(self) -> None:
         """Let go of the name; a no-op when this object does not hold it.
@@ -199,7 +219,7 @@ class SingleInstance:
         The record is removed while the lock is still held, and only by the
         process that acquired it: a forked child releases nothing.
         """
-        with self._mutex:
+        with signals_deferred(), self._mutex:  # a Ctrl-C cannot cut it in two
             held, self._held = self._held, None
             if held is None:
                 return
@@ -274,13 +294,19 @@ class SingleInstance:
             handle_sigterm=self.handle_sigterm,
         )
 
-    def _acquiring(self) -> Generator[float, None, None]:  # noqa: C901  (one loop, read top down)
+    def _acquiring(self, taken: list[_Held]) -> Generator[float, None, None]:
         """The acquire algorithm, shared by the sync and async drivers.
 
-        Yields how long to sleep before the next try; returns once held.
-        Every try is a non-blocking lock attempt, so a wait that times out or
-        is cancelled leaves nothing behind. (A cancelled ``"replace"`` has
-        sent SIGTERM already; see :func:`~singleton_proc._stop.stopping`.)
+        Yields how long to sleep before the next try; returns once held, with
+        what it holds appended to ``taken``. The drivers run each step with
+        Ctrl-C and SIGTERM held off (:func:`~singleton_proc._interrupts.shielded`):
+        an interrupt lands at a ``yield``, never between taking the lock and
+        owning it.
+
+        With ``handle_sigterm``, SIGTERM becomes ``SystemExit`` from the
+        start of the acquire, not only once held: a SIGTERM during a wait or
+        a replace unwinds it (resuming whatever a replace had suspended)
+        instead of killing the process on the spot.
         """
         with self._mutex:
             if self.held or self._busy:
@@ -289,44 +315,60 @@ class SingleInstance:
                     "release() it before acquiring again"
                 )
             self._busy = True
+        sigterm_held = False
         try:
-            files, key = self._locate()
-            start = time.monotonic()
-            polls = delays()
-            races = 0
-            replaced = False
-            while True:
-                self._refuse_if_held_here(files, key)
-                lock = try_lock_file(files.lock)
-                if lock is not None:
-                    found = self._take(files, key, lock)
-                    if found is None:
-                        return
-                elif self.on_conflict == "wait" and _remaining(self.timeout, start) > 0:
-                    # Waiting needs no inspection: just try again shortly.
-                    yield min(next(polls), _remaining(self.timeout, start))
-                    continue
-                else:
-                    found = inspect(files)
-                    if not found.held:
-                        if races < _RACE_RETRIES:
-                            races += 1  # let go a moment ago: try again at once
-                            continue
-                        found = unseen_holder(found)
-                races = 0
-                if self.on_conflict == "replace" and not replaced:
-                    yield from self._replace(found)
-                    replaced = True  # once: a newcomer taking it meanwhile wins
-                    continue
-                if self.on_conflict != "wait":
-                    exit_code = self.exit_code if self.on_conflict == "exit" else None
-                    raise conflict_error(self.name, found, exit_code=exit_code)
-                remaining = _remaining(self.timeout, start)
-                if remaining <= 0:
-                    raise timeout_error(self.name, found, self.timeout or 0.0)
-                yield min(next(polls), remaining)
+            sigterm_held = self.handle_sigterm and _sigterm.hold()
+            yield from self._tries(sigterm_held=sigterm_held)
+            sigterm_held = False  # the instance holds it now, and lets go of it
+            assert self._held is not None  # noqa: S101  (_tries returns once held)
+            taken.append(self._held)
         finally:
             self._busy = False
+            if sigterm_held:
+                _sigterm.let_go()
+
+    def _tries(self, *, sigterm_held: bool) -> Generator[float, None, None]:
+        """Try the lock until held, applying ``on_conflict`` between tries.
+
+        Every try is a non-blocking lock attempt, so a wait that times out or
+        is cancelled leaves nothing behind. (A cancelled ``"replace"`` has
+        sent SIGTERM already; see :func:`~singleton_proc._stop.stopping`.)
+        """
+        files, key = self._locate()
+        start = time.monotonic()
+        polls = delays()
+        races = 0
+        replaced = False
+        while True:
+            self._refuse_if_held_here(files, key)
+            lock = try_lock_file(files.lock)
+            if lock is not None:
+                found = self._take(files, key, lock, sigterm_held=sigterm_held)
+                if found is None:
+                    return
+            elif self.on_conflict == "wait" and _remaining(self.timeout, start) > 0:
+                # Waiting needs no inspection: just try again shortly.
+                yield min(next(polls), _remaining(self.timeout, start))
+                continue
+            else:
+                found = inspect(files)
+                if not found.held:
+                    if races < _RACE_RETRIES:
+                        races += 1  # let go a moment ago: try again at once
+                        continue
+                    found = unseen_holder(found)
+            races = 0
+            if self.on_conflict == "replace" and not replaced:
+                yield from self._replace(found)
+                replaced = True  # once: a newcomer taking it meanwhile wins
+                continue
+            if self.on_conflict != "wait":
+                exit_code = self.exit_code if self.on_conflict == "exit" else None
+                raise conflict_error(self.name, found, exit_code=exit_code)
+            remaining = _remaining(self.timeout, start)
+            if remaining <= 0:
+                raise timeout_error(self.name, found, self.timeout or 0.0)
+            yield min(next(polls), remaining)
 
     def _replace(self, found: Inspection) -> Generator[float, None, None]:
         """Prove the holder in ``found`` and stop its tree, or refuse."""
@@ -358,7 +400,12 @@ class SingleInstance:
         return files, _registry.name_key(st, self.name)
 
     def _take(
-        self, files: NameFiles, key: _registry.NameKey, lock: OpenLock
+        self,
+        files: NameFiles,
+        key: _registry.NameKey,
+        lock: OpenLock,
+        *,
+        sigterm_held: bool,
     ) -> Inspection | None:
         """Having locked the file: check for a detached holder, write the record.
 
@@ -373,7 +420,7 @@ class SingleInstance:
             inspection of a live holder whose lock file was deleted under
             it, for the conflict policy to deal with.
         """
-        held = _Held(lock, files, key, os.getpid())
+        held = _Held(lock, files, key, os.getpid(), sigterm_held=sigterm_held)
         try:
             crashed, previous = load_record(files)
             detached = detached_holder(files, previous)
@@ -388,7 +435,6 @@ class SingleInstance:
             held.record_written = write_record(
                 files, current_identity().holder(self.name), sweep=crashed
             )
-            held.sigterm_held = self.handle_sigterm and _sigterm.hold()
         except BaseException:
             with self._mutex:
                 self._held = None

@@ -11,6 +11,8 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, TypeVar, cast
 
+from ._interrupts import shielded
+
 if TYPE_CHECKING:
     from collections.abc import Generator, Iterator
 
@@ -53,11 +55,17 @@ def delays() -> Iterator[float]:
 
 
 def run_blocking(steps: Generator[float, None, _R]) -> _R:
-    """Sleep through ``steps`` and return what the generator returns."""
+    """Sleep through ``steps`` and return what the generator returns.
+
+    Ctrl-C and SIGTERM land only during the sleeps (see
+    :func:`~singleton_proc._interrupts.shielded`): a step never stops half
+    way, and the generator is closed from a ``yield``.
+    """
+    sleeps = shielded(steps)
     try:
         while True:
-            time.sleep(steps.send(None))
+            time.sleep(sleeps.send(None))
     except StopIteration as done:
         return cast("_R", done.value)
     finally:
-        steps.close()
+        sleeps.close()

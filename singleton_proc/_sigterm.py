@@ -15,7 +15,7 @@ import signal
 import threading
 from typing import TYPE_CHECKING
 
-from . import _platform, _registry
+from . import _interrupts, _platform, _registry
 
 if TYPE_CHECKING:
     from types import FrameType
@@ -23,10 +23,10 @@ if TYPE_CHECKING:
 __all__ = ["hold", "let_go"]
 
 _SIGTERM = getattr(signal, "SIGTERM", 15)
-# The C-level functions, where there are: ``signal.signal``/``getsignal``
-# convert to enums on every call, a cost paid on each acquire and release.
-_getsignal = getattr(signal, "_signal", signal).getsignal
-_setsignal = getattr(signal, "_signal", signal).signal
+# Through _interrupts, so that a handler changed while signals are held off
+# takes over when they are let through, instead of being undone then.
+_getsignal = _interrupts.get_handler
+_setsignal = _interrupts.set_handler
 _SIG_DFL = int(signal.SIG_DFL)
 # Runs a function in the main thread when it finishes, before the interpreter
 # waits for the other threads (what concurrent.futures uses; CPython 3.9+).

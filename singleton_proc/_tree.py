@@ -60,6 +60,9 @@ class _Tree:
             self.group = None
         self.members: dict[int, psutil.Process] = {}
         self.commands: dict[int, str] = {}
+        #: Members suspended and not yet resumed: noted *before* each
+        #: suspend, so that whatever stops a freeze half way knows them all.
+        self.frozen: list[psutil.Process] = []
         self._add([root])
 
     def _add(self, procs: Iterable[psutil.Process]) -> list[psutil.Process]:
@@ -88,16 +91,29 @@ class _Tree:
         return [proc for proc in self.members.values() if _alive(proc)]
 
     def freeze(self) -> list[psutil.Process]:
-        """Suspend every live member, walking until nothing new appears."""
-        frozen = self.alive()
-        _each(frozen, "suspend")
+        """Suspend every live member, walking until nothing new appears.
+
+        Returns the processes suspended by this call (also in :attr:`frozen`).
+        """
+        start = len(self.frozen)
+        self._suspend(self.alive())
         for _ in range(_MAX_WALKS):
             new = self.walk()
             if not new:
                 break
-            _each(new, "suspend")
-            frozen.extend(new)
-        return frozen
+            self._suspend(new)
+        return self.frozen[start:]
+
+    def _suspend(self, procs: list[psutil.Process]) -> None:
+        """Suspend each process, noting it as frozen first."""
+        for proc in procs:
+            self.frozen.append(proc)
+            _each([proc], "suspend")
+
+    def thaw(self) -> None:
+        """Resume every process still noted as frozen."""
+        frozen, self.frozen = self.frozen, []
+        _each(frozen, "resume")
 
 
 @dataclass(frozen=True)
@@ -128,15 +144,13 @@ def stopping_tree(
     long to sleep between looks.
     """
     tree = _Tree(root)
-    frozen: list[psutil.Process] = []
     left: list[psutil.Process] = []
     deadline = time.monotonic() + grace
-    finished = False
+    finished = killing = False
     try:
-        frozen = tree.freeze()  # a stable picture of the tree, nobody spawning
+        tree.freeze()  # a stable picture of the tree, nobody spawning
         _each([root], "terminate")
-        _each(frozen, "resume")  # a stopped (Ctrl-Z) process would not see it
-        frozen = []
+        tree.thaw()  # a stopped (Ctrl-Z) process would not see it
         _log.info("stopping %s: SIGTERM to %s", label, listing(tree.commands))
         yield from _wait(tree, deadline, only=root)
         rest = tree.alive()
@@ -145,15 +159,19 @@ def stopping_tree(
             yield from _wait(tree, deadline, signal_newcomers="terminate")
         left = tree.alive()
         if left:
+            killing = True
             frozen = tree.freeze()
             left = [*left, *(proc for proc in frozen if proc not in left)]
             _each(left, "kill")
-            frozen = []
             kill_deadline = time.monotonic() + _KILL_WAIT
             yield from _wait(tree, kill_deadline, signal_newcomers="kill")
         finished = True
     finally:
-        _each(frozen, "resume")  # interrupted between suspend and resume
+        # Nothing stays suspended, however this ends: past the grace period
+        # what was frozen is killed, before it the stop never gets that far.
+        if killing:
+            _each(tree.frozen, "kill")
+        tree.thaw()
         if not finished:
             _log.warning(
                 "stopping %s was interrupted: SIGTERM was sent to %s, SIGKILL was not",

@@ -235,7 +235,7 @@ def test_waiting_polls_every_few_milliseconds(lock_dir: Path) -> None:
         waiter = SingleInstance(
             "bot", directory=lock_dir, on_conflict="wait", timeout=60
         )
-        steps = waiter._acquiring()  # noqa: SLF001  (the sleeps it asks for)
+        steps = waiter._acquiring([])  # noqa: SLF001  (the sleeps it asks for)
         try:
             waits = [next(steps) for _ in range(40)]
         finally:

@@ -1,0 +1,221 @@
+"""Ctrl-C and SIGTERM held off while a change of state is half made.
+
+Python raises ``KeyboardInterrupt`` (and, with our SIGTERM handler,
+``SystemExit``) in the main thread between almost any two bytecodes. A lock
+taken but not yet registered, a record written but not yet owned, a process
+tree suspended but not yet resumed: an interrupt there leaves the name
+neither held nor free, or the old holder frozen for good. So those steps run
+with the Python handlers of SIGINT and SIGTERM swapped for a recorder, and a
+signal that arrived meanwhile is delivered once the step is whole.
+
+The swap is safe at both ends: :func:`signal.signal` runs the handlers of
+signals already pending *before* it changes anything, so an interrupt either
+lands before the swap (nothing changed yet) or is recorded. Handlers only run
+in the main thread, so elsewhere there is nothing to hold off. A signal whose
+action is the default (SIGTERM with ``handle_sigterm=False``) is held off
+too, and delivered afterwards with its default action: the process still
+dies of it, but not in the middle of a step. SIGKILL cannot be held off by
+anyone.
+
+Holds nest (an inner one costs nothing), and a handler installed while they
+are on (``_sigterm``'s, through :func:`set_handler`) takes effect when they
+end instead of undoing them.
+
+Example:
+    >>> import os, signal
+    >>> from singleton_proc._interrupts import signals_deferred
+    >>> try:
+    ...     with signals_deferred():
+    ...         os.kill(os.getpid(), signal.SIGINT)
+    ...         finished = True  # the step is not cut short
+    ... except KeyboardInterrupt:
+    ...     print("delivered after the step:", finished)
+    delivered after the step: True
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from typing import TYPE_CHECKING, Any, TypeVar, cast
+
+from . import _platform
+
+if TYPE_CHECKING:
+    from collections.abc import Generator
+    from types import FrameType, TracebackType
+
+    from typing_extensions import Self
+
+__all__ = [
+    "DeferredSignals",
+    "get_handler",
+    "set_handler",
+    "shielded",
+    "signals_deferred",
+]
+
+_SIGNALS = tuple(
+    getattr(signal, name) for name in ("SIGINT", "SIGTERM") if hasattr(signal, name)
+)
+# The C-level functions, where there are: ``signal.signal``/``getsignal``
+# convert to enums on every call, a cost paid on each acquire and release.
+_getsignal = getattr(signal, "_signal", signal).getsignal
+_setsignal = getattr(signal, "_signal", signal).signal
+_SIG_DFL = int(signal.SIG_DFL)
+_SIG_IGN = int(signal.SIG_IGN)
+
+_R = TypeVar("_R")
+
+#: While held: the real handlers, swapped out for :func:`_record`.
+_saved: dict[int, Any] = {}
+#: Signals that arrived while held, in order, once each.
+_caught: list[int] = []
+#: Holds in force (main thread only): the outermost one swaps and restores.
+_depth = 0
+
+
+def get_handler(signum: int) -> Any:
+    """The handler of ``signum`` as the program set it, even while held off."""
+    if signum in _saved:
+        return _saved[signum]
+    return _getsignal(signum)
+
+
+def set_handler(signum: int, handler: Any) -> None:
+    """Install ``handler``; while held off, it takes over when the hold ends."""
+    if signum in _saved:
+        _saved[signum] = handler
+    else:
+        _setsignal(signum, handler)
+
+
+def _record(signum: int, frame: FrameType | None) -> None:  # noqa: ARG001
+    """The stand-in handler: remember the signal for later."""
+    if signum not in _caught:
+        _caught.append(signum)
+
+
+class DeferredSignals:
+    """SIGINT and SIGTERM recorded, not handled, from hold() to let_through().
+
+    Usable as a context manager (held for the block) or driven by hand, for
+    code that lets signals through at chosen points (while it sleeps).
+    """
+
+    __slots__ = ("_holding",)
+
+    def __init__(self) -> None:
+        """Nothing is held until :meth:`hold`."""
+        self._holding = False
+
+    def hold(self) -> None:
+        """Hold the signals off (main thread only; a no-op elsewhere or if held)."""
+        global _depth  # noqa: PLW0603  (process-wide, main thread only)
+        if self._holding or threading.current_thread() is not threading.main_thread():
+            return
+        if _depth == 0:
+            try:
+                for signum in _SIGNALS:
+                    previous = _getsignal(signum)
+                    if previous is None or previous == _SIG_IGN:
+                        continue  # installed outside Python, or ignored: leave it
+                    # Saved first: an interrupt raised by the swap itself (a
+                    # pending signal handled before it) then restores a no-op.
+                    _saved[signum] = previous
+                    _setsignal(signum, _record)
+            except BaseException:
+                _restore()
+                raise
+        _depth += 1
+        self._holding = True
+
+    def let_through(self) -> None:
+        """End this hold; the last one restores and delivers what arrived."""
+        global _depth  # noqa: PLW0603
+        if not self._holding:
+            return
+        self._holding = False
+        _depth -= 1
+        if _depth:
+            return
+        _restore()
+        caught = _caught[:]
+        _caught.clear()
+        for signum in caught:
+            handler = _getsignal(signum)
+            if callable(handler):
+                handler(signum, None)
+            elif handler == _SIG_DFL:
+                signal.raise_signal(signum)
+
+    def __enter__(self) -> Self:
+        """Hold the signals off for the block."""
+        self.hold()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Let them through: a signal that came during the block lands here."""
+        self.let_through()
+
+
+def _restore() -> None:
+    """Reinstate the saved handlers, each one even if another one's raises."""
+    if not _saved:
+        return
+    signum, previous = _saved.popitem()
+    try:
+        _restore()
+    finally:
+        _setsignal(signum, previous)
+
+
+def signals_deferred() -> DeferredSignals:
+    """A context manager that holds SIGINT and SIGTERM off for its block."""
+    return DeferredSignals()
+
+
+def shielded(steps: Generator[float, None, _R]) -> Generator[float, None, _R]:
+    """Run each step of a sleep-yielding generator with signals held off.
+
+    ``steps`` yields how long to sleep (the waits of ``acquire()``, a
+    replace, a worker stop). Its code between two yields runs whole; a
+    Ctrl-C or SIGTERM lands only while the driver sleeps, so the driver's
+    ``close()`` unwinds ``steps`` from a ``yield``, where its state is
+    consistent, and the unwinding is held off too.
+    """
+    deferred = DeferredSignals()
+    deferred.hold()
+    try:
+        while True:
+            try:
+                delay = steps.send(None)
+            except StopIteration as done:
+                return cast("_R", done.value)
+            deferred.let_through()
+            yield delay
+            deferred.hold()
+    finally:
+        deferred.hold()
+        try:
+            steps.close()
+        finally:
+            deferred.let_through()
+
+
+def _reset_in_child() -> None:
+    """After fork: the child takes no step of ours, so it gets the handlers back."""
+    global _depth  # noqa: PLW0603
+    _depth = 0
+    _caught.clear()
+    for signum, previous in list(_saved.items()):
+        _setsignal(signum, previous)
+    _saved.clear()
+
+
+_platform.at_fork(after_in_child=_reset_in_child)
