@@ -23,7 +23,8 @@ import pytest
 from child_tasks import fail, wait_for_go
 
 from singleton_proc import TaskTimeoutError, WorkerDiedError
-from singleton_proc._executor import _live, process_pool
+from singleton_proc._executor import process_pool
+from singleton_proc._executor_thread import _live
 from singleton_proc._pool import WorkerPool
 from singleton_proc._wire import RemoteTraceback, UnpicklableError
 
@@ -413,7 +414,7 @@ def test_the_wake_up_pipe_gets_a_byte_only_when_the_inbox_turns_non_empty(
         writer.send_bytes = spy  # type: ignore[method-assign,assignment]
         return reader, writer
 
-    monkeypatch.setattr("singleton_proc._executor.Pipe", pipe)
+    monkeypatch.setattr("singleton_proc._executor_thread.Pipe", pipe)
     ready, go = str(tmp_path / "ready"), str(tmp_path / "go")
     with process_pool(1) as pool:
         first = pool.submit(wait_for_go, ready, go)
