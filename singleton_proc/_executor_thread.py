@@ -17,6 +17,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import logging
+import os
 import threading
 from collections import deque
 from concurrent.futures import Future, InvalidStateError
@@ -24,7 +25,6 @@ from concurrent.futures.process import BrokenProcessPool
 from multiprocessing import Pipe
 from typing import TYPE_CHECKING, Any
 
-from . import _platform
 from ._chunks import Outcome
 from ._wire import UnpicklableError, dumps_call
 
@@ -38,9 +38,8 @@ _log = logging.getLogger("singleton_proc")
 #: How long stopping waits for the manager thread (it reacts within
 #: milliseconds unless a logging handler or a done-callback blocks it).
 _JOIN_BOUND = 30.0
-#: The managers whose thread runs (a forked child has none).
+#: The managers whose thread runs (in the process that started them).
 _live: set[Manager] = set()
-_platform.at_fork(after_in_child=_live.clear)
 
 
 class Manager:
@@ -49,6 +48,7 @@ class Manager:
     def __init__(self, pool: WorkerPool, n: int) -> None:
         """Start the thread that runs ``pool`` (of ``n`` workers) from now on."""
         self.n = n
+        self.owner = os.getpid()
         # Reentrant: a finalizer (shutdown of an executor collected as garbage)
         # may run in any thread, at any allocation, the lock held or not.
         self._lock = threading.RLock()
@@ -70,8 +70,22 @@ class Manager:
         _live.add(self)
         self.thread.start()
 
+    def ours(self) -> bool:
+        """Whether this process started the pool (not a child forked since).
+
+        Checked before the lock is taken: the manager thread may have held it
+        when the child was forked, and in the child nobody ever releases it.
+        """
+        return os.getpid() == self.owner
+
     def post(self, job: Job, refusal: str) -> None:
         """Queue ``job`` for the pool, or raise ``RuntimeError(refusal)`` if closed."""
+        if not self.ours():
+            raise RuntimeError(
+                f"this process_pool belongs to process {self.owner}, which this "
+                "process was forked from: its workers are not ours to use; start "
+                "a process_pool here"
+            )
         with self._lock:
             if self._broken is not None:
                 raise BrokenProcessPool(
@@ -86,6 +100,8 @@ class Manager:
 
     def shutdown(self, *, cancel: bool) -> None:
         """Take no new jobs; end once the work is done (``cancel``: the queued too)."""
+        if not self.ours():
+            return
         dropped: list[Job] = []
         with self._lock:
             self._closing = True
@@ -97,6 +113,8 @@ class Manager:
 
     def terminate(self, reason: str) -> None:
         """Cancel what waits, stop every worker's tree now, end the thread."""
+        if not self.ours():
+            return
         with self._lock:
             self._closing = True
             self._stop_reason = self._stop_reason or reason
@@ -108,7 +126,7 @@ class Manager:
 
     def join(self, timeout: float | None) -> None:
         """Wait for the thread to end (not from the thread itself: a callback)."""
-        if threading.current_thread() is self.thread:
+        if threading.current_thread() is self.thread or not self.ours():
             return
         if self._ended.wait(timeout):
             self.thread.join()  # it is returning

@@ -24,7 +24,6 @@ from child_tasks import fail, wait_for_go
 
 from singleton_proc import TaskTimeoutError, WorkerDiedError
 from singleton_proc._executor import process_pool
-from singleton_proc._executor_thread import _live
 from singleton_proc._pool import WorkerPool
 from singleton_proc._wire import RemoteTraceback, UnpicklableError
 
@@ -425,17 +424,6 @@ def test_the_wake_up_pipe_gets_a_byte_only_when_the_inbox_turns_non_empty(
         (tmp_path / "go").touch()
         assert first.result(DEADLINE) == "went"
         assert [f.result(DEADLINE) for f in queued] == [x * x for x in range(1000)]
-
-
-@forking_with_threads
-def test_a_forked_child_does_not_take_the_parents_executors_along() -> None:
-    with process_pool(1) as pool:
-        pid = os.fork()
-        if pid == 0:  # the child: its exit must not stop the parent's workers
-            os._exit(0 if not _live else 1)
-        _, status = os.waitpid(pid, 0)
-        assert os.waitstatus_to_exitcode(status) == 0
-        assert pool.submit(pool_tasks.square, 2).result(DEADLINE) == 4
 
 
 # -- shutdown ------------------------------------------------------------------
