@@ -16,6 +16,8 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import multiprocessing.util  # its atexit hook must be registered before ours
+import os
+import sys
 import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -99,6 +101,38 @@ def _forget_parent_alive_in_child() -> None:
 
 
 _platform.at_fork(after_in_child=_forget_parent_alive_in_child)
+
+
+def _forget_parent_helpers_in_child() -> None:
+    """After fork, in the child: forget the parent's forkserver; share its tracker.
+
+    ``multiprocessing`` keeps both helpers in module state that a forked child
+    copies: the pid of a forkserver the parent started (``os.waitpid`` on it
+    here raises ``ChildProcessError``: it is not our child), the write end of
+    its "alive" pipe, and locks another thread may have held at the fork. So
+    the child forgets that forkserver (closing its copy of the pipe, which
+    would keep it alive) and starts its own when it needs one. The resource
+    tracker is meant to be shared by every descendant: the child keeps its
+    pipe but not its pid, which only the parent may wait for (a dead
+    tracker's pid, reused by a child of ours, would be waited for instead).
+    """
+    forkserver = sys.modules.get("multiprocessing.forkserver")
+    if forkserver is not None:
+        server = forkserver._forkserver  # noqa: SLF001  (multiprocessing's own state)
+        server._lock = threading.Lock()  # noqa: SLF001
+        if server._forkserver_pid is not None:  # noqa: SLF001  (the parent's)
+            os.close(server._forkserver_alive_fd)  # noqa: SLF001
+            server._forkserver_address = None  # noqa: SLF001
+            server._forkserver_alive_fd = None  # noqa: SLF001
+            server._forkserver_pid = None  # noqa: SLF001
+    tracker = sys.modules.get("multiprocessing.resource_tracker")
+    if tracker is not None:
+        shared = tracker._resource_tracker  # noqa: SLF001
+        shared._lock = threading.RLock()  # noqa: SLF001  (as in Python >= 3.11)
+        shared._pid = None  # noqa: SLF001
+
+
+_platform.at_fork(after_in_child=_forget_parent_helpers_in_child)
 
 
 @dataclass(frozen=True)

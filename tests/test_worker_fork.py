@@ -7,14 +7,23 @@ method, as can a worker (SPEC "Worker processes", "Fork-safe").
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import subprocess
 import sys
+from typing import TYPE_CHECKING, Any
 
+import fork_tasks
 import psutil
 import pytest
 
-from helpers import DEADLINE, METHODS, TESTS
+from singleton_proc import process_pool, run_in_pool, run_process
+
+from helpers import DEADLINE, METHODS, TESTS, forking_with_threads
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 #: A forked child's exit takes well under a second; the bug took 30 s or for ever.
 EXIT_BOUND = 5.0
@@ -39,8 +48,16 @@ def _run(script: str, *args: str) -> subprocess.CompletedProcess[str]:
     return proc
 
 
-@pytest.mark.parametrize("method", METHODS)
-@pytest.mark.parametrize("how", ["leave", "raise", "shutdown", "collect"])
+#: How the child ends, and how the parent's workers were started: every
+#: method for the plain exit, one for the other ways (the child's side of
+#: the pool is the same whatever the method).
+ENDINGS = [
+    *(("leave", method) for method in METHODS),
+    *((how, "forkserver") for how in ("raise", "shutdown", "collect")),
+]
+
+
+@pytest.mark.parametrize(("how", "method"), ENDINGS)
 def test_a_child_forked_in_a_process_pool_exits_at_once_leaving_the_workers(
     how: str, method: str
 ) -> None:
@@ -55,3 +72,100 @@ def test_a_child_forked_in_a_process_pool_exits_at_once_leaving_the_workers(
     for refused in ("submit_error", "map_error"):
         if how in {"leave", "shutdown"}:
             assert "forked" in facts["child"][refused]
+
+
+# -- nested use: every worker API in a forked child and in a worker -----------
+
+
+@contextlib.contextmanager
+def _helpers_end_with_their_users() -> Iterator[None]:
+    """Fail unless the processes adopted meanwhile end by themselves; reap them.
+
+    A forked child or a worker that starts a forkserver leaves it behind when
+    it exits; it ends at once (its "alive" pipe closed), and as a subreaper
+    we adopt it.
+    """
+    before = psutil.Process().children()
+    yield
+    left = [child for child in psutil.Process().children() if child not in before]
+    _, alive = psutil.wait_procs(left, timeout=DEADLINE)
+    assert not alive, f"processes left running: {alive}"
+
+
+def _in_a_forked_child(method: str) -> dict[str, Any]:
+    """``every_api(method)`` in a child forked from here, as it reports it."""
+    report_r, report_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        status = 1
+        try:
+            os.close(report_r)
+            os.write(report_w, json.dumps(fork_tasks.every_api(method)).encode())
+            status = 0
+        finally:
+            os._exit(status)
+    os.close(report_w)
+    child = psutil.Process(pid)
+    try:
+        child.wait(DEADLINE)  # a safety net: it ends on its own
+    finally:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            child.kill()  # it hung: fail below, leaving nothing behind
+            child.wait()
+        with os.fdopen(report_r) as replies:
+            report = replies.read()
+    assert report, "the forked child reported nothing"
+    return dict(json.loads(report))
+
+
+def _in_a_worker(api: str, outer: str, method: str) -> dict[str, Any]:
+    """``every_api(method)`` in a worker of ``api`` started by ``outer``."""
+    if api == "run_process":
+        outcomes = run_process(
+            fork_tasks.every_api, method, start_method=outer, timeout=DEADLINE
+        )
+    else:
+        [outcomes] = run_in_pool(
+            fork_tasks.every_api, [method], n=1, start_method=outer, timeout=DEADLINE
+        )
+    return dict(outcomes)
+
+
+#: Where the APIs are used: a child forked from here, or a worker of
+#: run_process or run_in_pool started by each start method. Workers started
+#: by fork inherit our state, as a forked child does; the others start afresh
+#: and take longer (slow).
+PLACES = [
+    pytest.param(None, id="forked-child"),
+    *(
+        pytest.param(
+            (api, outer),
+            id=f"{api}-worker-by-{outer}",
+            marks=[] if outer == "fork" else [pytest.mark.slow],
+        )
+        for api in ("run_process", "run_in_pool")
+        for outer in METHODS
+    ),
+]
+
+
+@forking_with_threads
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("place", PLACES)
+def test_every_worker_api_works_nested_after_the_parent_used_forkserver(
+    place: tuple[str, str] | None, method: str
+) -> None:
+    # The parent's forkserver and resource tracker run (their state is what a
+    # forked child inherits), and so does a pool while the child is forked.
+    assert run_process(fork_tasks.square, 2, start_method="forkserver") == 4
+    with (
+        _helpers_end_with_their_users(),
+        process_pool(1, start_method="forkserver") as pool,
+    ):
+        assert pool.submit(fork_tasks.square, 2).result(DEADLINE) == 4
+        if place is None:
+            outcomes = _in_a_forked_child(method)
+        else:
+            outcomes = _in_a_worker(*place, method)
+        assert pool.submit(fork_tasks.square, 3).result(DEADLINE) == 9
+    assert outcomes == fork_tasks.EXPECTED
