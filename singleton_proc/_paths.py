@@ -9,6 +9,7 @@ Nothing here follows a symlink.
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 import sys
@@ -49,6 +50,19 @@ _NETWORK_FS = frozenset(
     }
 )  # fmt: skip
 _checked_devices: set[int] = set()
+_OPTIONS = f"(directory=, --dir or ${ENV_DIRECTORY})"
+#: What to do about the errors opening a lock file that are not our bug.
+_ADVICE = {
+    errno.ENOSPC: f"free some space or inodes, or use another filesystem {_OPTIONS}",
+    errno.EDQUOT: f"free some of your quota, or use another filesystem {_OPTIONS}",
+    errno.EROFS: f"use a lock directory on a writable filesystem {_OPTIONS}",
+    errno.EMFILE: "close some, or raise this process's limit (ulimit -n)",
+    errno.ENFILE: "close some files; the whole system is at its limit",
+    errno.ENXIO: (
+        "a socket or device file is where a lock file should be: "
+        f"remove it, or use another name or lock directory {_OPTIONS}"
+    ),
+}
 
 
 @dataclass(frozen=True)
@@ -60,14 +74,15 @@ class NameFiles:
         name: The instance name.
         lock: ``<name>.lock``, which carries the OS lock.
         record: ``<name>.pid``, the holder's record.
-        temp_prefix: The prefix of the record's temporary files.
+        temp: ``.<name>.pid.tmp``, the record's temporary file: one fixed
+            name, written only by the holder, under the lock.
     """
 
     directory: str
     name: str
     lock: str
     record: str
-    temp_prefix: str
+    temp: str
 
     @classmethod
     def of(cls, directory: str | os.PathLike[str], name: str) -> NameFiles:
@@ -78,7 +93,7 @@ class NameFiles:
             name=name,
             lock=os.path.join(base, f"{name}.lock"),
             record=os.path.join(base, f"{name}.pid"),
-            temp_prefix=os.path.join(base, f".{name}.pid."),
+            temp=os.path.join(base, f".{name}.pid.tmp"),
         )
 
 
@@ -246,11 +261,19 @@ def _check_private(path: str | os.PathLike[str], st: os.stat_result) -> None:
 
 
 def _warn_if_network(path: str | os.PathLike[str], st: os.stat_result) -> None:
-    """Warn once per filesystem when file locks there may not exclude."""
+    """Warn once per filesystem when file locks there may not exclude.
+
+    The check is best effort: a mount table we cannot read now (out of
+    descriptors, no ``/proc`` in a container) stops nothing, and is read
+    again next time.
+    """
     if st.st_dev in _checked_devices:
         return
+    try:
+        fstype = _platform.filesystem_type(os.fspath(path))
+    except OSError:
+        return
     _checked_devices.add(st.st_dev)
-    fstype = _platform.filesystem_type(os.fspath(path))
     words = set(fstype.lower().split())
     if words & _NETWORK_FS or "remote" in words or "fuse" in fstype.lower():
         warnings.warn(
@@ -287,7 +310,9 @@ def open_no_follow(
 
     Raises:
         InsecureLockPathError: ``path`` is a symlink or not a regular file.
-        OSError: it could not be opened (missing, permission denied, ...).
+        OSError: it could not be opened (missing, permission denied, ...);
+            a full or read-only filesystem, too many open files and a
+            socket at ``path`` say what to do (see :func:`_explained`).
     """
     if not _platform.HAS_NOFOLLOW and os.path.islink(path):  # pragma: no cover
         raise symlink_refused(path)
@@ -296,12 +321,25 @@ def open_no_follow(
     except OSError as exc:
         if _platform.refused_symlink(exc) and os.path.islink(path):
             raise symlink_refused(path) from None
-        raise
+        raise _explained(exc, path) from None
     st = os.fstat(fd)
     if not stat.S_ISREG(st.st_mode):
         os.close(fd)
         raise InsecureLockPathError(f"{path} is not a regular file; refusing to use it")
     return fd, st
+
+
+def _explained(exc: OSError, path: str) -> OSError:
+    """``exc`` with what to do about it, for the errors that are not our bug.
+
+    The class, ``errno`` and ``filename`` stay, so callers may still catch
+    ``OSError`` or test ``errno``; only the text changes, from the bare
+    ``strerror`` to one that says what to do. Others are returned as they are.
+    """
+    advice = _ADVICE.get(exc.errno or 0)
+    if advice is None:
+        return exc
+    return type(exc)(exc.errno, f"{exc.strerror}; {advice}", path)
 
 
 def symlink_refused(path: str) -> InsecureLockPathError:

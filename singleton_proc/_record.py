@@ -9,12 +9,12 @@ not a complete, well-typed record of the expected name reads as "unknown".
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import json
 import logging
 import math
 import os
-import string
 from datetime import datetime, timezone
 from typing import Any
 
@@ -37,13 +37,11 @@ __all__ = [
 RECORD_VERSION = 1
 #: A record is a few hundred bytes; anything much larger is not one of ours.
 _MAX_RECORD_BYTES = 64 * 1024
-_TOKEN_HEX = 16
 #: Plausible bounds for the times in a record: anything outside is not ours.
 _LATEST_EPOCH = 1e11  # year 5138
 _EARLIEST_YEAR, _LATEST_YEAR = 1970, 9000
 
 _log = logging.getLogger("singleton_proc")
-_TEMP_SUFFIX = ".tmp"
 _STARTED_MARK = "\x00started_at\x00"  # cannot occur in any other field's JSON
 
 
@@ -186,50 +184,88 @@ def read_record(files: NameFiles) -> Holder | None:
         return None
 
 
-def write_record(files: NameFiles, holder: Holder, *, sweep: bool) -> bool:
+def write_record(
+    files: NameFiles,
+    holder: Holder,
+    *,
+    sweep: bool = False,  # noqa: ARG001  (nothing to sweep any more: see below)
+) -> bool:
     """Atomically replace the record of ``holder.name`` with ``holder``.
 
-    The data goes to a new, randomly named temporary file (``O_EXCL``, no
-    symlink followed) that then replaces the record in one ``os.replace``,
-    which never follows a symlink at the target. No fsync: the record
-    describes a running process and means nothing after a reboot.
+    The data goes to the name's one temporary file, ``.<name>.pid.tmp``,
+    which then replaces the record in one ``os.replace`` (which never
+    follows a symlink at the target). Only the holder writes that file,
+    under the lock, so one found there was left by a writer that died
+    between creating and renaming it: it is replaced (see
+    :func:`_create_temp`). A crashed writer's temporary file is thus gone
+    after the next acquire of its name, with no random name, no directory
+    listing and no extra system call in the common case. No fsync: the
+    record describes a running process and means nothing after a reboot.
 
     The record is advisory, so failing to write it (a full disk, another
-    user's stale record in a sticky directory, a reader holding it open on
+    user's stale file in a sticky directory, a reader holding it open on
     Windows) does not fail the caller, who holds the lock: it is logged, and
-    the holder reads as unknown.
+    the holder reads as unknown. A short write (a disk that fills up
+    mid-record) counts as a failure: a partial record is never published.
 
     Args:
         files: The name's files.
         holder: What to record.
-        sweep: Also remove temporary files that a crashed holder left; the
-            caller asks when it found the crashed holder's record, so that
-            the common path needs no directory listing.
+        sweep: Ignored. It asked for a sweep of the randomly named
+            temporary files of earlier versions; the fixed name needs none.
 
     Returns:
         Whether the record was written.
     """
-    temp = f"{files.temp_prefix}{os.urandom(_TOKEN_HEX // 2).hex()}{_TEMP_SUFFIX}"
     try:
-        fd, _ = open_no_follow(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+        fd = _create_temp(files.temp)
     except OSError as exc:
         return _not_written(files, exc)
     try:
         try:
             _platform.set_mode(fd, FILE_MODE)
-            os.write(fd, encode_record(holder))
+            _write_all(fd, encode_record(holder))
         finally:
             os.close(fd)
-        os.replace(temp, files.record)
+        os.replace(files.temp, files.record)
     except BaseException as exc:
         with contextlib.suppress(OSError):
-            os.unlink(temp)
+            os.unlink(files.temp)
         if isinstance(exc, OSError):
             return _not_written(files, exc)
         raise
-    if sweep:
-        _sweep_temp_files(files)
     return True
+
+
+def _create_temp(path: str) -> int:
+    """Create the temporary file anew (``O_EXCL``); return its descriptor.
+
+    One found there was left by a writer killed before its rename (or is a
+    symlink someone planted): it is unlinked, which removes a symlink itself
+    and never its target, and the file is created again. The common case
+    costs no more than the create.
+    """
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
+    try:
+        fd, _ = open_no_follow(path, flags)
+    except FileExistsError:
+        os.unlink(path)
+        fd, _ = open_no_follow(path, flags)
+    return fd
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """Write all of ``data``: ``os.write`` may write less (a disk filling up).
+
+    Writing the rest makes the OS say why it cannot (``ENOSPC``,
+    ``EDQUOT``, ``EFBIG``), which is then the error reported.
+    """
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        if written == 0:  # never for a regular file; a loop for ever if it were
+            raise OSError(errno.EIO, "the record could not be written in full")
+        view = view[written:]
 
 
 def _not_written(files: NameFiles, exc: OSError) -> bool:
@@ -248,32 +284,3 @@ def remove_record(files: NameFiles) -> None:
         return
     except OSError as exc:
         _log.warning("could not remove the record %s (%s)", files.record, exc)
-
-
-def _sweep_temp_files(files: NameFiles) -> None:
-    """Remove temporary record files of one name left behind by crashes.
-
-    Only the lock holder writes them, and the caller holds the lock, so any
-    that exist besides the one just renamed are stale. The match is exact
-    (prefix, 16 hex digits, ``.tmp``) so another name's files never match.
-    """
-    prefix = os.path.basename(files.temp_prefix)
-    size = len(prefix) + _TOKEN_HEX + len(_TEMP_SUFFIX)
-    try:
-        with os.scandir(files.directory) as entries:
-            stale = [
-                entry.path
-                for entry in entries
-                if len(entry.name) == size
-                and entry.name.startswith(prefix)
-                and entry.name.endswith(_TEMP_SUFFIX)
-                and all(
-                    c in string.hexdigits
-                    for c in entry.name[len(prefix) : len(prefix) + _TOKEN_HEX]
-                )
-            ]
-    except OSError:  # a directory we may write but not list: nothing to sweep
-        return
-    for path in stale:
-        with contextlib.suppress(OSError):  # another user's, in a sticky directory
-            os.unlink(path)

@@ -6,10 +6,12 @@ import errno
 import json
 import logging
 import os
+import random
 import socket
 import stat
 import subprocess
 import sys
+import time
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING
 
@@ -189,18 +191,74 @@ def test_readers_never_see_a_partial_record(lock_dir: Path) -> None:
     assert sorted(p.name for p in lock_dir.iterdir()) == ["bot.lock"]
 
 
-def test_stale_temporary_files_are_swept_and_others_left(lock_dir: Path) -> None:
-    stale = lock_dir / ".bot.pid.0123456789abcdef.tmp"
-    other_name = lock_dir / ".bot.pid.x.pid.0123456789abcdef.tmp"
-    unrelated = lock_dir / ".bot.pid.notes.tmp"
-    for path in (stale, other_name, unrelated):
-        path.write_text("{")
-    (lock_dir / "bot.pid").write_text("{")  # and the record of the holder that crashed
-    with SingleInstance("bot", directory=lock_dir):
+LOOP = """
+import sys
+from singleton_proc import SingleInstance
+instance = SingleInstance("bot", directory=sys.argv[1], on_conflict="wait")
+print("ready", flush=True)
+while True:
+    with instance:
         pass
-    assert not stale.exists()
-    assert other_name.exists()
-    assert unrelated.exists()
+"""
+#: Files that look like temporaries but belong to other names: never touched.
+OTHERS = (".other.pid.tmp", ".bot.pid.x.pid.tmp", ".bot.pid.0123456789abcdef.tmpx")
+
+
+def _kill_until_a_temporary_is_left(lock_dir: Path) -> set[str]:
+    """SIGKILL acquire/release loops at random moments until one leaves a file.
+
+    Returns what is in the directory besides the lock, the record and
+    :data:`OTHERS` right after that kill.
+    """
+    for _ in range(300):
+        proc = subprocess.Popen(
+            [sys.executable, "-c", LOOP, str(lock_dir)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert proc.stdout is not None
+            assert proc.stdout.readline() == "ready\n"
+            time.sleep(random.uniform(0, 0.003))  # noqa: S311  (a random moment, not a wait)
+            proc.kill()
+            proc.wait(DEADLINE)
+        finally:
+            reap(proc)
+        left = {p.name for p in lock_dir.iterdir()} - {"bot.lock", "bot.pid", *OTHERS}
+        if left:
+            return left
+    pytest.fail("no kill landed between writing and renaming: this proved nothing")
+
+
+def test_a_killed_writer_leaves_no_temporary_file_after_the_next_acquire(
+    lock_dir: Path,
+) -> None:
+    for other in OTHERS:
+        (lock_dir / other).write_text("{")
+    left = _kill_until_a_temporary_is_left(lock_dir)
+    assert all(name.startswith(".bot.pid.") for name in left), left
+    with SingleInstance("bot", directory=lock_dir):
+        found = record_of(lock_dir, "bot")
+        assert found is not None
+        assert found.pid == os.getpid()
+    assert sorted(p.name for p in lock_dir.iterdir()) == sorted(["bot.lock", *OTHERS])
+    assert all((lock_dir / other).read_text() == "{" for other in OTHERS)
+
+
+def test_a_symlink_at_the_temporary_name_is_removed_not_followed(
+    lock_dir: Path, tmp_path: Path
+) -> None:
+    precious = tmp_path / "precious.txt"
+    precious.write_text("keep me")
+    precious.chmod(0o600)
+    (lock_dir / ".bot.pid.tmp").symlink_to(precious)
+    with SingleInstance("bot", directory=lock_dir):
+        found = record_of(lock_dir, "bot")
+        assert found is not None
+        assert found.pid == os.getpid()
+        assert sorted(p.name for p in lock_dir.iterdir()) == ["bot.lock", "bot.pid"]
+    assert precious.read_text() == "keep me"
+    assert stat.S_IMODE(precious.stat().st_mode) == 0o600
 
 
 def test_symlink_at_the_record_path_is_refused_and_its_target_untouched(
