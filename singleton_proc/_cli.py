@@ -29,12 +29,10 @@ from . import (
     ReplaceRefusedError,
     SingleInstance,
     __version__,
-    holder,
-    is_running,
     terminate,
 )
 from ._holder import printable
-from ._introspect import held_names
+from ._introspect import Inspection, held_names, look
 from ._wrap import (
     EXIT_SIGNAL_BASE,
     CannotExecuteError,
@@ -283,15 +281,14 @@ def _run(args: argparse.Namespace) -> int:
 
 def _status(args: argparse.Namespace) -> int:
     """``status``: print the held instances, or NAME; 1 when NAME is not running."""
-    found: list[tuple[str, Holder | None]]
+    found: list[tuple[str, Inspection]]
     if args.name is None:
         found = held_names(args.dir)
     else:
-        one = holder(args.name, args.dir)
-        running = one is not None or is_running(args.name, args.dir)
-        found = [(args.name, one)] if running else []
+        one = look(args.name, args.dir)
+        found = [(args.name, one)] if one.held else []
     if args.json:
-        _say(json.dumps([_as_json(name, h) for name, h in found], indent=2))
+        _say(json.dumps([_as_json(name, i.holder) for name, i in found], indent=2))
     elif found:
         _say_table(found)
     else:
@@ -348,12 +345,13 @@ def _as_json(name: str, found: Holder | None) -> dict[str, object]:
     return dict(zip(_JSON_KEYS, values, strict=True))
 
 
-def _say_table(found: list[tuple[str, Holder | None]]) -> None:
-    """An aligned table: NAME, PID, AGE, COMMAND (an unknown holder says so)."""
+def _say_table(found: list[tuple[str, Inspection]]) -> None:
+    """An aligned table: NAME, PID, AGE, COMMAND (an unknown holder says why)."""
     rows = [("NAME", "PID", "AGE", "COMMAND")]
-    for name, h in found:
+    for name, inspection in found:
+        h = inspection.holder
         if h is None:
-            rows.append((name, "?", "?", f"({_UNKNOWN})"))
+            rows.append((name, "?", "?", f"(holder unknown: {inspection.reason})"))
         else:
             rows.append((name, str(h.pid), human_age(_age(h)), h.command))
     width = [max(len(row[col]) for row in rows) for col in range(3)]

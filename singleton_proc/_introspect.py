@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from ._identity import mismatch
 from ._lockfile import LOCK_SUFFIX, lock_state
 from ._names import validate_name
 from ._paths import NameFiles, existing_directory
-from ._platform import open_lock_files
+from ._platform import in_child_pid_namespace, namespace_pids, open_lock_files
 from ._record import read_record
 
 if TYPE_CHECKING:
@@ -24,6 +24,7 @@ __all__ = [
     "inspect",
     "is_running",
     "list_instances",
+    "look",
 ]
 
 
@@ -53,7 +54,8 @@ def inspect(files: NameFiles) -> Inspection:
 
     The record is believed only when the live process passes every identity
     check against it: then it is the holder, even if the lock file was
-    deleted under it (see :func:`detached_holder`).
+    deleted under it (see :func:`detached_holder`) or it runs in a PID
+    namespace below ours (see :func:`_from_below`).
     """
     state = lock_state(files)
     record = read_record(files)
@@ -65,18 +67,52 @@ def inspect(files: NameFiles) -> Inspection:
             lock_pids=state.pids,
             detached=detached is not None,
         )
+    if state.pids is None and in_child_pid_namespace():
+        # Only a process outside our namespace can hold it unlisted.
+        return Inspection(
+            held=True, holder=None, lock_pids=None, reason=_outside(record)
+        )
     if record is None:
         reason = "its record is missing or unreadable"
         if state.pids:
             reason += f"; the lock is held by pid {_pids(state.pids)}"
+        reason += " (another tool, such as flock(1), may hold it)"
         return Inspection(held=True, holder=None, lock_pids=state.pids, reason=reason)
     why_not = mismatch(record, state.pids)
+    found = _from_below(record, state.pids) if why_not else record
     return Inspection(
         held=True,
-        holder=None if why_not else record,
+        holder=found,
         lock_pids=state.pids,
-        reason=why_not,
+        reason="" if found else why_not,
     )
+
+
+def _outside(record: Holder | None) -> str:
+    """Why the holder of a lock taken outside our PID namespace is unknown."""
+    says = f"; its record says pid {record.pid} there" if record else ""
+    return (
+        "the lock is held by a process outside this PID namespace (the host "
+        f"or another container), which cannot be seen from here{says}"
+    )
+
+
+def _from_below(record: Holder, lock_pids: frozenset[int] | None) -> Holder | None:
+    """The holder, when it runs in a PID namespace below ours (a container).
+
+    Its record names it by its pid in its own namespace; the lock table
+    names it by its pid here. It is the holder when the one pid holding the
+    lock is the recorded pid down there (``NSpid``) and passes every
+    identity check under the pid it has here, which is then the one given.
+    """
+    if lock_pids is None or len(lock_pids) != 1:
+        return None
+    (pid,) = lock_pids
+    numbers = namespace_pids(pid)
+    if len(numbers) < 2 or numbers[-1] != record.pid:  # noqa: PLR2004  (here, there)
+        return None
+    seen_here = replace(record, pid=pid)
+    return None if mismatch(seen_here, lock_pids) else seen_here
 
 
 def detached_holder(files: NameFiles, record: Holder | None) -> Holder | None:
@@ -128,9 +164,7 @@ def holder(name: str, directory: str | os.PathLike[str] | None = None) -> Holder
         >>> h.pid if h else "not running"  # doctest: +SKIP
         4242
     """
-    validate_name(name)
-    path = existing_directory(directory)
-    return None if path is None else inspect(NameFiles.of(path, name)).holder
+    return look(name, directory).holder
 
 
 def is_running(name: str, directory: str | os.PathLike[str] | None = None) -> bool:
@@ -143,9 +177,19 @@ def is_running(name: str, directory: str | os.PathLike[str] | None = None) -> bo
         >>> is_running("feishu")  # doctest: +SKIP
         False
     """
+    return look(name, directory).held
+
+
+def look(name: str, directory: str | os.PathLike[str] | None = None) -> Inspection:
+    """Inspect ``name`` in ``directory`` (``None``: the private default).
+
+    Nothing is created: a missing directory means nothing is running there.
+    """
     validate_name(name)
     path = existing_directory(directory)
-    return path is not None and inspect(NameFiles.of(path, name)).held
+    if path is None:
+        return Inspection(held=False, holder=None, lock_pids=frozenset())
+    return inspect(NameFiles.of(path, name))
 
 
 def list_instances(directory: str | os.PathLike[str] | None = None) -> list[Holder]:
@@ -159,16 +203,17 @@ def list_instances(directory: str | os.PathLike[str] | None = None) -> list[Hold
         >>> [h.name for h in list_instances()]  # doctest: +SKIP
         ['feishu', 'nightly-backup']
     """
-    return [found for _, found in held_names(directory) if found is not None]
+    found = (inspection.holder for _, inspection in held_names(directory))
+    return [one for one in found if one is not None]
 
 
 def held_names(
     directory: str | os.PathLike[str] | None = None,
-) -> list[tuple[str, Holder | None]]:
-    """Every held name in ``directory``, by name, with its holder if known.
+) -> list[tuple[str, Inspection]]:
+    """Every held name in ``directory``, by name, with what is known of it.
 
-    ``None`` for a name held under a missing or unreadable record (a lock
-    taken by ``flock(1)``, say): running, but nobody can say who runs it.
+    A name held under a missing or unreadable record (a lock taken by
+    ``flock(1)``, say) has no holder, and its reason says why.
     """
     path = existing_directory(directory)
     if path is None:
@@ -186,5 +231,5 @@ def held_names(
             continue
         found = inspect(NameFiles.of(path, name))
         if found.held:
-            held.append((name, found.holder))
+            held.append((name, found))
     return held

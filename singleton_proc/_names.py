@@ -12,8 +12,8 @@ from ._holder import printable
 __all__ = ["MAX_NAME_LENGTH", "derive_name", "validate_name"]
 
 MAX_NAME_LENGTH = 128
-#: The longest file we make is ``.<name>.pid.<16 hex>.tmp``: 26 bytes more
-#: than the name, within the usual 255-byte limit.
+#: The longest file we make is ``.<name>.pid.tmp``: 9 bytes more than the
+#: name, well within the usual 255-byte limit.
 _MAX_NAME_BYTES = 200
 _WINDOWS_FORBIDDEN = frozenset('<>:"|?*')
 #: Controls, format characters (bidi overrides, zero-width), line and

@@ -43,7 +43,9 @@ __all__ = [
     "fallback_directory",
     "filesystem_type",
     "flock_holders",
+    "in_child_pid_namespace",
     "is_link",
+    "namespace_pids",
     "open_lock_files",
     "process_group",
     "refused_symlink",
@@ -280,9 +282,16 @@ def flock_holders(directory: str, st: os.stat_result) -> frozenset[int] | None:
     (containers) or btrfs subvolumes, where ``/proc/self/mountinfo`` has it;
     both are accepted. Lines marked ``->`` are waiters, not holders.
 
+    In a PID namespace below the initial one (a container, ``unshare
+    --pid``), ``/proc/locks`` leaves out the locks of processes outside it
+    (older kernels list them with pid 0): there, no visible holder proves
+    nothing.
+
     Returns:
         The holders' pids (empty when the file is not locked), or ``None``
-        when the platform cannot tell without taking the lock.
+        when the platform cannot tell without taking the lock: no
+        ``/proc/locks``, a holder this namespace cannot see, or no holder
+        listed from inside a PID namespace of our own.
     """
     try:
         text = _PROC_LOCKS.read_text(encoding="ascii", errors="replace")
@@ -299,7 +308,44 @@ def flock_holders(directory: str, st: os.stat_result) -> frozenset[int] | None:
         if len(fields) >= 6 and fields[1] == "FLOCK" and fields[5] in wanted:  # noqa: PLR2004
             with contextlib.suppress(ValueError):
                 pids.add(int(fields[4]))
+    if any(pid <= 0 for pid in pids) or (not pids and in_child_pid_namespace()):
+        return None
     return frozenset(pids)
+
+
+#: ``PROC_PID_INIT_INO``: the inode of the initial PID namespace in ``ns/pid``.
+_INIT_PID_NAMESPACE = 0xEFFFFFFC
+
+
+def in_child_pid_namespace() -> bool:
+    """Whether this process runs in a PID namespace below the initial one.
+
+    Inside one (a container), ``/proc`` shows only the processes of that
+    namespace, and ``/proc/locks`` only their locks. ``False`` where there
+    are no PID namespaces.
+    """
+    try:
+        return os.stat(_PROC / "self" / "ns" / "pid").st_ino != _INIT_PID_NAMESPACE
+    except OSError:
+        return False
+
+
+def namespace_pids(pid: int) -> tuple[int, ...]:
+    """``pid``'s numbers from this PID namespace down to its own (``NSpid``).
+
+    ``(4242, 1)`` for the first process of a container seen from the host;
+    one number for a process of this namespace; ``()`` when unknown (gone,
+    or not Linux).
+    """
+    try:
+        status = (_PROC / str(pid) / "status").read_bytes().decode("ascii", "replace")
+    except OSError:
+        return ()
+    for line in status.splitlines():
+        if line.startswith("NSpid:"):
+            with contextlib.suppress(ValueError):
+                return tuple(int(field) for field in line.split()[1:])
+    return ()
 
 
 def _device(dev: int) -> str:

@@ -2,17 +2,30 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import subprocess
+import sys
 from typing import TYPE_CHECKING
 
+import psutil
 import pytest
+from test_cli import CLI, cli
 
-from singleton_proc import SingleInstance, _platform, holder, is_running, list_instances
+from singleton_proc import (
+    AlreadyRunningError,
+    SingleInstance,
+    _platform,
+    holder,
+    is_running,
+    list_instances,
+)
 
-from helpers import finish, holding, read_line
+from helpers import DEADLINE, HOLDER_SCRIPT, finish, holding, read_line
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
     from pathlib import Path
 
 
@@ -117,3 +130,135 @@ def test_holder_inside_the_holding_process(lock_dir: Path) -> None:
         found = holder("bot", lock_dir)
         assert found is not None
         assert found.pid == os.getpid()
+
+
+# --- PID namespaces (containers) ----------------------------------------------
+
+#: A command's prefix that runs it as the first process of a new PID namespace
+#: with its own /proc, as a container does.
+NAMESPACE = ["unshare", "--pid", "--fork", "--mount-proc", "--kill-child"]
+
+
+@pytest.fixture
+def pid_namespaces() -> None:
+    """Skip unless this machine lets us make PID namespaces (root, unshare(1))."""
+    try:
+        done = subprocess.run(
+            [*NAMESPACE, "true"],
+            capture_output=True,
+            text=True,
+            timeout=DEADLINE,
+            check=False,
+        )
+    except FileNotFoundError:
+        pytest.skip("unshare(1) is not installed")
+    if done.returncode != 0:
+        pytest.skip(f"cannot make a PID namespace here: {done.stderr.strip()}")
+
+
+@contextlib.contextmanager
+def holding_in_a_namespace(name: str, directory: Path) -> Iterator[int]:
+    """``child_holder.py`` holding ``name`` in a PID namespace of its own.
+
+    Yields its pid as seen here; it is pid 1 in its namespace.
+    """
+    proc = subprocess.Popen(
+        [*NAMESPACE, sys.executable, str(HOLDER_SCRIPT), name, str(directory)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert read_line(proc) == "ready"
+        (child,) = psutil.Process(proc.pid).children()
+        yield child.pid
+    finally:
+        finish(proc)  # stdin closes: the holder releases and exits, then unshare
+
+
+@pytest.mark.usefixtures("pid_namespaces")
+def test_a_holder_in_a_pid_namespace_below_is_seen_with_its_pid_here(
+    lock_dir: Path,
+) -> None:
+    with holding_in_a_namespace("bot", lock_dir) as pid:
+        assert json.loads((lock_dir / "bot.pid").read_text())["pid"] == 1
+        found = holder("bot", lock_dir)
+        assert found is not None
+        assert found.pid == pid
+        assert [h.pid for h in list_instances(lock_dir)] == [pid]
+        status, out, _ = cli("status", "bot", "--dir", str(lock_dir))
+        assert status == 0
+        assert out.splitlines()[1].split()[:2] == ["bot", str(pid)]
+
+
+LOOK = """
+import sys
+from singleton_proc import holder, is_running
+print(is_running("bot", sys.argv[1]), holder("bot", sys.argv[1]))
+"""
+
+
+@pytest.mark.usefixtures("pid_namespaces")
+def test_a_holder_outside_this_pid_namespace_is_running_and_says_so(
+    lock_dir: Path,
+) -> None:
+    with holding("bot", lock_dir):
+        looked = subprocess.run(
+            [*NAMESPACE, sys.executable, "-c", LOOK, str(lock_dir)],
+            capture_output=True,
+            text=True,
+            timeout=DEADLINE,
+            check=True,
+        )
+        assert looked.stdout.split() == ["True", "None"]
+        status = subprocess.run(
+            [*NAMESPACE, CLI, "status", "bot", "--dir", str(lock_dir)],
+            capture_output=True,
+            text=True,
+            timeout=DEADLINE,
+            check=False,
+        )
+        assert status.returncode == 0, status.stderr
+        assert "held by a process outside this PID namespace" in status.stdout
+
+
+# --- holders that vanish while they are looked at -----------------------------
+
+#: Forks holders of "bot" that die at once, COUNT times, then prints "done".
+VANISHING = """
+import os, sys
+from singleton_proc import SingleInstance
+print("ready", flush=True)
+for _ in range(int(sys.argv[2])):
+    pid = os.fork()
+    if pid == 0:
+        SingleInstance("bot", directory=sys.argv[1], on_conflict="wait").acquire()
+        os._exit(0)
+    os.waitpid(pid, 0)
+print("done", flush=True)
+"""
+
+
+def test_holders_that_vanish_while_looked_at_are_a_normal_case(lock_dir: Path) -> None:
+    """Every look and every acquire answers; none raises what psutil saw."""
+    churn = subprocess.Popen(
+        [sys.executable, "-c", VANISHING, str(lock_dir), "400"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    looks = 0
+    try:
+        assert read_line(churn) == "ready"
+        while churn.poll() is None:
+            holder("bot", lock_dir)
+            is_running("bot", lock_dir)
+            list_instances(lock_dir)
+            with contextlib.suppress(AlreadyRunningError):
+                SingleInstance("bot", directory=lock_dir).acquire().release()
+            looks += 1
+        assert read_line(churn) == "done"
+    finally:
+        finish(churn)
+    assert churn.returncode == 0
+    assert looks > 0
