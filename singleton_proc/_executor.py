@@ -118,8 +118,11 @@ class PoolExecutor(Executor):
         if wait:
             try:
                 self._manager.join(None)
-            except BaseException:
-                self._manager.terminate("shutdown(wait=True) was interrupted")
+            except BaseException as exc:
+                self._manager.terminate(
+                    "shutdown(wait=True) was interrupted",
+                    interrupted=isinstance(exc, KeyboardInterrupt),
+                )
                 raise
 
     def __exit__(
@@ -132,7 +135,10 @@ class PoolExecutor(Executor):
         if exc_type is None:
             self.shutdown(wait=True)
         else:
-            self._manager.terminate(f"the with block was left by {exc_type.__name__}")
+            self._manager.terminate(
+                f"the with block was left by {exc_type.__name__}",
+                interrupted=issubclass(exc_type, KeyboardInterrupt),
+            )
 
 
 def process_pool(

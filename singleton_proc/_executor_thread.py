@@ -19,6 +19,7 @@ import contextlib
 import logging
 import os
 import threading
+import time
 from collections import deque
 from concurrent.futures import Future, InvalidStateError
 from concurrent.futures.process import BrokenProcessPool
@@ -26,6 +27,7 @@ from multiprocessing import Pipe
 from typing import TYPE_CHECKING, Any
 
 from ._chunks import Outcome
+from ._interrupts import signals_deferred
 from ._wire import UnpicklableError, dumps_call
 
 if TYPE_CHECKING:
@@ -38,6 +40,10 @@ _log = logging.getLogger("singleton_proc")
 #: How long stopping waits for the manager thread (it reacts within
 #: milliseconds unless a logging handler or a done-callback blocks it).
 _JOIN_BOUND = 30.0
+#: Ctrl-C pressed again this soon after the press that stops a pool is the
+#: same press: a burst (a terminal signals every process of the group, a
+#: key pressed repeatedly) gives one ``KeyboardInterrupt``.
+_SAME_PRESS = 0.1
 #: The managers whose thread runs (in the process that started them).
 _live: set[Manager] = set()
 
@@ -111,18 +117,36 @@ class Manager:
         for job in dropped:
             job.future.cancel()
 
-    def terminate(self, reason: str) -> None:
-        """Cancel what waits, stop every worker's tree now, end the thread."""
+    def terminate(self, reason: str, *, interrupted: bool = False) -> None:
+        """Cancel what waits, stop every worker's tree now, end the thread.
+
+        Ctrl-C and SIGTERM are held off until the workers are gone: cut
+        short, the stop would leave them running, and the caller's thread
+        would not wait for the end. One that came meanwhile is raised at the
+        end, unless the stop answers a Ctrl-C already (``interrupted``):
+        then a Ctrl-C is the same press, repeated, and one
+        ``KeyboardInterrupt`` is on its way. The hold then lasts at least
+        :data:`_SAME_PRESS`, so that a burst of presses does not land in the
+        printing of that one's traceback.
+        """
         if not self.ours():
             return
-        with self._lock:
-            self._closing = True
-            self._stop_reason = self._stop_reason or reason
-            dropped, self._inbox = list(self._inbox), deque()
-            self._wake()
-        for job in dropped:
-            job.future.cancel()
-        self.join(_JOIN_BOUND)
+        began = time.monotonic()
+        try:
+            with signals_deferred():
+                with self._lock:
+                    self._closing = True
+                    self._stop_reason = self._stop_reason or reason
+                    dropped, self._inbox = list(self._inbox), deque()
+                    self._wake()
+                for job in dropped:
+                    job.future.cancel()
+                self.join(_JOIN_BOUND)
+                if interrupted:
+                    time.sleep(max(0.0, began + _SAME_PRESS - time.monotonic()))
+        except KeyboardInterrupt:
+            if not interrupted:
+                raise
 
     def join(self, timeout: float | None) -> None:
         """Wait for the thread to end (not from the thread itself: a callback)."""
@@ -242,7 +266,7 @@ def _named(job: Job, error: BaseException) -> BaseException:
 def _stop_all_at_exit() -> None:
     """At interpreter exit, stop the executors still running (bounded)."""
     for manager in list(_live):
-        manager.terminate("the interpreter is exiting")
+        manager.terminate("the interpreter is exiting", interrupted=True)
 
 
 atexit.register(_stop_all_at_exit)

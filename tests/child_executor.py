@@ -8,6 +8,8 @@ run ``pool_tasks.block``, which writes the worker's pid to
   send SIGINT or SIGKILL);
 * ``map``: ``map`` over two items in a ``with`` block (the tests send SIGINT);
 * ``shutdown``: two submitted tasks, then ``shutdown(wait=True)`` (SIGINT);
+* ``stream``: ``map`` over a million 50 ms tasks; it prints "ready" at the
+  first result (the tests send bursts of SIGINT);
 * ``exit``: two submitted tasks; once both run, it prints "ready" and, at
   the end of its stdin, ends without shutting the executor down, which
   interpreter exit must do.
@@ -20,7 +22,7 @@ import os
 import signal
 import sys
 
-from pool_tasks import block
+from pool_tasks import block, take
 
 from singleton_proc._executor import PoolExecutor, process_pool
 
@@ -53,12 +55,22 @@ def main() -> None:
         pool.shutdown(wait=True)
         return
     with process_pool(2, start_method=method) as pool:
-        if mode == "submit":
-            for future in [pool.submit(task, item) for item in range(2)]:
-                future.result()
-        else:
-            for _ in pool.map(task, range(2), chunksize=1):
-                pass
+        use(pool, mode, task)
+
+
+def use(pool: PoolExecutor, mode: str, task: functools.partial[int]) -> None:
+    """Inside the ``with`` block: the work of modes ``stream``, ``submit``, ``map``."""
+    if mode == "stream":
+        work = functools.partial(take, 0.05)
+        for done, _ in enumerate(pool.map(work, range(10**6))):
+            if done == 0:
+                print("ready", flush=True)
+    elif mode == "submit":
+        for future in [pool.submit(task, item) for item in range(2)]:
+            future.result()
+    else:
+        for _ in pool.map(task, range(2), chunksize=1):
+            pass
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import functools
 import gc
 import logging
@@ -524,6 +525,52 @@ def test_ctrl_c_stops_the_workers_and_raises_one_keyboard_interrupt(
     assert elapsed < CTRL_C_BOUND
     all_gone(workers)
     psutil.wait_procs(below, timeout=DEADLINE)  # the forkserver ends with it
+
+
+def _press_ctrl_c_in_a_burst(
+    parent: subprocess.Popen[str], presses: int = 5, within: float = 0.05
+) -> str:
+    """SIGINT to ``parent`` ``presses`` times within ``within`` s; its stderr.
+
+    The pause between signals is the burst's shape, not a wait for anything.
+    """
+    try:
+        for _ in range(presses):
+            with contextlib.suppress(ProcessLookupError):  # ours: not reaped yet
+                os.kill(parent.pid, signal.SIGINT)
+            time.sleep(within / presses)
+        _, err = parent.communicate(timeout=DEADLINE)
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+        parent.communicate()
+    return err
+
+
+@pytest.mark.parametrize(
+    ("mode", "method"),
+    [
+        *(("stream", method) for method in METHODS),
+        ("submit", "fork"),
+        ("shutdown", "fork"),
+    ],
+)
+def test_a_burst_of_ctrl_c_gives_one_keyboard_interrupt_and_no_worker_left(
+    mode: str, method: str, tmp_path: Path
+) -> None:
+    parent = _start_runner(mode, method, tmp_path)
+    try:
+        if mode == "stream":
+            assert read_line(parent) == "ready"
+        else:
+            pids_in(tmp_path, ["0", "1"])
+        below = psutil.Process(parent.pid).children(recursive=True)
+    finally:
+        err = _press_ctrl_c_in_a_burst(parent)
+    assert_one_keyboard_interrupt(parent, err)
+    assert "Exception ignored" not in err
+    _, alive = psutil.wait_procs(below, timeout=DEADLINE)  # forkserver too
+    assert not alive
 
 
 @pytest.mark.parametrize("method", METHODS)
