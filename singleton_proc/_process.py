@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+import os
 import threading
 import time
 import weakref
@@ -19,7 +20,6 @@ from typing import TYPE_CHECKING, Any
 
 import psutil
 
-from . import _platform
 from ._launch import choose_start_method, launch
 from ._logforward import dispatch
 from ._polling import STOP_GRACE, WORKER_LINGER, WORKER_PROBE, run_blocking
@@ -63,6 +63,7 @@ class ProcessHandle:
         launched = launch(method, f"singleton_proc: {self._what}", bootstrap, call)
         self._process = launched.process
         self._conn = launched.conn
+        self._owner = os.getpid()  # only it may wait for or stop the child
         self.start_method = method
         pid = self._process.pid
         assert pid is not None  # noqa: S101  (started)
@@ -101,7 +102,13 @@ class ProcessHandle:
         return not self._done.is_set()
 
     def join(self, timeout: float | None = None) -> None:
-        """Wait until the child has ended and been reaped, at most ``timeout`` s."""
+        """Wait until the child has ended and been reaped, at most ``timeout`` s.
+
+        Raises:
+            RuntimeError: in a process forked from ours since the start, while
+                the child ran (only its parent can wait for it).
+        """
+        self._refuse_in_a_forked_child()
         if self._done.wait(timeout):
             self._reader.join()
 
@@ -117,8 +124,10 @@ class ProcessHandle:
                 crashed, ``os._exit``, ``sys.exit``, or ``terminate_tree``).
             TaskTimeoutError: ``run_process``'s ``timeout`` stopped it.
             UnpicklableError: the result or exception could not cross back.
+            RuntimeError: as for :meth:`join`.
             Exception: whatever the call raised, its traceback as ``__cause__``.
         """
+        self._refuse_in_a_forked_child()
         if not self._done.wait(timeout):
             raise TimeoutError(
                 f"worker {self.pid} running {self._what} is still running after "
@@ -174,8 +183,26 @@ class ProcessHandle:
             timeout=timeout,
         )
 
+    def _refuse_in_a_forked_child(self) -> None:
+        """Raise if this is a forked copy of the parent and the child ran then.
+
+        The copy has no reader thread: nothing would ever end its wait.
+        """
+        if os.getpid() != self._owner and not self._done.is_set():
+            raise RuntimeError(
+                f"worker {self.pid} running {self._what} belongs to process "
+                f"{self._owner}, which this process was forked from: only that "
+                "process can wait for it or stop it"
+            )
+
     def _stop(self, grace: float, because: str) -> None:
-        """Stop the tree (unless it ended) and wait until the child is reaped."""
+        """Stop the tree (unless it ended) and wait until the child is reaped.
+
+        In a process forked from ours, nothing: the child is not ours to stop
+        (leaving a ``with`` block, interpreter exit).
+        """
+        if os.getpid() != self._owner:
+            return
         if not self._done.is_set():
             if self._stopped_because is None:
                 self._stopped_because = because
@@ -367,10 +394,4 @@ def _stop_all_at_exit() -> None:
         handle._stop(STOP_GRACE, "stopped at interpreter exit")  # noqa: SLF001
 
 
-def _forget_handles_in_child() -> None:
-    """After fork, in the child: the parent's workers are not ours to stop."""
-    _live.clear()
-
-
 atexit.register(_stop_all_at_exit)
-_platform.at_fork(after_in_child=_forget_handles_in_child)

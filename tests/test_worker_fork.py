@@ -7,6 +7,7 @@ method, as can a worker (SPEC "Worker processes", "Fork-safe").
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import os
@@ -14,16 +15,18 @@ import subprocess
 import sys
 from typing import TYPE_CHECKING, Any
 
+import child_tasks
 import fork_tasks
 import psutil
 import pytest
 
-from singleton_proc import process_pool, run_in_pool, run_process
+from singleton_proc import process_pool, run_in_pool, run_process, start_process
 
-from helpers import DEADLINE, METHODS, TESTS, forking_with_threads
+from helpers import DEADLINE, METHODS, TESTS, forking_with_threads, wait_for_file
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
+    from pathlib import Path
 
 #: A forked child's exit takes well under a second; the bug took 30 s or for ever.
 EXIT_BOUND = 5.0
@@ -46,6 +49,68 @@ def _run(script: str, *args: str) -> subprocess.CompletedProcess[str]:
     _, alive = psutil.wait_procs(left, timeout=DEADLINE)
     assert not alive, f"{script} left processes running: {alive}"
     return proc
+
+
+def _in_a_forked_child(work: Callable[[], object], bound: float = DEADLINE) -> Any:
+    """What ``work()`` returns in a child forked from here (via JSON).
+
+    The child runs the atexit hooks, as a normal exit would (not pytest's
+    exit), and must end within ``bound`` s; else it is killed and the test fails.
+    """
+    report_r, report_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        status = 1
+        try:
+            os.close(report_r)
+            value = json.dumps(work()).encode()
+            atexit._run_exitfuncs()  # noqa: SLF001  (a normal exit, minus pytest)
+            os.write(report_w, value)
+            status = 0
+        finally:
+            os._exit(status)
+    os.close(report_w)
+    child = psutil.Process(pid)
+    try:
+        child.wait(bound)
+    finally:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            child.kill()  # it hung: fail, leaving nothing behind
+            child.wait()
+        with os.fdopen(report_r) as replies:
+            report = replies.read()
+    assert report, "the forked child reported nothing"
+    return json.loads(report)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_a_child_forked_in_a_start_process_block_leaves_the_worker_alone(
+    method: str, tmp_path: Path
+) -> None:
+    ready, go = str(tmp_path / "ready"), str(tmp_path / "go")
+    with start_process(
+        child_tasks.wait_for_go, ready, go, start_method=method
+    ) as handle:
+        wait_for_file(ready)
+
+        def in_the_child() -> list[str]:
+            refusals = []
+            for wait in (handle.result, handle.join):
+                try:
+                    wait(DEADLINE)
+                except RuntimeError as exc:
+                    refusals.append(str(exc))
+            handle.terminate_tree(0)
+            with handle:  # leaving the block the child was forked in
+                pass
+            return refusals
+
+        refusals = _in_a_forked_child(in_the_child, EXIT_BOUND)
+        assert len(refusals) == 2
+        assert all("forked" in refusal for refusal in refusals)
+        assert handle.is_alive(), "the child stopped the parent's worker"
+        child_tasks.say_ready(go)
+        assert handle.result(DEADLINE) == "went"
 
 
 #: How the child ends, and how the parent's workers were started: every
@@ -90,32 +155,6 @@ def _helpers_end_with_their_users() -> Iterator[None]:
     left = [child for child in psutil.Process().children() if child not in before]
     _, alive = psutil.wait_procs(left, timeout=DEADLINE)
     assert not alive, f"processes left running: {alive}"
-
-
-def _in_a_forked_child(method: str) -> dict[str, Any]:
-    """``every_api(method)`` in a child forked from here, as it reports it."""
-    report_r, report_w = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: never returns into pytest
-        status = 1
-        try:
-            os.close(report_r)
-            os.write(report_w, json.dumps(fork_tasks.every_api(method)).encode())
-            status = 0
-        finally:
-            os._exit(status)
-    os.close(report_w)
-    child = psutil.Process(pid)
-    try:
-        child.wait(DEADLINE)  # a safety net: it ends on its own
-    finally:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            child.kill()  # it hung: fail below, leaving nothing behind
-            child.wait()
-        with os.fdopen(report_r) as replies:
-            report = replies.read()
-    assert report, "the forked child reported nothing"
-    return dict(json.loads(report))
 
 
 def _in_a_worker(api: str, outer: str, method: str) -> dict[str, Any]:
@@ -164,7 +203,7 @@ def test_every_worker_api_works_nested_after_the_parent_used_forkserver(
     ):
         assert pool.submit(fork_tasks.square, 2).result(DEADLINE) == 4
         if place is None:
-            outcomes = _in_a_forked_child(method)
+            outcomes = dict(_in_a_forked_child(lambda: fork_tasks.every_api(method)))
         else:
             outcomes = _in_a_worker(*place, method)
         assert pool.submit(fork_tasks.square, 3).result(DEADLINE) == 9
