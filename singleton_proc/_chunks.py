@@ -32,6 +32,7 @@ __all__ = [
     "Chunk",
     "ChunkSizer",
     "Outcome",
+    "failed",
     "pack",
 ]
 
@@ -66,6 +67,9 @@ class Chunk:
         mode: How each item is called (see ``_pool_worker.MODES``).
         id: The pool's number for it (the board shows it while it runs).
         payload: Its message to the worker, pickled.
+        ran_before: Whether its item already ran once, in a worker that died
+            before the result came back (such a chunk holds one item, which
+            never runs a third time; see ``_pool_deaths``).
     """
 
     first: int
@@ -74,6 +78,7 @@ class Chunk:
     mode: str = "one"
     id: int = 0
     payload: bytes = b""
+    ran_before: bool = False
 
 
 def pack(chunk: Chunk, *, keep_going: bool, timed: bool) -> Chunk:
@@ -109,6 +114,11 @@ class Outcome:
     values: list[Any]
     errors: dict[int, BaseException] = field(default_factory=dict)
     seconds: float = 0.0
+
+
+def failed(first: int, count: int, error: BaseException) -> Outcome:
+    """The outcome of ``count`` items that all failed with ``error``."""
+    return Outcome(first, [None] * count, dict.fromkeys(range(count), error))
 
 
 class ChunkSizer:

@@ -27,13 +27,14 @@ from multiprocessing.connection import wait
 from typing import TYPE_CHECKING, Any
 
 from . import _platform
-from ._chunks import STOP_MESSAGE, Chunk, Outcome, pack
+from ._chunks import STOP_MESSAGE, Chunk, Outcome, failed, pack
 from ._launch import choose_start_method
 from ._logforward import dispatch
 from ._polling import STOP_GRACE, WORKER_LINGER, WORKER_PROBE
-from ._pool_member import Member, stop_trees
-from ._wire import UnpicklableError, describe, dumps_checked, loads, name_of, rebuild
-from ._worker_errors import TaskTimeoutError, WorkerDiedError, death_message
+from ._pool_deaths import Loss, settle
+from ._pool_member import Member, Stage, stop_trees
+from ._wire import UnpicklableError, dumps_checked, loads, name_of, rebuild
+from ._worker_errors import WorkerDiedError, death_message
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Sequence
@@ -236,14 +237,26 @@ class WorkerPool:
     # -- internals -------------------------------------------------------------
 
     def _chunk(
-        self, first: int, items: list[Any], fn: Callable[..., Any] | None, mode: str
+        self,
+        first: int,
+        items: list[Any],
+        fn: Callable[..., Any] | None,
+        mode: str,
+        *,
+        ran_before: bool = False,
     ) -> Chunk:
         """A new chunk, packed for the workers (or ``UnpicklableError``)."""
         return pack(
-            Chunk(first, items, fn, mode, next(self._ids)),
+            Chunk(first, items, fn, mode, next(self._ids), ran_before=ran_before),
             keep_going=self._keep_going,
             timed=self._timeout is not None,
         )
+
+    def _piece(
+        self, lost: Chunk, first: int, items: list[Any], *, ran_before: bool
+    ) -> Chunk:
+        """Some items of a lost chunk, packed again to run elsewhere."""
+        return self._chunk(first, items, lost.fn, lost.mode, ran_before=ran_before)
 
     def _put_each(
         self, first: int, items: list[Any], fn: Callable[..., Any] | None, mode: str
@@ -353,7 +366,7 @@ class WorkerPool:
             self._put_each(chunk.first, chunk.items, chunk.fn, chunk.mode)
         else:
             error = rebuild(message[1:])
-            self._outcomes.append(_failed(chunk.first, len(chunk.items), error))
+            self._outcomes.append(failed(chunk.first, len(chunk.items), error))
 
     def _done(
         self,
@@ -375,84 +388,32 @@ class WorkerPool:
                 what="the result",
             )
             error.__cause__ = exc
-            return _failed(chunk.first, len(chunk.items), error)
-        failed = {offset: rebuild(report) for offset, report in errors}
-        return Outcome(chunk.first, results, failed, seconds)
+            return failed(chunk.first, len(chunk.items), error)
+        raised = {offset: rebuild(report) for offset, report in errors}
+        return Outcome(chunk.first, results, raised, seconds)
 
     def _lost(self, worker: Member) -> None:
         """A worker ended: blame the item it ran, requeue the rest, forget it."""
         worker.exited = True
         self._drain(worker, limit=None)  # what it said before it died
-        running, unpacking = worker.running(), worker.unpacking()
+        stage, offset = worker.stage()
+        timeout = None
+        if worker.timed_out is not None:
+            stage, offset, timeout = Stage.RUNNING, worker.timed_out, self._timeout
         exitcode = self._forget(worker)
         if not worker.ready:
             self._failed_start(worker, exitcode)
         if not worker.chunks:
             return  # a replacement starts when there is work
-        chunk = worker.chunks.popleft()
-        requeue = list(worker.chunks)
-        if unpacking and len(chunk.items) > 1:  # an item killed it: find which
-            requeue[:0] = [
-                self._chunk(index, [item], chunk.fn, chunk.mode)
-                for index, item in enumerate(chunk.items, chunk.first)
-            ]
-        elif running is not None or unpacking:
-            offset = 0 if running is None else running[0]
-            if worker.timed_out is not None:
-                offset = worker.timed_out
-            index = chunk.first + offset
-            error = self._blame(worker, chunk, offset, exitcode, unpacking=unpacking)
-            self._outcomes.append(Outcome(index, [None], {0: error}))
-            # The items before it ran, but their results died with the worker.
-            before, after = chunk.items[:offset], chunk.items[offset + 1 :]
-            pieces = [(chunk.first, before), (index + 1, after)]
-            requeue[:0] = [
-                self._chunk(first, items, chunk.fn, chunk.mode)
-                for first, items in pieces
-                if items
-            ]
-        else:  # it had not started the chunk: run it elsewhere
-            requeue.insert(0, chunk)
-            _log.warning(
-                "%s; its items run in another worker",
-                death_message(worker.pid, f"{self.what} (between tasks)", exitcode),
-            )
-        self._pending.extendleft(reversed(requeue))
+        loss = Loss(worker.pid, exitcode, stage, offset, timeout)
+        outcomes, again = settle(loss, worker.chunks.popleft(), self.what, self._piece)
+        self._outcomes += outcomes
+        self._pending.extendleft(reversed([*again, *worker.chunks]))
 
     def _forget(self, worker: Member) -> int | None:
         """Reap an exited worker and drop it from the pool; its exit code."""
         self._workers.remove(worker)
         return worker.reap()
-
-    def _blame(
-        self,
-        worker: Member,
-        chunk: Chunk,
-        offset: int,
-        exitcode: int | None,
-        *,
-        unpacking: bool = False,
-    ) -> BaseException:
-        """The error for the item a worker ran when it died or timed out."""
-        index = chunk.first + offset
-        item = chunk.items[offset]
-        if chunk.mode == "call":  # a submitted call: (fn, args, kwargs)
-            what = f"{name_of(item[0])} in task {index} (arguments {describe(item[1])})"
-        else:
-            name = self.what if chunk.fn is None else name_of(chunk.fn)
-            what = f"{name} on item {index} ({describe(item)})"
-            if unpacking:
-                what += ", while unpickling it"
-        if worker.timed_out is not None:
-            return TaskTimeoutError(
-                f"{what} ran over its timeout of {self._timeout} s in worker "
-                f"{worker.pid}; the worker and its process tree were killed. "
-                "Raise the timeout, or make the task faster",
-                timeout=self._timeout,
-            )
-        return WorkerDiedError(
-            death_message(worker.pid, what, exitcode), pid=worker.pid, exitcode=exitcode
-        )
 
     def _failed_start(self, worker: Member, exitcode: int | None) -> None:
         """A worker died before it was ready: in a row, that is the pool's end."""
@@ -493,11 +454,6 @@ class WorkerPool:
             stop_trees(late, 0.0)
             for worker in late:
                 self._lost(worker)
-
-
-def _failed(first: int, count: int, error: BaseException) -> Outcome:
-    """The outcome of ``count`` items that all failed with ``error``."""
-    return Outcome(first, [None] * count, dict.fromkeys(range(count), error))
 
 
 def _stop_all_at_exit() -> None:

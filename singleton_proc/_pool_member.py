@@ -1,13 +1,15 @@
 """One pool worker as the parent sees it: its process, pipe, board and chunks.
 
 The board is shared memory the worker writes as it goes (see
-``_pool_worker``): which chunk it runs, the item's offset, and when that
-item started. Reading it costs no message; reading it twice guards against
-the worker moving on in between.
+``_pool_worker``): which chunk it runs, the item's offset (or the stage:
+unpickling the chunk, sending its results), and when that item started.
+Reading it costs no message; reading it twice guards against the worker
+moving on in between.
 """
 
 from __future__ import annotations
 
+import enum
 from collections import deque
 from multiprocessing.sharedctypes import RawArray
 from typing import TYPE_CHECKING
@@ -16,13 +18,30 @@ import psutil
 
 from ._launch import launch
 from ._polling import run_blocking
-from ._pool_worker import BOARD_SIZE, CHUNK, OFFSET, STARTED, UNPACKING, serve
+from ._pool_worker import (
+    BOARD_SIZE,
+    CHUNK,
+    OFFSET,
+    SENDING,
+    STARTED,
+    UNPACKING,
+    serve,
+)
 from ._tree import stopping_trees
 
 if TYPE_CHECKING:
     from ._chunks import Chunk
 
-__all__ = ["Member", "stop_trees"]
+__all__ = ["Member", "Stage", "stop_trees"]
+
+
+class Stage(enum.Enum):
+    """Where a worker is with the chunk it was given, as its board says."""
+
+    WAITING = "waiting"  # it has not started the chunk
+    UNPICKLING = "unpickling"  # the chunk's message, before any item runs
+    RUNNING = "running"  # an item
+    SENDING = "sending"  # every item ran: the results are pickled and sent
 
 
 class Member:
@@ -71,13 +90,20 @@ class Member:
             return None  # not started yet, unpickling, or moving on right now
         return offset, started
 
-    def unpacking(self) -> bool:
-        """Whether it is unpickling ``chunks[0]`` (before running any item)."""
-        board = self.board
-        return bool(self.chunks) and (board[CHUNK], board[OFFSET]) == (
-            self.chunks[0].id,
-            UNPACKING,
-        )
+    def stage(self) -> tuple[Stage, int]:
+        """Where it is with ``chunks[0]``, and the offset of the item it runs.
+
+        The board is read once: this is for a worker that has stopped (died,
+        or was killed for its timeout), whose board no longer moves.
+        """
+        chunk, offset = self.board[CHUNK], self.board[OFFSET]
+        if not self.chunks or chunk != self.chunks[0].id:
+            return Stage.WAITING, 0
+        if offset == UNPACKING:
+            return Stage.UNPICKLING, 0
+        if offset == SENDING:
+            return Stage.SENDING, 0
+        return Stage.RUNNING, offset
 
     def reap(self) -> int | None:
         """Wait for the exited process, release it, and return its exit code."""

@@ -5,8 +5,12 @@ ignored, dying with its parent, logging forwarded), runs the initializer,
 then reads chunks from its pipe and answers each in order. Besides the
 pipe, it shares a small board with the parent: the chunk it runs, the
 offset of the item in that chunk, and (when tasks have a timeout) when that
-item started. The parent reads the board to name the item a dead worker was
-running and to time a task from when it started, at no cost of messages.
+item started; the offset is :data:`UNPACKING` before the first item and
+:data:`SENDING` after the last. The parent reads the board to name the
+item a dead worker was running (or whose result it was sending) and to
+time a task from when it started, at no cost of messages. A worker that
+cannot send (its parent died, or a task closed the pipe) exits quietly at
+once (see ``_worker.Channel``).
 
 Messages from the parent: a chunk, as its id in :data:`HEADER` bytes then
 ``(fn or None, mode, items, keep_going, timed)`` pickled, or the id
@@ -44,6 +48,7 @@ __all__ = [
     "HEADER",
     "MODES",
     "OFFSET",
+    "SENDING",
     "STARTED",
     "STOP",
     "UNPACKING",
@@ -61,8 +66,12 @@ CHUNK, OFFSET, STARTED = range(BOARD_SIZE)
 #: pickled chunk; the id :data:`STOP` alone tells it to exit.
 HEADER = 8
 STOP = 0
-#: The board's offset while the worker unpickles a chunk (before any item).
+#: The board's offset while the worker unpickles a chunk (before any item),
+#: and once every item ran, while it pickles and sends the chunk's answer (a
+#: result whose pickling kills the worker is then blamed on the chunk, not
+#: taken for a chunk that never started).
 UNPACKING = -1
+SENDING = -2
 
 #: How each item is called: ``fn(item)``, ``fn()``, ``fn(*item)``, or the
 #: item is itself a call ``(fn, args, kwargs)`` (``Executor.submit``).
@@ -160,13 +169,13 @@ def _run_chunk(
             append(call(item))
         except Exception as exc:  # noqa: BLE001  (SystemExit ends the worker)
             if not keep_going:
-                board[CHUNK] = 0
+                board[OFFSET] = SENDING
                 channel.send("stopped", offset, *report_exception(exc))
                 return
             errors.append((offset, report_exception(exc)))
             append(None)
     seconds = time.perf_counter() - began
-    board[CHUNK] = 0  # done: whatever the parent reads next, this chunk is not late
+    board[OFFSET] = SENDING  # not late, whatever the parent reads next; not waiting
     try:
         payload = dumps(values)
     except Exception:  # noqa: BLE001  (a result that will not pickle: name it)

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from multiprocessing.connection import Connection
 
 __all__ = [
+    "PIPE_LOST_EXIT",
     "WATCHER_NAME",
     "Channel",
     "WorkerSettings",
@@ -41,6 +42,9 @@ __all__ = [
 WATCHER_NAME = "singleton_proc-parent-watch"
 #: Exit status of a worker that ended because its parent was gone.
 PARENT_GONE_EXIT = 75
+#: Exit status of a worker that could not write to its pipe: the parent is
+#: gone, or a task closed the descriptor (``os.closerange(3, ...)``).
+PIPE_LOST_EXIT = 76
 
 
 @dataclass(frozen=True)
@@ -59,7 +63,13 @@ class WorkerSettings:
 
 
 class Channel:
-    """The worker's end of its pipe, shared by the call and logging threads."""
+    """The worker's end of its pipe, shared by the call and logging threads.
+
+    A worker that cannot write to it has nobody left to report to: it exits
+    at once with :data:`PIPE_LOST_EXIT`, printing nothing (no traceback for
+    a parent that died before we said "ready", no line per logging record
+    after a task closed the descriptor); a living parent names the cause.
+    """
 
     def __init__(self, conn: Connection) -> None:
         """Send on ``conn``, one message at a time."""
@@ -67,9 +77,12 @@ class Channel:
         self._lock = threading.Lock()
 
     def send(self, *message: object) -> None:
-        """Send one message (a tuple, pickled as a whole)."""
+        """Send one message (a tuple, pickled as a whole), or exit if we cannot."""
         with self._lock:
-            self._conn.send(message)
+            try:
+                self._conn.send(message)
+            except OSError:
+                os._exit(PIPE_LOST_EXIT)
 
     def send_log(self, record: bytes) -> None:
         """Send one pickled logging record."""

@@ -12,8 +12,15 @@ import signal
 from concurrent.futures.process import BrokenProcessPool
 
 from ._errors import SingletonProcError
+from ._worker import PIPE_LOST_EXIT
 
-__all__ = ["TaskTimeoutError", "WorkerDiedError", "death_message"]
+__all__ = [
+    "WHILE_RUNNING",
+    "WHILE_SENDING",
+    "TaskTimeoutError",
+    "WorkerDiedError",
+    "death_message",
+]
 
 
 class WorkerDiedError(SingletonProcError, BrokenProcessPool):
@@ -68,27 +75,50 @@ _SIGNAL_HINTS = {
 }
 
 
+#: The stages a worker dies in, as :func:`death_message` names them: running
+#: the call, or sending its result back (the call had returned).
+WHILE_RUNNING = "running"
+WHILE_SENDING = "sending the result of"
+
+
 def death_message(
-    pid: int, what: str, exitcode: int | None, because: str | None = None
+    pid: int,
+    what: str,
+    exitcode: int | None,
+    because: str | None = None,
+    *,
+    stage: str = WHILE_RUNNING,
 ) -> str:
-    """Say how worker ``pid`` running ``what`` ended: the exit code or signal.
+    """Say how worker ``pid`` ended in ``stage`` of ``what``: the exit code or signal.
 
     Example:
         >>> death_message(4242, "work", -9)  # doctest: +ELLIPSIS
         'worker 4242 running work was killed by SIGKILL (often the OOM killer...'
+        >>> death_message(4242, "work", 76, stage=WHILE_SENDING)  # doctest: +ELLIPSIS
+        'worker 4242 sending the result of work lost its pipe to the parent and...'
     """
-    head = f"worker {pid} running {what}"
+    head = f"worker {pid} {stage} {what}"
+    returned = stage != WHILE_RUNNING
+    ending = "before the parent had it" if returned else "before it returned"
     if because is not None:
-        return f"{head} was {because} before it returned"
+        return f"{head} was {because} {ending}"
     if exitcode is None:
         return f"{head} ended without reporting a result"
+    if exitcode == PIPE_LOST_EXIT:
+        return (
+            f"{head} lost its pipe to the parent and exited {ending} (did the "
+            "call close file descriptors it had not opened, such as "
+            "os.closerange(3, ...)?)"
+        )
     if exitcode < 0:
         try:
             name = signal.Signals(-exitcode).name
         except ValueError:
             name = f"signal {-exitcode}"
         hint = _SIGNAL_HINTS.get(name, "")
-        return f"{head} was killed by {name}{hint} before it returned"
+        return f"{head} was killed by {name}{hint} {ending}"
+    if returned:
+        return f"{head} exited with code {exitcode} {ending}"
     return (
         f"{head} exited with code {exitcode} before it returned "
         "(os._exit() or sys.exit() in the call?)"

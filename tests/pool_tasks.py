@@ -234,3 +234,39 @@ def fork_holder_then_die(directory: str, x: int) -> int:
         say_ready(os.path.join(directory, "grandchild"), str(child))
         os._exit(3)
     return x
+
+
+def _count_run(directory: str, x: object) -> None:
+    """Append one byte to ``directory/<x>``: the file's size counts the runs."""
+    with open(os.path.join(directory, str(x)), "ab") as runs:
+        runs.write(b".")
+
+
+class KillsWhenPickled:
+    """A result whose pickling SIGKILLs the worker (as the OOM killer might)."""
+
+    def __reduce__(self) -> tuple[object, tuple[()]]:
+        os.kill(os.getpid(), signal.SIGKILL)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+
+def lose_result_on(bad: int, how: str, directory: str, x: int) -> object:
+    """Count the run; on ``bad``, lose the result in the worker ``how`` says.
+
+    ``how``: ``"pickling"`` (the result kills its worker when pickled),
+    ``"closerange"`` (close every descriptor of the worker, its pipe
+    included, and return), ``"closerange-log"`` (the same, then log a
+    record) or ``"SIGKILL"`` (before returning).
+    """
+    _count_run(directory, x)
+    if x != bad:
+        return x
+    if how == "pickling":
+        return KillsWhenPickled()
+    if how.startswith("closerange"):
+        os.closerange(3, 4096)
+        if how.endswith("log"):
+            _log.warning("item %d closed every descriptor", x)
+        return x
+    os.kill(os.getpid(), signal.SIGKILL)
+    return x  # pragma: no cover
