@@ -16,6 +16,7 @@ from collections.abc import Iterable, Sized
 from typing import TYPE_CHECKING, Any
 
 from ._chunks import GATHER_SECONDS, ChunkSizer
+from ._interrupts import signals_deferred
 from ._pool_options import check_options
 from ._progress import open_bar
 
@@ -27,6 +28,12 @@ if TYPE_CHECKING:
     from ._pool_options import PoolOptions, Runner
 
 __all__ = ["iter_in_pool", "run_in_pool"]
+
+#: Ctrl-C presses closer together than this are one request; a call left by
+#: Ctrl-C returns once they stop, after 1 s at most (the workers are stopped
+#: before: this delays only the traceback).
+_REPEAT_WINDOW = 0.1
+_REPEAT_CAP = 1.0
 
 
 def run_in_pool(
@@ -233,7 +240,6 @@ def _outcomes(
     feed = _Feed(items, ChunkSizer(1 if each else options.chunksize, workers, length),
                  mode, windowed=length is None)  # fmt: skip
     pool = options.pool(workers, single_use=each)
-    finished = False
     bar = None
     try:
         # After the workers start: tqdm's monitor thread would rule out fork.
@@ -242,7 +248,7 @@ def _outcomes(
         while feed.fill(pool) or not pool.idle():
             for outcome in pool.collect():
                 if outcome.errors and not options.return_exceptions:
-                    raise outcome.errors[min(outcome.errors)]
+                    raise outcome.errors[min(outcome.errors)]  # noqa: TRY301  (the pool stops below)
                 feed.sizer.observe(outcome)
                 bar.update(len(outcome.values))
                 if not ordered:
@@ -255,12 +261,43 @@ def _outcomes(
                     feed.handed += len(ready.values)
                     yield ready
         pool.close()
-        finished = True
+    except BaseException as leaving:
+        _stop(pool, leaving)
+        raise
     finally:
-        if not finished:
-            pool.terminate()
         if bar is not None:
             bar.close()
+
+
+def _stop(pool: Runner, leaving: BaseException) -> None:
+    """Stop the workers of a call left early (an error, Ctrl-C, an early close).
+
+    The stop holds Ctrl-C off and lets it land at its end. When the call is
+    left by a ``KeyboardInterrupt``, the presses that follow it (a user
+    hammering Ctrl-C, key repeat) are the same request: they are dropped
+    until none has come for :data:`_REPEAT_WINDOW`, so that the user sees
+    one ``KeyboardInterrupt`` with one short traceback, not a chain of them
+    or a traceback cut short while it prints.
+    """
+    try:
+        pool.terminate()
+    except KeyboardInterrupt:
+        if not isinstance(leaving, KeyboardInterrupt):
+            raise
+    if isinstance(leaving, KeyboardInterrupt):
+        _drop_repeated_presses()
+
+
+def _drop_repeated_presses() -> None:
+    """Wait until no Ctrl-C came for :data:`_REPEAT_WINDOW` (at most 1 s); drop them."""
+    deadline = time.monotonic() + _REPEAT_CAP
+    while time.monotonic() < deadline:
+        try:
+            with signals_deferred():
+                time.sleep(_REPEAT_WINDOW)
+        except KeyboardInterrupt:
+            continue  # another press of the same burst
+        return
 
 
 class _Feed:

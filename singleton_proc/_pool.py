@@ -18,6 +18,7 @@ stops them; ``terminate`` stops them at once.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import itertools
 import logging
 import time
@@ -28,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import _platform
 from ._chunks import STOP_MESSAGE, Chunk, Outcome, failed, pack
+from ._interrupts import signals_deferred
 from ._launch import choose_start_method
 from ._logforward import dispatch
 from ._polling import STOP_GRACE, WORKER_LINGER, WORKER_PROBE
@@ -144,7 +146,11 @@ class WorkerPool:
         Raises:
             UnpicklableError: an item cannot be pickled (named), and the pool
                 does not keep going; else that item's outcome is the error.
+            Exception: as :meth:`collect`, once the pool has failed (or is a
+                forked child's copy).
         """
+        if self._fatal is not None:
+            raise self._fatal
         try:
             chunk = self._chunk(first, items, fn, mode)
             self.last_payload = len(chunk.payload)
@@ -219,20 +225,34 @@ class WorkerPool:
         The trees are stopped first, then what the workers sent before is
         read (finite, once they are dead): a worker that floods its pipe
         with log records cannot hold the stop up.
+
+        Ctrl-C and SIGTERM are held off meanwhile (and land at the end): a
+        Ctrl-C pressed again and again cannot cut the stop short and leave
+        workers running.
         """
         self._pending.clear()
-        try:
-            stop_trees(self._workers, grace)
-        finally:
-            while self._workers:
-                worker = self._workers.pop()
-                worker.exited = True
-                try:
-                    self._drain(worker, limit=None)
-                except Exception:  # noqa: BLE001  (the stop goes on)
-                    _log.exception("could not read pool worker %d", worker.pid)
-                worker.reap()
-            _live.discard(self)
+        with signals_deferred():
+            try:
+                stop_trees(self._workers, grace)
+            finally:
+                while self._workers:
+                    worker = self._workers.pop()
+                    worker.exited = True
+                    try:
+                        self._drain(worker, limit=None)
+                    except Exception:  # noqa: BLE001  (the stop goes on)
+                        _log.exception("could not read pool worker %d", worker.pid)
+                    worker.reap()
+                _live.discard(self)
+
+    def disown(self) -> None:
+        """In a forked child: forget the workers (the parent's), and refuse work."""
+        self._workers.clear()
+        self._pending.clear()
+        self._fatal = RuntimeError(
+            "this pool's workers belong to the process that started it; "
+            "a forked child cannot use its copy: start a pool in the child"
+        )
 
     # -- internals -------------------------------------------------------------
 
@@ -457,13 +477,25 @@ class WorkerPool:
 
 
 def _stop_all_at_exit() -> None:
-    """At interpreter exit, stop pools still running (an abandoned generator's)."""
+    """At interpreter exit, stop pools still running (an abandoned generator's).
+
+    A Ctrl-C during the stop is dropped: the interpreter is leaving anyway,
+    and "Exception ignored in atexit callback" would be all it prints.
+    """
     for pool in list(_live):
-        pool.terminate()
+        with contextlib.suppress(KeyboardInterrupt):
+            pool.terminate()
 
 
 def _forget_pools_in_child() -> None:
-    """After fork, in the child: the parent's pools are not ours to stop."""
+    """After fork, in the child: the parent's pools are not ours to stop, or use.
+
+    The child's copies drop their workers, so that closing or collecting a
+    copy (the child's exit closes a copied ``iter_in_pool`` generator)
+    never signals the parent's workers, and any further use raises.
+    """
+    for pool in _live:
+        pool.disown()
     _live.clear()
 
 

@@ -46,7 +46,7 @@ from helpers import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
     from pathlib import Path
 
 RUNNER = TESTS / "child_pool.py"
@@ -469,6 +469,44 @@ def test_chunks_stay_small_after_a_death_of_slow_items() -> None:
     assert sizer.size() == 1
     sizer.observe(Outcome(1, [None], {0: WorkerDiedError("died")}))  # no timing
     assert sizer.size() == 1
+
+
+def _in_a_forked_child(work: Callable[[], bool]) -> bool:
+    """Whether ``work()`` returned ``True`` in a forked child (which never returns)."""
+    child = os.fork()
+    if child == 0:
+        ok = False
+        try:
+            ok = work()
+        finally:
+            os._exit(0 if ok else 1)
+    _, status = os.waitpid(child, 0)
+    return os.waitstatus_to_exitcode(status) == 0
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_a_forked_child_never_stops_the_parent_workers_and_cannot_use_them(
+    method: str,
+) -> None:
+    results = iter_in_pool(
+        pool_tasks.worker_pid, range(20), n=2, chunksize=1, start_method=method
+    )
+    first = next(results)
+
+    def close_the_copy() -> bool:  # what the child's exit does to its copy
+        results.close()
+        return True
+
+    def use_the_copy() -> bool:
+        try:
+            list(results)
+        except RuntimeError as exc:
+            return "forked child cannot use its copy" in str(exc)
+        return False
+
+    assert _in_a_forked_child(close_the_copy)
+    assert _in_a_forked_child(use_the_copy)
+    assert len([first, *results]) == 20  # no WorkerDiedError: the workers live
 
 
 def test_a_forked_child_leaves_the_parent_pool_alone() -> None:

@@ -1,0 +1,67 @@
+"""A pool and signals, with real processes: Ctrl-C again and again; a parent gone.
+
+A child script runs the pool (``child_pool.py``); the test signals it by
+pid, as a terminal or a user would.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from typing import TYPE_CHECKING
+
+import psutil
+import pytest
+
+from helpers import (
+    DEADLINE,
+    METHODS,
+    TESTS,
+    all_gone,
+    assert_one_keyboard_interrupt,
+    pids_in,
+)
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+RUNNER = TESTS / "child_pool.py"
+#: Ctrl-C presses in a burst, and the pause between two (five within 50 ms).
+PRESSES = 5
+PAUSE = 0.01
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("mode", ["run", "iter"])
+def test_ctrl_c_pressed_five_times_gives_one_short_keyboard_interrupt(
+    method: str, mode: str, tmp_path: Path
+) -> None:
+    parent = subprocess.Popen(
+        [sys.executable, str(RUNNER), mode, method, str(tmp_path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        workers = pids_in(tmp_path, ["0", "1"])
+        below = psutil.Process(parent.pid).children(recursive=True)
+        for _ in range(PRESSES):  # the load: a user hammering Ctrl-C
+            for pid in [parent.pid, *(proc.pid for proc in below)]:
+                with contextlib.suppress(ProcessLookupError):  # a worker gone
+                    os.kill(pid, signal.SIGINT)
+            time.sleep(PAUSE)
+        _, err = parent.communicate(timeout=DEADLINE)
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+        parent.communicate()
+    assert_one_keyboard_interrupt(parent, err)
+    assert "Exception ignored" not in err, err
+    assert "During handling" not in err, err
+    assert len(err.splitlines()) < 40, err  # one traceback (four chained: ~100)
+    all_gone(workers)
+    psutil.wait_procs(below, timeout=DEADLINE)  # the forkserver ends with it
