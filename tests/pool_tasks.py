@@ -270,3 +270,9 @@ def lose_result_on(bad: int, how: str, directory: str, x: int) -> object:
         return x
     os.kill(os.getpid(), signal.SIGKILL)
     return x  # pragma: no cover
+
+
+def wait_for_go_in_initializer(directory: str) -> None:
+    """An initializer: say ready (our pid in ``directory/ready``), wait for ``go``."""
+    say_ready(os.path.join(directory, "ready"))
+    wait_for_file(os.path.join(directory, "go"), timeout=60)

@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING
 import psutil
 import pytest
 
+from singleton_proc._worker import PIPE_LOST_EXIT
+
 from helpers import (
     DEADLINE,
     METHODS,
@@ -24,12 +26,16 @@ from helpers import (
     all_gone,
     assert_one_keyboard_interrupt,
     pids_in,
+    read_line,
+    reap,
+    wait_for_file,
 )
 
 if TYPE_CHECKING:
     from pathlib import Path
 
 RUNNER = TESTS / "child_pool.py"
+ORPHANED = TESTS / "child_pool_orphan.py"
 #: Ctrl-C presses in a burst, and the pause between two (five within 50 ms).
 PRESSES = 5
 PAUSE = 0.01
@@ -65,3 +71,38 @@ def test_ctrl_c_pressed_five_times_gives_one_short_keyboard_interrupt(
     assert len(err.splitlines()) < 40, err  # one traceback (four chained: ~100)
     all_gone(workers)
     psutil.wait_procs(below, timeout=DEADLINE)  # the forkserver ends with it
+
+
+# Not under fork: a forked worker holds a copy of the parent's end of its
+# pipe, so it meets no broken pipe; its watcher ends it (see child_pool_orphan).
+@pytest.mark.parametrize("method", ["spawn", "forkserver"])
+def test_a_worker_whose_parent_died_before_it_was_ready_exits_quietly(
+    method: str, tmp_path: Path
+) -> None:
+    errors = tmp_path / "stderr"
+    with errors.open("w") as stderr:
+        parent = subprocess.Popen(
+            [sys.executable, str(ORPHANED), method, str(tmp_path)],
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+        )
+    left: list[psutil.Process] = []
+    try:
+        holder = int(read_line(parent))
+        worker = int(wait_for_file(str(tmp_path / "ready")))
+        left = psutil.Process(parent.pid).children(recursive=True)
+        assert {holder, worker} <= {proc.pid for proc in left}
+        parent.kill()
+        parent.wait(DEADLINE)
+        (tmp_path / "go").touch()  # the worker goes on, to say "ready"
+        exitcode = psutil.Process(worker).wait(DEADLINE)  # ours now: a subreaper
+    finally:
+        reap(parent)
+        for proc in left:  # the holder, the forkserver, whatever is left
+            with contextlib.suppress(psutil.NoSuchProcess):
+                proc.kill()
+        psutil.wait_procs(left, timeout=DEADLINE)
+    # The forkserver's child: the forkserver reaps it, we see no status.
+    assert exitcode == (PIPE_LOST_EXIT if method == "spawn" else None)
+    assert errors.read_text() == ""
