@@ -1,4 +1,4 @@
-"""Chunks: consecutive items sent to a worker in one message, and how many.
+"""Chunks: consecutive items sent to a worker in one message, how many, the answer.
 
 Sending items one at a time costs a round trip each, which makes tiny
 tasks hundreds of times slower (``ProcessPoolExecutor.map``'s default);
@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ._pool_worker import HEADER, STOP
-from ._wire import dumps_checked
+from ._wire import UnpicklableError, dumps_checked, loads, rebuild
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -34,6 +34,7 @@ __all__ = [
     "Outcome",
     "failed",
     "pack",
+    "unpack",
 ]
 
 #: What tells a pool worker to exit.
@@ -119,6 +120,31 @@ class Outcome:
 def failed(first: int, count: int, error: BaseException) -> Outcome:
     """The outcome of ``count`` items that all failed with ``error``."""
     return Outcome(first, [None] * count, dict.fromkeys(range(count), error))
+
+
+def unpack(chunk: Chunk, done: tuple[Any, ...], *, pool_name: str, pid: int) -> Outcome:
+    """A chunk's answer from worker ``pid``: its values unpickled, its errors rebuilt.
+
+    ``done`` is the worker's ``("done", ...)`` message without its kind:
+    ``(values, errors, seconds)``. Values that cannot be unpickled here
+    fail every item of the chunk with an ``UnpicklableError`` that says
+    so, never a raw error.
+    """
+    values, errors, seconds = done
+    try:
+        results = loads(values)
+    except Exception as exc:  # noqa: BLE001  (named, never raised raw)
+        error = UnpicklableError(
+            f"the results of {pool_name} on items {chunk.first}-"
+            f"{chunk.first + len(chunk.items) - 1} from worker {pid} "
+            f"could not be unpickled here ({type(exc).__name__}: {exc}); "
+            "return plain data",
+            what="the result",
+        )
+        error.__cause__ = exc
+        return failed(chunk.first, len(chunk.items), error)
+    raised = {offset: rebuild(report) for offset, report in errors}
+    return Outcome(chunk.first, results, raised, seconds)
 
 
 class ChunkSizer:

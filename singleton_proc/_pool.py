@@ -8,34 +8,33 @@ worker, and hands it over the moment the worker is idle (never queued
 behind a running chunk, where a slow task would hold it up while other
 workers idle); reads answers and logging records; notices a
 death at once (the process sentinel, plus a probe every 50 ms for a pipe
-that a task's own child keeps open) and names the item from the board the
-worker shares with us; kills a task past its timeout, counted from the
+that a task's own child keeps open) and names the item, and the stage it
+was in, from the board the worker shares with us (what a loss costs:
+``_pool_deaths``); kills a task past its timeout, counted from the
 board's start time, with its worker's tree; and replaces lost workers.
 Every way out is bounded: ``close`` gives the workers 5 s to exit, then
-stops them; ``terminate`` stops them at once.
+stops them; ``terminate`` stops them at once, Ctrl-C held off meanwhile.
+Only the process that started a pool stops its workers (``_pool_registry``).
 """
 
 from __future__ import annotations
 
-import atexit
-import contextlib
 import itertools
 import logging
 import time
-import weakref
 from collections import deque
 from multiprocessing.connection import wait
 from typing import TYPE_CHECKING, Any
 
-from . import _platform
-from ._chunks import STOP_MESSAGE, Chunk, Outcome, failed, pack
+from ._chunks import STOP_MESSAGE, Chunk, Outcome, failed, pack, unpack
 from ._interrupts import signals_deferred
 from ._launch import choose_start_method
 from ._logforward import dispatch
 from ._polling import STOP_GRACE, WORKER_LINGER, WORKER_PROBE
 from ._pool_deaths import Loss, settle
 from ._pool_member import Member, Stage, stop_trees
-from ._wire import UnpicklableError, dumps_checked, loads, name_of, rebuild
+from ._pool_registry import live
+from ._wire import UnpicklableError, dumps_checked, name_of, rebuild
 from ._worker_errors import WorkerDiedError, death_message
 
 if TYPE_CHECKING:
@@ -49,9 +48,6 @@ _log = logging.getLogger("singleton_proc")
 _FAILED_STARTS = 3
 #: Messages read from one worker before looking at the others and the clock.
 _DRAIN = 64
-
-
-_live: weakref.WeakSet[WorkerPool] = weakref.WeakSet()
 
 
 class WorkerPool:
@@ -109,7 +105,7 @@ class WorkerPool:
         self._next_probe = 0.0
         #: Bytes of the last chunk put, pickled (chunk sizes depend on it).
         self.last_payload = 0
-        _live.add(self)
+        live.add(self)
         try:
             for _ in range(n):
                 self._workers.append(Member(self.start_method, self.name, self.job))
@@ -243,7 +239,7 @@ class WorkerPool:
                     except Exception:  # noqa: BLE001  (the stop goes on)
                         _log.exception("could not read pool worker %d", worker.pid)
                     worker.reap()
-                _live.discard(self)
+                live.discard(self)
 
     def disown(self) -> None:
         """In a forked child: forget the workers (the parent's), and refuse work."""
@@ -377,7 +373,8 @@ class WorkerPool:
         chunk = worker.chunks.popleft()
         self._dispatch()  # the worker is idle: its next chunk first
         if kind == "done":
-            self._outcomes.append(self._done(worker, chunk, *message[1:]))
+            answer = unpack(chunk, message[1:], pool_name=self.what, pid=worker.pid)
+            self._outcomes.append(answer)
         elif kind == "stopped":
             offset = message[1]
             error = rebuild(message[2:])
@@ -387,30 +384,6 @@ class WorkerPool:
         else:
             error = rebuild(message[1:])
             self._outcomes.append(failed(chunk.first, len(chunk.items), error))
-
-    def _done(
-        self,
-        worker: Member,
-        chunk: Chunk,
-        values: bytes,
-        errors: list[tuple[int, tuple[Any, ...]]],
-        seconds: float,
-    ) -> Outcome:
-        """A chunk's answer: its values unpickled here, its errors rebuilt."""
-        try:
-            results = loads(values)
-        except Exception as exc:  # noqa: BLE001  (named, never raised raw)
-            error = UnpicklableError(
-                f"the results of {self.what} on items {chunk.first}-"
-                f"{chunk.first + len(chunk.items) - 1} from worker {worker.pid} "
-                f"could not be unpickled here ({type(exc).__name__}: {exc}); "
-                "return plain data",
-                what="the result",
-            )
-            error.__cause__ = exc
-            return failed(chunk.first, len(chunk.items), error)
-        raised = {offset: rebuild(report) for offset, report in errors}
-        return Outcome(chunk.first, results, raised, seconds)
 
     def _lost(self, worker: Member) -> None:
         """A worker ended: blame the item it ran, requeue the rest, forget it."""
@@ -474,30 +447,3 @@ class WorkerPool:
             stop_trees(late, 0.0)
             for worker in late:
                 self._lost(worker)
-
-
-def _stop_all_at_exit() -> None:
-    """At interpreter exit, stop pools still running (an abandoned generator's).
-
-    A Ctrl-C during the stop is dropped: the interpreter is leaving anyway,
-    and "Exception ignored in atexit callback" would be all it prints.
-    """
-    for pool in list(_live):
-        with contextlib.suppress(KeyboardInterrupt):
-            pool.terminate()
-
-
-def _forget_pools_in_child() -> None:
-    """After fork, in the child: the parent's pools are not ours to stop, or use.
-
-    The child's copies drop their workers, so that closing or collecting a
-    copy (the child's exit closes a copied ``iter_in_pool`` generator)
-    never signals the parent's workers, and any further use raises.
-    """
-    for pool in _live:
-        pool.disown()
-    _live.clear()
-
-
-atexit.register(_stop_all_at_exit)
-_platform.at_fork(after_in_child=_forget_pools_in_child)
