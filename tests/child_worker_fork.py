@@ -23,12 +23,15 @@ import json
 import os
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psutil
 from pool_tasks import square, worker_pid
 
 from singleton_proc import process_pool
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 #: Safety net for the child's exit (a hang is the bug under test).
 CHILD_BOUND = 10.0
@@ -36,7 +39,7 @@ CHILD_BOUND = 10.0
 
 def child(pool: Any, how: str, report: dict[str, object]) -> None:
     """What the forked child does before it leaves the ``with`` block."""
-    attempts = {
+    attempts: dict[str, Callable[[], object]] = {
         "submit": lambda: pool.submit(square, 2),
         "map": lambda: pool.map(square, [2]),
     }
