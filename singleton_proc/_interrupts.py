@@ -91,9 +91,16 @@ def set_handler(signum: int, handler: Any) -> None:
 
 
 def _record(signum: int, frame: FrameType | None) -> None:  # noqa: ARG001
-    """The stand-in handler: remember the signal for later."""
+    """The stand-in handler: remember the signal for when the hold ends.
+
+    Called with no hold in force, it is left over from a hold whose end was
+    cut short (another signal's handler raised while the handlers were put
+    back): it ends that hold now, so no signal is ever swallowed.
+    """
     if signum not in _caught:
         _caught.append(signum)
+    if not _depth:
+        _finish()
 
 
 class DeferredSignals:
@@ -114,9 +121,14 @@ class DeferredSignals:
         global _depth  # noqa: PLW0603  (process-wide, main thread only)
         if self._holding or threading.current_thread() is not threading.main_thread():
             return
-        if _depth == 0:
+        if _depth:
+            _depth += 1
+        else:
+            _depth = 1  # first: a signal during the swap is then recorded
             try:
                 for signum in _SIGNALS:
+                    if signum in _saved:
+                        continue  # still swapped: the last hold's end was cut short
                     previous = _getsignal(signum)
                     if previous is None or previous == _SIG_IGN:
                         continue  # installed outside Python, or ignored: leave it
@@ -125,9 +137,9 @@ class DeferredSignals:
                     _saved[signum] = previous
                     _setsignal(signum, _record)
             except BaseException:
-                _restore()
+                _depth = 0
+                _finish()
                 raise
-        _depth += 1
         self._holding = True
 
     def let_through(self) -> None:
@@ -137,17 +149,8 @@ class DeferredSignals:
             return
         self._holding = False
         _depth -= 1
-        if _depth:
-            return
-        _restore()
-        caught = _caught[:]
-        _caught.clear()
-        for signum in caught:
-            handler = _getsignal(signum)
-            if callable(handler):
-                handler(signum, None)
-            elif handler == _SIG_DFL:
-                signal.raise_signal(signum)
+        if not _depth:
+            _finish()
 
     def __enter__(self) -> Self:
         """Hold the signals off for the block."""
@@ -164,15 +167,54 @@ class DeferredSignals:
         self.let_through()
 
 
+def _finish() -> None:
+    """End the outermost hold: put the handlers back, then deliver what arrived."""
+    _restore()
+    caught = _caught[:]
+    _caught.clear()
+    _deliver(caught)
+
+
 def _restore() -> None:
-    """Reinstate the saved handlers, each one even if another one's raises."""
-    if not _saved:
-        return
-    signum, previous = _saved.popitem()
+    """Put every saved handler back, even if a pending signal's handler raises.
+
+    :func:`signal.signal` runs the handlers of pending signals before it
+    changes anything: a Ctrl-C that lands just after SIGINT's handler is back
+    raises ``KeyboardInterrupt`` from the call that puts SIGTERM's back,
+    which is then left undone. So the rest is put back before it propagates.
+    """
     try:
-        _restore()
+        _put_back()
+    except BaseException:
+        _put_back()  # that handler has run; another signal would need to come now
+        raise
+
+
+def _put_back() -> None:
+    """Reinstate the saved handlers, each one forgotten only once it is in place."""
+    while _saved:
+        signum = next(iter(_saved))
+        _setsignal(signum, _saved[signum])
+        del _saved[signum]
+
+
+def _deliver(signums: list[int]) -> None:
+    """Hand each signal to its handler; if one raises, the later ones still run.
+
+    The exception of the last one propagates (the earlier ones as its
+    context): with Ctrl-C and then SIGTERM held off, the program sees the
+    SIGTERM, as it would have without the hold.
+    """
+    if not signums:
+        return
+    try:
+        handler = _getsignal(signums[0])
+        if callable(handler):
+            handler(signums[0], None)
+        elif handler == _SIG_DFL:
+            signal.raise_signal(signums[0])
     finally:
-        _setsignal(signum, previous)
+        _deliver(signums[1:])
 
 
 def signals_deferred() -> DeferredSignals:
