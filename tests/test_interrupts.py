@@ -1,0 +1,148 @@
+"""Ctrl-C and SIGTERM at any moment: the name held or free, never frozen, never leaked.
+
+Real signals from real timers, at random moments, through the public API
+only: the child programs raise SIGINT or SIGTERM at themselves from a
+SIGALRM handler, and the tests look at what any user could see afterwards
+(lock descriptors, ``is_running``, the state of the old holder's processes).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+from typing import TYPE_CHECKING, Any
+
+import psutil
+import pytest
+
+from helpers import DEADLINE, TESTS, env_without_coverage, read_line, reap, start_holder
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+#: Tries per signal in the random-interrupt run (a few seconds each).
+TRIES = 2500
+#: Replaces interrupted per case; each at its own moment of the stop.
+ROUNDS = 8
+#: The replacer's grace: the holder ignores SIGTERM, so the stop reaches the
+#: SIGKILL (a second freeze) within the moments the interrupts are spread over.
+GRACE = 0.05
+
+REPLACER = """
+import os, signal, sys
+from singleton_proc import SingleInstance
+directory, signum, handle, delay, grace = sys.argv[1:]
+signal.signal(signal.SIGALRM, lambda *_: os.kill(os.getpid(), int(signum)))
+instance = SingleInstance(
+    "bot", directory=directory, on_conflict="replace", grace=float(grace),
+    handle_sigterm=handle == "1",
+)
+signal.setitimer(signal.ITIMER_REAL, float(delay))
+instance.acquire()
+print("replaced", flush=True)
+"""
+
+
+@pytest.mark.parametrize("which", ["INT", "TERM"])
+def test_an_interrupted_acquire_or_release_leaves_the_name_held_or_free(
+    lock_dir: Path, which: str
+) -> None:
+    """Thousands of acquire/release cycles, each interrupted at a random moment.
+
+    After each one the object holds the name exactly when the process has the
+    lock open, ``is_running`` agrees, a free name can be taken at once, and
+    the program's handlers are back.
+    """
+    run = subprocess.run(
+        [
+            sys.executable,
+            str(TESTS / "child_interrupts.py"),
+            str(lock_dir),
+            *(str(TRIES), which),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=DEADLINE * 4,
+        check=False,
+        env=env_without_coverage(),
+    )
+    assert run.returncode == 0, run.stderr
+    report = json.loads(run.stdout)
+    assert report["problems"] == []
+    # The timer lands inside a cycle most of the time (its moment is drawn
+    # within one cycle's median length): the test must exercise the windows.
+    assert report["interrupted"] > TRIES // 4, report
+
+
+def _stopped(pids: list[int]) -> list[int]:
+    """Those of ``pids`` that are suspended (SIGSTOPped) right now."""
+    found = []
+    for pid in pids:
+        try:
+            if psutil.Process(pid).status() == psutil.STATUS_STOPPED:
+                found.append(pid)
+        except psutil.NoSuchProcess:
+            continue
+    return found
+
+
+def _kill_all(pids: list[int]) -> None:
+    """SIGKILL each of ``pids`` still there, by pid (it may be stopped)."""
+    for pid in pids:
+        try:
+            psutil.Process(pid).kill()
+        except psutil.NoSuchProcess:
+            continue
+
+
+@pytest.mark.parametrize(
+    ("signum", "handle_sigterm"),
+    [(signal.SIGINT, True), (signal.SIGTERM, True), (signal.SIGTERM, False)],
+    ids=["ctrl-c", "sigterm", "sigterm-unhandled"],
+)
+def test_an_interrupted_replace_leaves_nobody_frozen(
+    lock_dir: Path, signum: int, handle_sigterm: bool
+) -> None:
+    """The replacer is interrupted at moments spread over its stop of the old tree.
+
+    Whatever the stop had suspended is resumed or killed: no process of the
+    old tree (holder, pool workers, child, grandchild, all deaf to SIGTERM)
+    is left stopped, holding the name and doing nothing.
+    """
+    draw = random.Random(signum + handle_sigterm)  # noqa: S311  (not for secrets)
+    for moment in draw.sample(range(ROUNDS * 4), ROUNDS):
+        delay = (moment + draw.random()) * 0.08 / (ROUNDS * 4)
+        args = (str(signum), "1" if handle_sigterm else "0", str(delay), str(GRACE))
+        holder = start_holder(
+            "bot", lock_dir, "--ignore-term", "--tree", new_session=True
+        )
+        pids: list[int] = [holder.pid]
+        try:
+            line = read_line(holder)
+            assert line.startswith("tree "), line
+            tree: dict[str, Any] = json.loads(line.removeprefix("tree "))
+            pids += [*tree["workers"], tree["child"], tree["grandchild"]]
+            assert read_line(holder) == "ready"
+            replacer = subprocess.run(
+                [sys.executable, "-c", REPLACER, str(lock_dir), *args],
+                capture_output=True,
+                text=True,
+                timeout=DEADLINE,
+                check=False,
+            )
+            assert _stopped(pids) == [], (
+                f"interrupted {delay * 1000:.1f} ms into the replace, the old tree "
+                f"is left frozen; replacer said {replacer.stdout!r} {replacer.stderr!r}"
+            )
+        finally:
+            _kill_all(pids)
+            reap(holder)
+            for pid in pids[1:]:  # orphans, re-parented to this test (subreaper)
+                try:
+                    os.waitpid(pid, 0)
+                except ChildProcessError:
+                    continue
