@@ -411,9 +411,7 @@ class SingleInstance:
 
         The instance counts as held (registered for exit) before the record
         is written, and anything that interrupts this removes the record
-        before the lock is released, so no record outlives its lock. A
-        record left by a crashed holder is the sign to sweep its temporary
-        files too.
+        before the lock is released, so no record outlives its lock.
 
         Returns:
             ``None`` once held; or, with the lock released again, the
@@ -422,8 +420,7 @@ class SingleInstance:
         """
         held = _Held(lock, files, key, os.getpid(), sigterm_held=sigterm_held)
         try:
-            crashed, previous = load_record(files)
-            detached = detached_holder(files, previous)
+            detached = detached_holder(files, load_record(files))
             if detached is not None:
                 lock.release()
                 return Inspection(
@@ -433,7 +430,7 @@ class SingleInstance:
                 self._held = held
             _registry.add(key, lock.key, self)
             held.record_written = write_record(
-                files, current_identity().holder(self.name), sweep=crashed
+                files, current_identity().holder(self.name)
             )
         except BaseException:
             with self._mutex:

@@ -145,12 +145,12 @@ def _holder_from(raw: dict[str, Any], name: str) -> Holder | None:
     )
 
 
-def load_record(files: NameFiles) -> tuple[bool, Holder | None]:
-    """Look at ``<name>.pid`` as the next holder: is there one, and what it says.
+def load_record(files: NameFiles) -> Holder | None:
+    """Look at ``<name>.pid`` as the next holder: what the last one recorded.
 
     Returns:
-        Whether a file is there (a previous holder did not remove it: it
-        crashed), and the record it holds, or ``None`` if unreadable.
+        The record a previous holder left (it crashed, or holds the name
+        still), or ``None`` if there is none or it is unreadable.
 
     Raises:
         InsecureLockPathError: the record path is a symlink (or not a regular
@@ -159,18 +159,18 @@ def load_record(files: NameFiles) -> tuple[bool, Holder | None]:
     try:
         fd, _ = open_no_follow(files.record, os.O_RDONLY)
     except FileNotFoundError:  # the common case: the last holder removed it
-        return False, None
+        return None
     except InsecureLockPathError:
         raise
     except OSError:  # unreadable to us (another user's, a permission issue)
-        return True, None
+        return None
     try:
         data = os.read(fd, _MAX_RECORD_BYTES + 1)
     except OSError:
-        return True, None
+        return None
     finally:
         os.close(fd)
-    return True, decode_record(data, files.name)
+    return decode_record(data, files.name)
 
 
 def read_record(files: NameFiles) -> Holder | None:
@@ -179,17 +179,12 @@ def read_record(files: NameFiles) -> Holder | None:
     A symlink in place of the record is not followed and reads as missing.
     """
     try:
-        return load_record(files)[1]
+        return load_record(files)
     except InsecureLockPathError:
         return None
 
 
-def write_record(
-    files: NameFiles,
-    holder: Holder,
-    *,
-    sweep: bool = False,  # noqa: ARG001  (nothing to sweep any more: see below)
-) -> bool:
+def write_record(files: NameFiles, holder: Holder) -> bool:
     """Atomically replace the record of ``holder.name`` with ``holder``.
 
     The data goes to the name's one temporary file, ``.<name>.pid.tmp``,
@@ -211,8 +206,6 @@ def write_record(
     Args:
         files: The name's files.
         holder: What to record.
-        sweep: Ignored. It asked for a sweep of the randomly named
-            temporary files of earlier versions; the fixed name needs none.
 
     Returns:
         Whether the record was written.
