@@ -49,7 +49,9 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DeferredSignals",
+    "deferred",
     "get_handler",
+    "holds_itself_off",
     "set_handler",
     "shielded",
     "signals_deferred",
@@ -64,8 +66,12 @@ _getsignal = getattr(signal, "_signal", signal).getsignal
 _setsignal = getattr(signal, "_signal", signal).signal
 _SIG_DFL = int(signal.SIG_DFL)
 _SIG_IGN = int(signal.SIG_IGN)
+_get_ident = threading.get_ident
+#: The main thread's ident (where handlers run); renewed in a forked child.
+_main_thread = [threading.main_thread().ident]
 
 _R = TypeVar("_R")
+_H = TypeVar("_H")
 
 #: While held: the real handlers, swapped out for :func:`_record`.
 _saved: dict[int, Any] = {}
@@ -73,6 +79,9 @@ _saved: dict[int, Any] = {}
 _caught: list[int] = []
 #: Holds in force (main thread only): the outermost one swaps and restores.
 _depth = 0
+#: Handlers that hold themselves off (they ask :func:`deferred` first): left
+#: in place, which saves two system calls a hold.
+_self_holding: list[Any] = []
 
 
 def get_handler(signum: int) -> Any:
@@ -88,6 +97,34 @@ def set_handler(signum: int, handler: Any) -> None:
         _saved[signum] = handler
     else:
         _setsignal(signum, handler)
+
+
+def holds_itself_off(handler: _H) -> _H:
+    """Declare that ``handler`` asks :func:`deferred` first; it is then not swapped."""
+    _self_holding.append(handler)
+    return handler
+
+
+def _holds_itself_off(handler: object) -> bool:
+    """Whether ``handler`` was declared with :func:`holds_itself_off`."""
+    for known in _self_holding:  # noqa: SIM110  (no generator: on every hold)
+        if handler is known:
+            return True
+    return False
+
+
+def deferred(signum: int) -> bool:
+    """For a handler that holds itself off: record ``signum`` if a hold is on.
+
+    Returns:
+        Whether the signal was recorded, to be delivered when the hold ends
+        (the handler then returns at once).
+    """
+    if not _depth:
+        return False
+    if signum not in _caught:
+        _caught.append(signum)
+    return True
 
 
 def _record(signum: int, frame: FrameType | None) -> None:  # noqa: ARG001
@@ -119,7 +156,7 @@ class DeferredSignals:
     def hold(self) -> None:
         """Hold the signals off (main thread only; a no-op elsewhere or if held)."""
         global _depth  # noqa: PLW0603  (process-wide, main thread only)
-        if self._holding or threading.current_thread() is not threading.main_thread():
+        if self._holding or _get_ident() != _main_thread[0]:
             return
         if _depth:
             _depth += 1
@@ -132,6 +169,8 @@ class DeferredSignals:
                     previous = _getsignal(signum)
                     if previous is None or previous == _SIG_IGN:
                         continue  # installed outside Python, or ignored: leave it
+                    if _holds_itself_off(previous):
+                        continue
                     # Saved first: an interrupt raised by the swap itself (a
                     # pending signal handled before it) then restores a no-op.
                     _saved[signum] = previous
@@ -170,9 +209,10 @@ class DeferredSignals:
 def _finish() -> None:
     """End the outermost hold: put the handlers back, then deliver what arrived."""
     _restore()
-    caught = _caught[:]
-    _caught.clear()
-    _deliver(caught)
+    if _caught:
+        caught = _caught[:]
+        _caught.clear()
+        _deliver(caught)
 
 
 def _restore() -> None:
@@ -192,9 +232,8 @@ def _restore() -> None:
 
 def _put_back() -> None:
     """Reinstate the saved handlers, each one forgotten only once it is in place."""
-    while _saved:
-        signum = next(iter(_saved))
-        _setsignal(signum, _saved[signum])
+    for signum, previous in list(_saved.items()):
+        _setsignal(signum, previous)
         del _saved[signum]
 
 
@@ -254,6 +293,7 @@ def _reset_in_child() -> None:
     """After fork: the child takes no step of ours, so it gets the handlers back."""
     global _depth  # noqa: PLW0603
     _depth = 0
+    _main_thread[0] = threading.main_thread().ident  # the thread that forked
     _caught.clear()
     for signum, previous in list(_saved.items()):
         _setsignal(signum, previous)

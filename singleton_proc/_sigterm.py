@@ -36,15 +36,20 @@ _holds = 0  # instances that asked for the handler and have not let go
 _terminating = False  # our handler has turned a SIGTERM into SystemExit
 
 
+@_interrupts.holds_itself_off
 def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:  # noqa: ARG001
     """Turn SIGTERM into ``SystemExit``, so ``finally`` blocks and releases run.
 
-    Once only: a second SIGTERM while the first unwinds would cut the
-    cleanup short. With nothing held any more (the last instance was
-    released off the main thread, which may not restore handlers), the
-    default action is restored and the signal delivered again.
+    Held off like any handler while a step of ours is half made (it then
+    records the signal itself, for the end of the step). Once only: a
+    second SIGTERM while the first unwinds would cut the cleanup short.
+    With nothing held any more (the last instance was released off the main
+    thread, which may not restore handlers), the default action is restored
+    and the signal delivered again.
     """
     global _terminating  # noqa: PLW0603
+    if _interrupts.deferred(signum):
+        return
     if _holds == 0:
         _die_by_sigterm()
     if _terminating:
