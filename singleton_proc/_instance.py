@@ -449,8 +449,11 @@ class SingleInstance:
         Keyed by the directory's identity and the name (two spellings of one
         directory are one lock, and a deleted lock file changes nothing) and
         by the lock file's identity (one file under two names, as on a
-        case-insensitive filesystem, is one lock).
+        case-insensitive filesystem, is one lock). A process that holds
+        nothing (the common case) has nothing to refuse, and skips the look.
         """
+        if not _registry.holds_any():
+            return
         try:
             st = os.lstat(files.lock)
             file_key: _registry.FileKey | None = (st.st_dev, st.st_ino)

@@ -318,6 +318,8 @@ def open_no_follow(
         raise symlink_refused(path)
     try:
         fd = os.open(path, flags | _platform.OPEN_FLAGS, mode)
+    except FileNotFoundError:  # the common answer for a record: nothing to explain
+        raise
     except OSError as exc:
         if _platform.refused_symlink(exc) and os.path.islink(path):
             raise symlink_refused(path) from None

@@ -15,6 +15,7 @@ import json
 import logging
 import math
 import os
+import stat
 from datetime import datetime, timezone
 from typing import Any
 
@@ -211,12 +212,13 @@ def write_record(files: NameFiles, holder: Holder) -> bool:
         Whether the record was written.
     """
     try:
-        fd = _create_temp(files.temp)
+        fd, st = _create_temp(files.temp)
     except OSError as exc:
         return _not_written(files, exc)
     try:
         try:
-            _platform.set_mode(fd, FILE_MODE)
+            if stat.S_IMODE(st.st_mode) != FILE_MODE:  # a umask took bits away
+                _platform.set_mode(fd, FILE_MODE)
             _write_all(fd, encode_record(holder))
         finally:
             os.close(fd)
@@ -230,8 +232,8 @@ def write_record(files: NameFiles, holder: Holder) -> bool:
     return True
 
 
-def _create_temp(path: str) -> int:
-    """Create the temporary file anew (``O_EXCL``); return its descriptor.
+def _create_temp(path: str) -> tuple[int, os.stat_result]:
+    """Create the temporary file anew (``O_EXCL``); return it open, and its stat.
 
     One found there was left by a writer killed before its rename (or is a
     symlink someone planted): it is unlinked, which removes a symlink itself
@@ -240,11 +242,10 @@ def _create_temp(path: str) -> int:
     """
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
     try:
-        fd, _ = open_no_follow(path, flags)
+        return open_no_follow(path, flags)
     except FileExistsError:
         os.unlink(path)
-        fd, _ = open_no_follow(path, flags)
-    return fd
+        return open_no_follow(path, flags)
 
 
 def _write_all(fd: int, data: bytes) -> None:

@@ -27,6 +27,7 @@ __all__ = [
     "add",
     "discard",
     "holding",
+    "holds_any",
     "name_key",
     "release_all",
 ]
@@ -74,6 +75,11 @@ def discard(key: NameKey, file_key: FileKey) -> None:
     with _mutex:
         _held.pop(key, None)
         _held_files.pop(file_key, None)
+
+
+def holds_any() -> bool:
+    """Whether this process holds any name: when not, there is nothing to look up."""
+    return bool(_held)
 
 
 def holding(key: NameKey, file_key: FileKey | None) -> Holding | None:
