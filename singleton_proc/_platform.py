@@ -4,9 +4,9 @@ portalocker and psutil do most of the platform work; what is left lives
 here, with every branch importable everywhere so that the rest of the
 package never tests ``os.name`` or ``sys.platform`` itself:
 
-* the OS lock: an explicit portalocker locker (``flock`` on POSIX,
-  ``msvcrt.locking`` on Windows), never portalocker's global, mutable
-  ``LOCKER`` setting;
+* the OS lock: an explicit portalocker locker (``flock`` on POSIX, called
+  through the locker's primitive; ``msvcrt.locking`` on Windows), never
+  portalocker's global, mutable ``LOCKER`` setting;
 * open flags (``O_NOFOLLOW``, ``O_CLOEXEC``, ``O_NONBLOCK``) and file modes;
 * where the per-user cache directory and its fallback are;
 * who holds a lock, read without taking it (Linux: ``/proc/locks``), and
