@@ -52,6 +52,7 @@ __all__ = [
     "deferred",
     "get_handler",
     "holds_itself_off",
+    "pending",
     "set_handler",
     "shielded",
     "signals_deferred",
@@ -125,6 +126,11 @@ def deferred(signum: int) -> bool:
     if signum not in _caught:
         _caught.append(signum)
     return True
+
+
+def pending(signum: int) -> bool:
+    """Whether ``signum`` came during the hold in force and waits for its end."""
+    return signum in _caught
 
 
 def _record(signum: int, frame: FrameType | None) -> None:  # noqa: ARG001

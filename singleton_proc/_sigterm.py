@@ -34,6 +34,7 @@ _register_thread_atexit = getattr(threading, "_register_atexit", None)
 _mutex = threading.Lock()
 _holds = 0  # instances that asked for the handler and have not let go
 _terminating = False  # our handler has turned a SIGTERM into SystemExit
+_late = False  # a SIGTERM came during the last release, and waits for its end
 
 
 @_interrupts.holds_itself_off
@@ -43,13 +44,19 @@ def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:  # noqa: ARG
     Held off like any handler while a step of ours is half made (it then
     records the signal itself, for the end of the step). Once only: a
     second SIGTERM while the first unwinds would cut the cleanup short.
-    With nothing held any more (the last instance was released off the main
-    thread, which may not restore handlers), the default action is restored
-    and the signal delivered again.
+    A SIGTERM that came while the last release was under way still counts
+    as one that came while the name was held: ``SystemExit``, and the
+    default action back for the next one. With nothing held any more (the
+    last instance was released off the main thread, which may not restore
+    handlers), the default action is restored and the signal delivered again.
     """
-    global _terminating  # noqa: PLW0603
+    global _terminating, _late  # noqa: PLW0603
     if _interrupts.deferred(signum):
         return
+    if _late:
+        _late = False
+        _setsignal(_SIGTERM, _SIG_DFL)
+        raise SystemExit(128 + signum)
     if _holds == 0:
         _die_by_sigterm()
     if _terminating:
@@ -85,10 +92,11 @@ def hold() -> bool:
         Whether this call counts as a hold (pair it with :func:`let_go`):
         false off the main thread, where handlers cannot be installed.
     """
-    global _holds  # noqa: PLW0603  (process-wide, guarded by _mutex)
+    global _holds, _late  # noqa: PLW0603  (process-wide, guarded by _mutex)
     if threading.current_thread() is not threading.main_thread():
         return False
     with _mutex:
+        _late = False  # held again: a SIGTERM still waiting is an ordinary one
         if _holds == 0 and _getsignal(_SIGTERM) == _SIG_DFL:
             _setsignal(_SIGTERM, _exit_on_sigterm)
         _holds += 1
@@ -99,9 +107,10 @@ def let_go() -> None:
     """Undo one :func:`hold`; the last one restores the default if ours is in place.
 
     Only the main thread may change handlers; released from another thread,
-    ours stays, and the next SIGTERM restores the default itself.
+    ours stays, and the next SIGTERM restores the default itself. A SIGTERM
+    held off during this release keeps ours in place until it is delivered.
     """
-    global _holds, _terminating  # noqa: PLW0603
+    global _holds, _terminating, _late  # noqa: PLW0603
     with _mutex:
         _holds -= 1
         if (
@@ -109,7 +118,12 @@ def let_go() -> None:
             and _getsignal(_SIGTERM) is _exit_on_sigterm
             and threading.current_thread() is threading.main_thread()
         ):
-            _setsignal(_SIGTERM, _SIG_DFL)
+            if not _interrupts.pending(_SIGTERM):
+                _setsignal(_SIGTERM, _SIG_DFL)  # runs pending handlers first:
+            if _interrupts.pending(_SIGTERM):  # one may have come just now
+                _setsignal(_SIGTERM, _exit_on_sigterm)
+                _late = True
+                return
             _terminating = False  # if the program caught the SystemExit, it goes on
 
 
@@ -123,10 +137,10 @@ def _other_threads_keep_us_alive() -> bool:
 
 def _reset_in_child() -> None:
     """After fork: the child holds nothing, so it gets the default back."""
-    global _holds, _mutex, _terminating  # noqa: PLW0603
+    global _holds, _mutex, _terminating, _late  # noqa: PLW0603
     _mutex = threading.Lock()
     _holds = 0
-    _terminating = False
+    _terminating = _late = False
     if _getsignal(_SIGTERM) is _exit_on_sigterm:
         _setsignal(_SIGTERM, _SIG_DFL)
 

@@ -6,7 +6,10 @@ Each try arms a real-time timer for a random moment within about one
 acquire-and-release (measured first), then acquires and releases a name;
 the timer's SIGALRM handler raises SIGNAL (``INT``: Ctrl-C as
 ``KeyboardInterrupt``; ``TERM``: SIGTERM, which the program's own handler
-turns into ``SystemExit``, the library's standing aside for it). After
+turns into ``SystemExit``, the library's standing aside for it;
+``LIBTERM``: SIGTERM left to the library, raised only while it has SIGTERM
+in hand, from the start of the acquire to the end of the release, where it
+must be ``SystemExit`` and never the default action, death). After
 every try, interrupted or not, it checks what a user could see: the object
 is held exactly when this process has the lock file open and locked,
 ``is_running`` agrees, a fresh object can take a name that is free, and the
@@ -36,6 +39,12 @@ def _program_sigterm(signum: int, frame: object) -> None:  # noqa: ARG001
     raise SystemExit(143)
 
 
+def _sigterm_if_handled(signum: int, frame: object) -> None:  # noqa: ARG001
+    """SIGALRM: SIGTERM, when the library has SIGTERM in hand (else it would kill)."""
+    if signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
+        signal.raise_signal(signal.SIGTERM)
+
+
 def _lock_fds(lock_file: Path) -> int:
     """How many descriptors of this process point at ``lock_file``."""
     count = 0
@@ -63,10 +72,6 @@ def _check(instance: SingleInstance, directory: Path, sigterm: object) -> str:
         problems.append(f"held={held} with {fds} lock descriptor(s) open")
     if is_running(NAME, directory) != held:
         problems.append(f"held={held} but is_running says {not held}")
-    if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
-        problems.append(f"SIGINT handler left as {signal.getsignal(signal.SIGINT)}")
-    if signal.getsignal(signal.SIGTERM) is not sigterm:
-        problems.append(f"SIGTERM handler left as {signal.getsignal(signal.SIGTERM)}")
     if held:
         instance.release()
     else:
@@ -77,6 +82,11 @@ def _check(instance: SingleInstance, directory: Path, sigterm: object) -> str:
             problems.append(f"not held, yet a fresh object cannot take it: {exc!r}")
         else:
             probe.release()
+    # Nothing held now: the handlers must be the program's again.
+    if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        problems.append(f"SIGINT handler left as {signal.getsignal(signal.SIGINT)}")
+    if signal.getsignal(signal.SIGTERM) is not sigterm:
+        problems.append(f"SIGTERM handler left as {signal.getsignal(signal.SIGTERM)}")
     return "; ".join(problems)
 
 
@@ -84,8 +94,13 @@ def main() -> int:
     """Run the tries and print the findings."""
     directory, tries, which = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
     raised = signal.SIGINT if which == "INT" else signal.SIGTERM
-    signal.signal(signal.SIGTERM, _program_sigterm)
-    signal.signal(signal.SIGALRM, lambda *_: signal.raise_signal(raised))
+    sigterm: object = signal.SIG_DFL
+    if which == "LIBTERM":
+        signal.signal(signal.SIGALRM, _sigterm_if_handled)
+    else:
+        sigterm = _program_sigterm
+        signal.signal(signal.SIGTERM, _program_sigterm)
+        signal.signal(signal.SIGALRM, lambda *_: signal.raise_signal(raised))
     instance = SingleInstance(NAME, directory=directory)
     spans = []
     for _ in range(50):
@@ -111,7 +126,7 @@ def main() -> int:
         except Exception as exc:  # noqa: BLE001  (any failure is the finding)
             problems.append(f"the try failed: {exc!r}")
             break  # the state is broken: the next tries would only repeat it
-        problem = _check(instance, directory, _program_sigterm)
+        problem = _check(instance, directory, sigterm)
         if problem:
             problems.append(problem)
     report = {"tries": tries, "interrupted": interrupted, "problems": problems}
