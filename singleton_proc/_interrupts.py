@@ -6,20 +6,21 @@ taken but not yet registered, a record written but not yet owned, a process
 tree suspended but not yet resumed: an interrupt there leaves the name
 neither held nor free, or the old holder frozen for good. So those steps run
 with the Python handlers of SIGINT and SIGTERM swapped for a recorder, and a
-signal that arrived meanwhile is delivered once the step is whole.
+signal that arrived meanwhile is delivered, in order, once the step is whole.
 
-The swap is safe at both ends: :func:`signal.signal` runs the handlers of
-signals already pending *before* it changes anything, so an interrupt either
-lands before the swap (nothing changed yet) or is recorded. Handlers only run
-in the main thread, so elsewhere there is nothing to hold off. A signal whose
-action is the default (SIGTERM with ``handle_sigterm=False``) is held off
-too, and delivered afterwards with its default action: the process still
-dies of it, but not in the middle of a step. SIGKILL cannot be held off by
-anyone.
+:func:`signal.signal` runs the handlers of pending signals *before* it
+changes anything, so an interrupt lands before a swap (nothing changed yet)
+or is recorded; a handler that such a call runs and that installs a handler
+of its own keeps it. Handlers only run in the main thread, so elsewhere there
+is nothing to hold off. A handler that holds itself off (ours for SIGTERM,
+see :func:`holds_itself_off`) is left in place. The default action (SIGTERM
+with ``handle_sigterm=False``) is held off only where dying would leave a
+mess, around the suspension of a process tree (``default_too``): anywhere
+else the OS cleans up after a dead process. SIGKILL cannot be held off.
 
-Holds nest (an inner one costs nothing), and a handler installed while they
-are on (``_sigterm``'s, through :func:`set_handler`) takes effect when they
-end instead of undoing them.
+Each hold puts back what it swapped; holds nest (an inner one costs
+nothing), and a handler installed while they are on (``_sigterm``'s, through
+:func:`set_handler`) takes effect when they end instead of being undone.
 
 Example:
     >>> import os, signal
@@ -35,6 +36,8 @@ Example:
 
 from __future__ import annotations
 
+import collections
+import operator
 import signal
 import threading
 from typing import TYPE_CHECKING, Any, TypeVar, cast
@@ -74,12 +77,14 @@ _main_thread = [threading.main_thread().ident]
 _R = TypeVar("_R")
 _H = TypeVar("_H")
 
-#: While held: the real handlers, swapped out for :func:`_record`.
+#: While swapped: the real handlers, in place of which :func:`_record` runs.
 _saved: dict[int, Any] = {}
 #: Signals that arrived while held, in order, once each.
 _caught: list[int] = []
-#: Holds in force (main thread only): the outermost one swaps and restores.
+#: Holds in force (main thread only); the last one to end delivers.
 _depth = 0
+#: Bumped in a forked child: a hold begun before the fork is void there.
+_generation = 0
 #: Handlers that hold themselves off (they ask :func:`deferred` first): left
 #: in place, which saves two system calls a hold.
 _self_holding: list[Any] = []
@@ -106,14 +111,6 @@ def holds_itself_off(handler: _H) -> _H:
     return handler
 
 
-def _holds_itself_off(handler: object) -> bool:
-    """Whether ``handler`` was declared with :func:`holds_itself_off`."""
-    for known in _self_holding:  # noqa: SIM110  (no generator: on every hold)
-        if handler is known:
-            return True
-    return False
-
-
 def deferred(signum: int) -> bool:
     """For a handler that holds itself off: record ``signum`` if a hold is on.
 
@@ -136,66 +133,91 @@ def pending(signum: int) -> bool:
 def _record(signum: int, frame: FrameType | None) -> None:  # noqa: ARG001
     """The stand-in handler: remember the signal for when the hold ends.
 
-    Called with no hold in force, it is left over from a hold whose end was
-    cut short (another signal's handler raised while the handlers were put
-    back): it ends that hold now, so no signal is ever swallowed.
+    Called with no hold in force (the last one is ending, or its end was cut
+    short by another signal's handler), the hold is over for this signal:
+    the handlers go back and it is delivered now, so none is swallowed.
     """
     if signum not in _caught:
         _caught.append(signum)
     if not _depth:
-        _finish()
+        _restore(list(_saved))
+        _deliver_caught()
+
+
+def _swappable(handler: Any, *, default_too: bool) -> bool:
+    """Whether a hold swaps ``handler`` out (see the module's docstring)."""
+    if handler is None or handler == _SIG_IGN:
+        return False  # installed outside Python, or ignored: leave it
+    if handler == _SIG_DFL:
+        return default_too
+    for known in _self_holding:  # noqa: SIM110  (no generator: on every hold)
+        if handler is known:
+            return False
+    return True
 
 
 class DeferredSignals:
     """SIGINT and SIGTERM recorded, not handled, from hold() to let_through().
 
     Usable as a context manager (held for the block) or driven by hand, for
-    code that lets signals through at chosen points (while it sleeps).
+    code that lets signals through at chosen points (while it sleeps). With
+    ``default_too``, a signal whose action is the default is held off as
+    well, for steps that must not be cut short even by the process's death.
     """
 
-    __slots__ = ("_holding",)
+    __slots__ = ("_default_too", "_generation", "_holding", "_swapped")
 
-    def __init__(self) -> None:
+    def __init__(self, *, default_too: bool = False) -> None:
         """Nothing is held until :meth:`hold`."""
+        self._default_too = default_too
         self._holding = False
+        self._generation = 0
+        self._swapped: list[int] = []
 
     def hold(self) -> None:
         """Hold the signals off (main thread only; a no-op elsewhere or if held)."""
         global _depth  # noqa: PLW0603  (process-wide, main thread only)
         if self._holding or _get_ident() != _main_thread[0]:
             return
-        if _depth:
-            _depth += 1
-        else:
-            _depth = 1  # first: a signal during the swap is then recorded
-            try:
-                for signum in _SIGNALS:
-                    if signum in _saved:
-                        continue  # still swapped: the last hold's end was cut short
-                    previous = _getsignal(signum)
-                    if previous is None or previous == _SIG_IGN:
-                        continue  # installed outside Python, or ignored: leave it
-                    if _holds_itself_off(previous):
-                        continue
-                    # Saved first: an interrupt raised by the swap itself (a
-                    # pending signal handled before it) then restores a no-op.
+        outermost = not _depth
+        self._holding, self._generation, self._swapped = True, _generation, []
+        _depth += 1
+        try:
+            for signum in _SIGNALS:
+                if signum in _saved:  # swapped by an outer hold, or left so
+                    if outermost:  # by a hold whose end was cut short: ours now
+                        self._swapped.append(signum)
+                    continue
+                handler = _getsignal(signum)
+                if not _swappable(handler, default_too=self._default_too):
+                    continue
+                self._swapped.append(signum)  # noted first: an interrupt undoes it
+                _saved[signum] = handler
+                previous = _setsignal(signum, _record)
+                if previous is not handler:  # a pending signal's handler set it
                     _saved[signum] = previous
-                    _setsignal(signum, _record)
-            except BaseException:
-                _depth = 0
-                _finish()
-                raise
-        self._holding = True
+        except BaseException:
+            self.let_through()
+            raise
 
     def let_through(self) -> None:
-        """End this hold; the last one restores and delivers what arrived."""
+        """End this hold: put back what it swapped; the last one delivers."""
         global _depth  # noqa: PLW0603
         if not self._holding:
             return
         self._holding = False
+        if self._generation != _generation:
+            return  # begun before a fork: this child's state was reset since
         _depth -= 1
-        if not _depth:
-            _finish()
+        try:
+            _restore(self._swapped)
+        finally:
+            if not _depth and _caught:
+                try:
+                    _deliver_caught()
+                finally:  # another signal's handler raised before it began
+                    if _caught:
+                        _deliver_caught()
 
     def __enter__(self) -> Self:
         """Hold the signals off for the block."""
@@ -212,59 +234,58 @@ class DeferredSignals:
         self.let_through()
 
 
-def _finish() -> None:
-    """End the outermost hold: put the handlers back, then deliver what arrived."""
-    _restore()
-    if _caught:
-        caught = _caught[:]
-        _caught.clear()
-        _deliver(caught)
+def _restore(signums: list[int]) -> None:
+    """Put the saved handlers of ``signums`` back, even if a pending handler raises.
 
-
-def _restore() -> None:
-    """Put every saved handler back, even if a pending signal's handler raises.
-
-    :func:`signal.signal` runs the handlers of pending signals before it
-    changes anything: a Ctrl-C that lands just after SIGINT's handler is back
-    raises ``KeyboardInterrupt`` from the call that puts SIGTERM's back,
-    which is then left undone. So the rest is put back before it propagates.
+    A Ctrl-C that lands just after SIGINT's handler is back raises
+    ``KeyboardInterrupt`` from the call that puts SIGTERM's back, which is
+    then left undone: so the rest is put back before it propagates.
     """
     try:
-        _put_back()
+        _put_back(signums)
     except BaseException:
-        _put_back()  # that handler has run; another signal would need to come now
+        _put_back(
+            signums
+        )  # that handler has run; another signal would need to come now
         raise
 
 
-def _put_back() -> None:
-    """Reinstate the saved handlers, each one forgotten only once it is in place."""
-    for signum, previous in list(_saved.items()):
-        _setsignal(signum, previous)
-        del _saved[signum]
+def _put_back(signums: list[int]) -> None:
+    """Reinstate each saved handler, unless the program installed its own meanwhile."""
+    for signum in signums:
+        if signum not in _saved:
+            continue  # put back already, by a nested end of the hold
+        previous = _saved[signum]
+        replaced = _setsignal(signum, previous)
+        _saved.pop(signum, None)
+        if replaced is not _record and replaced is not previous:
+            _setsignal(signum, replaced)  # set by a handler meanwhile: theirs stays
 
 
-def _deliver(signums: list[int]) -> None:
-    """Hand each signal to its handler; if one raises, the later ones still run.
+def _deliver_caught() -> None:
+    """Raise each signal that came during the hold again, in order.
 
-    The exception of the last one propagates (the earlier ones as its
-    context): with Ctrl-C and then SIGTERM held off, the program sees the
-    SIGTERM, as it would have without the hold.
+    ``map`` takes each one off the list and raises it within one C loop, so
+    no Python code (and no other signal's handler) runs in between: once
+    taken, a signal is pending in the interpreter, which runs its handler at
+    once (or applies the default action), and none is lost if a handler
+    raises. The later ones are still raised then, and the exception of the
+    last one propagates (the earlier ones as its context): with Ctrl-C and
+    then SIGTERM held off, the program sees the SIGTERM, as it would have
+    without the hold.
     """
-    if not signums:
-        return
+    signums = iter(_caught)
     try:
-        handler = _getsignal(signums[0])
-        if callable(handler):
-            handler(signums[0], None)
-        elif handler == _SIG_DFL:
-            signal.raise_signal(signums[0])
+        collections.deque(map(signal.raise_signal, signums), maxlen=0)
     finally:
-        _deliver(signums[1:])
+        del _caught[: len(_caught) - operator.length_hint(signums)]
+        if _caught:
+            _deliver_caught()
 
 
-def signals_deferred() -> DeferredSignals:
+def signals_deferred(*, default_too: bool = False) -> DeferredSignals:
     """A context manager that holds SIGINT and SIGTERM off for its block."""
-    return DeferredSignals()
+    return DeferredSignals(default_too=default_too)
 
 
 def shielded(steps: Generator[float, None, _R]) -> Generator[float, None, _R]:
@@ -276,29 +297,30 @@ def shielded(steps: Generator[float, None, _R]) -> Generator[float, None, _R]:
     ``close()`` unwinds ``steps`` from a ``yield``, where its state is
     consistent, and the unwinding is held off too.
     """
-    deferred = DeferredSignals()
-    deferred.hold()
+    hold = DeferredSignals()
+    hold.hold()
     try:
         while True:
             try:
                 delay = steps.send(None)
             except StopIteration as done:
                 return cast("_R", done.value)
-            deferred.let_through()
+            hold.let_through()
             yield delay
-            deferred.hold()
+            hold.hold()
     finally:
-        deferred.hold()
+        hold.hold()
         try:
             steps.close()
         finally:
-            deferred.let_through()
+            hold.let_through()
 
 
 def _reset_in_child() -> None:
     """After fork: the child takes no step of ours, so it gets the handlers back."""
-    global _depth  # noqa: PLW0603
+    global _depth, _generation  # noqa: PLW0603
     _depth = 0
+    _generation += 1
     _main_thread[0] = threading.main_thread().ident  # the thread that forked
     _caught.clear()
     for signum, previous in list(_saved.items()):

@@ -34,7 +34,9 @@ _register_thread_atexit = getattr(threading, "_register_atexit", None)
 _mutex = threading.Lock()
 _holds = 0  # instances that asked for the handler and have not let go
 _terminating = False  # our handler has turned a SIGTERM into SystemExit
-_late = False  # a SIGTERM came during the last release, and waits for its end
+#: A SIGTERM came during the last release and waits for its end: "exit"
+#: (``SystemExit``), or "ignore" if an earlier one is unwinding already.
+_late = ""
 
 
 @_interrupts.holds_itself_off
@@ -54,8 +56,10 @@ def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:  # noqa: ARG
     if _interrupts.deferred(signum):
         return
     if _late:
-        _late = False
+        ignore, _late = _late == "ignore", ""
         _setsignal(_SIGTERM, _SIG_DFL)
+        if ignore:
+            return
         raise SystemExit(128 + signum)
     if _holds == 0:
         _die_by_sigterm()
@@ -96,7 +100,7 @@ def hold() -> bool:
     if threading.current_thread() is not threading.main_thread():
         return False
     with _mutex:
-        _late = False  # held again: a SIGTERM still waiting is an ordinary one
+        _late = ""  # held again: a SIGTERM still waiting is an ordinary one
         if _holds == 0 and _getsignal(_SIGTERM) == _SIG_DFL:
             _setsignal(_SIGTERM, _exit_on_sigterm)
         _holds += 1
@@ -122,8 +126,7 @@ def let_go() -> None:
                 _setsignal(_SIGTERM, _SIG_DFL)  # runs pending handlers first:
             if _interrupts.pending(_SIGTERM):  # one may have come just now
                 _setsignal(_SIGTERM, _exit_on_sigterm)
-                _late = True
-                return
+                _late = "ignore" if _terminating else "exit"
             _terminating = False  # if the program caught the SystemExit, it goes on
 
 
@@ -140,7 +143,8 @@ def _reset_in_child() -> None:
     global _holds, _mutex, _terminating, _late  # noqa: PLW0603
     _mutex = threading.Lock()
     _holds = 0
-    _terminating = _late = False
+    _terminating = False
+    _late = ""
     if _getsignal(_SIGTERM) is _exit_on_sigterm:
         _setsignal(_SIGTERM, _SIG_DFL)
 

@@ -25,6 +25,7 @@ import psutil
 
 from . import _platform
 from ._holder import command_line
+from ._interrupts import signals_deferred
 from ._polling import delays
 
 if TYPE_CHECKING:
@@ -148,9 +149,10 @@ def stopping_tree(
     deadline = time.monotonic() + grace
     finished = killing = False
     try:
-        tree.freeze()  # a stable picture of the tree, nobody spawning
-        _each([root], "terminate")
-        tree.thaw()  # a stopped (Ctrl-Z) process would not see it
+        with signals_deferred(default_too=True):  # even our death waits
+            tree.freeze()  # a stable picture of the tree, nobody spawning
+            _each([root], "terminate")
+            tree.thaw()  # a stopped (Ctrl-Z) process would not see it
         _log.info("stopping %s: SIGTERM to %s", label, listing(tree.commands))
         yield from _wait(tree, deadline, only=root)
         rest = tree.alive()
@@ -160,23 +162,26 @@ def stopping_tree(
         left = tree.alive()
         if left:
             killing = True
-            frozen = tree.freeze()
-            left = [*left, *(proc for proc in frozen if proc not in left)]
-            _each(left, "kill")
+            with signals_deferred(default_too=True):
+                frozen = tree.freeze()
+                left = [*left, *(proc for proc in frozen if proc not in left)]
+                _each(left, "kill")
             kill_deadline = time.monotonic() + _KILL_WAIT
             yield from _wait(tree, kill_deadline, signal_newcomers="kill")
         finished = True
     finally:
         # Nothing stays suspended, however this ends: past the grace period
         # what was frozen is killed, before it the stop never gets that far.
-        if killing:
-            _each(tree.frozen, "kill")
-        tree.thaw()
+        with signals_deferred(default_too=True):
+            if killing:
+                _each(tree.frozen, "kill")
+            tree.thaw()
         if not finished:
             _log.warning(
-                "stopping %s was interrupted: SIGTERM was sent to %s, SIGKILL was not",
+                "stopping %s was interrupted: SIGTERM was sent to %s, %s",
                 label,
                 listing(tree.commands),
+                "SIGKILL too" if killing else "SIGKILL was not",
             )
     killed_pids = {proc.pid for proc in left}
     return TreeStop(

@@ -9,7 +9,9 @@ the timer's SIGALRM handler raises SIGNAL (``INT``: Ctrl-C as
 turns into ``SystemExit``, the library's standing aside for it;
 ``LIBTERM``: SIGTERM left to the library, raised only while it has SIGTERM
 in hand, from the start of the acquire to the end of the release, where it
-must be ``SystemExit`` and never the default action, death). After
+must be ``SystemExit`` and never the default action, death; ``FLAG``:
+SIGTERM to a graceful handler that notes it and returns, which must see each
+one by the end of its try, once). After
 every try, interrupted or not, it checks what a user could see: the object
 is held exactly when this process has the lock file open and locked,
 ``is_running`` agrees, a fresh object can take a name that is free, and the
@@ -37,6 +39,21 @@ NAME = "interrupted"
 def _program_sigterm(signum: int, frame: object) -> None:  # noqa: ARG001
     """The program's own SIGTERM handler, outside the library's hold."""
     raise SystemExit(143)
+
+
+#: FLAG mode: SIGTERMs raised by the timer, and seen by the program's handler.
+_counts = {"raised": 0, "seen": 0}
+
+
+def _raise_counted(signum: int, frame: object) -> None:  # noqa: ARG001
+    """SIGALRM: a SIGTERM, counted."""
+    _counts["raised"] += 1
+    signal.raise_signal(signal.SIGTERM)
+
+
+def _count_sigterm(signum: int, frame: object) -> None:  # noqa: ARG001
+    """The program's graceful SIGTERM handler: it notes the request, no more."""
+    _counts["seen"] += 1
 
 
 def _sigterm_if_handled(signum: int, frame: object) -> None:  # noqa: ARG001
@@ -97,6 +114,10 @@ def main() -> int:
     sigterm: object = signal.SIG_DFL
     if which == "LIBTERM":
         signal.signal(signal.SIGALRM, _sigterm_if_handled)
+    elif which == "FLAG":
+        sigterm = _count_sigterm
+        signal.signal(signal.SIGTERM, _count_sigterm)
+        signal.signal(signal.SIGALRM, _raise_counted)
     else:
         sigterm = _program_sigterm
         signal.signal(signal.SIGTERM, _program_sigterm)
@@ -112,11 +133,13 @@ def main() -> int:
     problems: list[str] = []
     for _ in range(tries):
         done = False
+        raised_before = _counts["raised"]
         try:
             signal.setitimer(signal.ITIMER_REAL, random.uniform(1e-6, span))  # noqa: S311
             try:
                 _cycle(instance)
                 done = True
+                interrupted += _counts["raised"] > raised_before  # FLAG: it returned
                 while signal.getitimer(signal.ITIMER_REAL)[0] > 0:
                     pass  # let it fire here, between tries, if not yet
             finally:
@@ -127,6 +150,9 @@ def main() -> int:
             problems.append(f"the try failed: {exc!r}")
             break  # the state is broken: the next tries would only repeat it
         problem = _check(instance, directory, sigterm)
+        if _counts["seen"] != _counts["raised"]:
+            problem += f"; {_counts['raised']} SIGTERMs raised, {_counts['seen']} seen"
+            _counts["seen"] = _counts["raised"]
         if problem:
             problems.append(problem)
     report = {"tries": tries, "interrupted": interrupted, "problems": problems}

@@ -47,7 +47,7 @@ print("replaced", flush=True)
 """
 
 
-@pytest.mark.parametrize("which", ["INT", "TERM", "LIBTERM"])
+@pytest.mark.parametrize("which", ["INT", "TERM", "LIBTERM", "FLAG"])
 def test_an_interrupted_acquire_or_release_leaves_the_name_held_or_free(
     lock_dir: Path, which: str
 ) -> None:
@@ -57,7 +57,9 @@ def test_an_interrupted_acquire_or_release_leaves_the_name_held_or_free(
     lock open, ``is_running`` agrees, a free name can be taken at once, and
     the program's handlers are back. With SIGTERM left to the library
     (``LIBTERM``), a SIGTERM from the start of an acquire to the end of its
-    release is ``SystemExit``, never the default action (the child's death).
+    release is ``SystemExit``, never the default action (the child's death);
+    a graceful handler that returns (``FLAG``) sees each SIGTERM by the end
+    of its try, once.
     """
     run = subprocess.run(
         [
@@ -148,3 +150,17 @@ def test_an_interrupted_replace_leaves_nobody_frozen(
                     os.waitpid(pid, 0)
                 except ChildProcessError:
                     continue
+
+
+@pytest.mark.parametrize("case", ["handler", "second-sigterm"])
+def test_a_signal_at_an_exact_point_of_a_held_step(lock_dir: Path, case: str) -> None:
+    """A handler the program installs during a hold stays; a SIGTERM held off in
+    a release after a first one does not leave SIGTERM ignored later."""
+    run = subprocess.run(
+        [sys.executable, str(TESTS / "child_holds.py"), case, str(lock_dir)],
+        capture_output=True,
+        text=True,
+        timeout=DEADLINE,
+        check=False,
+    )
+    assert run.stdout.startswith("ok"), (run.stdout, run.stderr)
