@@ -92,9 +92,8 @@ _self_holding: list[Any] = []
 
 def get_handler(signum: int) -> Any:
     """The handler of ``signum`` as the program set it, even while held off."""
-    if signum in _saved:
-        return _saved[signum]
-    return _getsignal(signum)
+    saved = _saved.get(signum, _record)  # one lookup: a handler may pop it
+    return _getsignal(signum) if saved is _record else saved
 
 
 def set_handler(signum: int, handler: Any) -> None:
@@ -212,6 +211,7 @@ class DeferredSignals:
         try:
             _restore(self._swapped)
         finally:
+            _put_back(self._swapped)  # a no-op, unless cut short before it began
             if not _depth and _caught:
                 try:
                     _deliver_caught()
@@ -221,7 +221,11 @@ class DeferredSignals:
 
     def __enter__(self) -> Self:
         """Hold the signals off for the block."""
-        self.hold()
+        try:
+            self.hold()
+        except BaseException:  # a handler ran as hold() returned: no block, no exit
+            self.let_through()
+            raise
         return self
 
     def __exit__(
@@ -253,9 +257,9 @@ def _restore(signums: list[int]) -> None:
 def _put_back(signums: list[int]) -> None:
     """Reinstate each saved handler, unless the program installed its own meanwhile."""
     for signum in signums:
-        if signum not in _saved:
+        previous = _saved.get(signum, _record)  # one lookup: a handler may pop it
+        if previous is _record:
             continue  # put back already, by a nested end of the hold
-        previous = _saved[signum]
         replaced = _setsignal(signum, previous)
         _saved.pop(signum, None)
         if replaced is not _record and replaced is not previous:
@@ -298,8 +302,8 @@ def shielded(steps: Generator[float, None, _R]) -> Generator[float, None, _R]:
     consistent, and the unwinding is held off too.
     """
     hold = DeferredSignals()
-    hold.hold()
     try:
+        hold.hold()
         while True:
             try:
                 delay = steps.send(None)

@@ -140,8 +140,9 @@ def main() -> int:
                 _cycle(instance)
                 done = True
                 interrupted += _counts["raised"] > raised_before  # FLAG: it returned
-                while signal.getitimer(signal.ITIMER_REAL)[0] > 0:
-                    pass  # let it fire here, between tries, if not yet
+                # Let it fire here, between tries, if not yet: inside a call,
+                # so that its exception surely comes out within this try.
+                time.sleep(signal.getitimer(signal.ITIMER_REAL)[0] * 2)
             finally:
                 signal.setitimer(signal.ITIMER_REAL, 0)
         except (KeyboardInterrupt, SystemExit):
