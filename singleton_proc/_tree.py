@@ -112,9 +112,21 @@ class _Tree:
             _each([proc], "suspend")
 
     def thaw(self) -> None:
-        """Resume every process still noted as frozen."""
-        frozen, self.frozen = self.frozen, []
-        _each(frozen, "resume")
+        """Resume every process still noted as frozen.
+
+        Each is forgotten only once resumed, and an exception meanwhile (the
+        handler of a signal not held off, say a ``signal.alarm`` timeout)
+        does not end the thaw: the rest are resumed, then it goes on.
+        """
+        error: BaseException | None = None
+        while self.frozen:
+            try:
+                _each(self.frozen[:1], "resume")
+                del self.frozen[0]  # resumed twice if cut here: harmless
+            except BaseException as exc:  # noqa: BLE001  (re-raised below)
+                error = error or exc
+        if error is not None:
+            raise error
 
 
 @dataclass(frozen=True)

@@ -34,14 +34,36 @@ GRACE = 0.05
 
 REPLACER = """
 import os, signal, sys
+import psutil
 from singleton_proc import SingleInstance
-directory, signum, handle, delay, grace = sys.argv[1:]
-signal.signal(signal.SIGALRM, lambda *_: os.kill(os.getpid(), int(signum)))
+directory, signum, handle, delay, grace, *tree = sys.argv[1:]
+def suspended():
+    count = 0
+    for pid in tree:
+        try:
+            count += psutil.Process(int(pid)).status() == psutil.STATUS_STOPPED
+        except psutil.NoSuchProcess:
+            continue
+    return count
+seen = 0
+def interrupt(*_):
+    global seen
+    if signum != "timeout":
+        os.kill(os.getpid(), int(signum))
+        return
+    # A signal.alarm timeout, as programs write them, that comes while the old
+    # tree is being suspended, or being resumed (as drawn).
+    count = suspended()
+    if count and (count < seen if delay == "resuming" else count > seen):
+        raise TimeoutError
+    seen = count
+    signal.setitimer(signal.ITIMER_REAL, 0.0001)  # the next look, never nested
+signal.signal(signal.SIGALRM, interrupt)
 instance = SingleInstance(
     "bot", directory=directory, on_conflict="replace", grace=float(grace),
     handle_sigterm=handle == "1",
 )
-signal.setitimer(signal.ITIMER_REAL, float(delay))
+signal.setitimer(signal.ITIMER_REAL, 0.0001 if signum == "timeout" else float(delay))
 instance.acquire()
 print("replaced", flush=True)
 """
@@ -105,22 +127,29 @@ def _kill_all(pids: list[int]) -> None:
 
 @pytest.mark.parametrize(
     ("signum", "handle_sigterm"),
-    [(signal.SIGINT, True), (signal.SIGTERM, True), (signal.SIGTERM, False)],
-    ids=["ctrl-c", "sigterm", "sigterm-unhandled"],
+    [
+        (int(signal.SIGINT), True),
+        (int(signal.SIGTERM), True),
+        (int(signal.SIGTERM), False),
+        ("timeout", True),
+    ],
+    ids=["ctrl-c", "sigterm", "sigterm-unhandled", "alarm-timeout"],
 )
 def test_an_interrupted_replace_leaves_nobody_frozen(
-    lock_dir: Path, signum: int, handle_sigterm: bool
+    lock_dir: Path, signum: int | str, handle_sigterm: bool
 ) -> None:
-    """The replacer is interrupted at moments spread over its stop of the old tree.
+    """The replacer is interrupted at moments spread over its stop of the old tree:
+    Ctrl-C, SIGTERM, or a ``signal.alarm`` timeout whose handler raises.
 
     Whatever the stop had suspended is resumed or killed: no process of the
     old tree (holder, pool workers, child, grandchild, all deaf to SIGTERM)
     is left stopped, holding the name and doing nothing.
     """
-    draw = random.Random(signum + handle_sigterm)  # noqa: S311  (not for secrets)
+    draw = random.Random(f"{signum} {handle_sigterm}")  # noqa: S311  (not secrets)
     for moment in draw.sample(range(ROUNDS * 4), ROUNDS):
-        delay = (moment + draw.random()) * 0.08 / (ROUNDS * 4)
-        args = (str(signum), "1" if handle_sigterm else "0", str(delay), str(GRACE))
+        delay: float | str = (moment + draw.random()) * 0.08 / (ROUNDS * 4)
+        if signum == "timeout":  # while the old tree is being suspended, or resumed
+            delay = ("suspending", "resuming")[moment % 2]
         holder = start_holder(
             "bot", lock_dir, "--ignore-term", "--tree", new_session=True
         )
@@ -131,16 +160,19 @@ def test_an_interrupted_replace_leaves_nobody_frozen(
             tree: dict[str, Any] = json.loads(line.removeprefix("tree "))
             pids += [*tree["workers"], tree["child"], tree["grandchild"]]
             assert read_line(holder) == "ready"
+            args = [signum, int(handle_sigterm), delay, GRACE, *pids]
             replacer = subprocess.run(
-                [sys.executable, "-c", REPLACER, str(lock_dir), *args],
+                [sys.executable, "-c", REPLACER, str(lock_dir), *map(str, args)],
                 capture_output=True,
                 text=True,
                 timeout=DEADLINE,
                 check=False,
             )
+            if signum == "timeout":  # it came, in the step drawn
+                assert "TimeoutError" in replacer.stderr, replacer.stderr
             assert _stopped(pids) == [], (
-                f"interrupted {delay * 1000:.1f} ms into the replace, the old tree "
-                f"is left frozen; replacer said {replacer.stdout!r} {replacer.stderr!r}"
+                f"interrupted at {delay!r} (seconds in, or a step of the stop): "
+                f"the old tree is left frozen; replacer said {replacer.stderr!r}"
             )
         finally:
             _kill_all(pids)
