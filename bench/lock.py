@@ -300,7 +300,7 @@ def bench_takeover(directory: Path, runs: int) -> list[float]:
 
 def _default_fs_dir() -> Path:
     """A fresh private directory on the default lock directory's filesystem."""
-    from singleton_proc._paths import resolve_directory  # noqa: PLC0415
+    from singleton_proc._lock.directory import resolve_directory  # noqa: PLC0415
 
     return Path(tempfile.mkdtemp(prefix="bench-", dir=resolve_directory(None)))
 

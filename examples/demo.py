@@ -1,15 +1,16 @@
 """singleton_proc in one minute: one copy holds a name and fans work out to workers.
 
-Run it with ``python examples/demo.py`` (after ``pip install -e ".[progress]"``
-for the progress bar). It holds the name ``singleton-proc-demo``, starts a
-second copy of itself (which is refused and names this one), counts primes
-in eight ranges with ``run_in_pool`` while it holds the name (the workers'
-log records and a progress bar show here), lets go, and shows that a third
-copy now gets in.
+Run it with ``python examples/demo.py``. It holds the name
+``singleton-proc-demo``, starts a second copy of itself (which is refused and
+names this one), counts primes in eight ranges with ``run_in_pool`` while it
+holds the name (the workers' log records show here, and a progress bar once
+the ``progress`` extra is installed: ``pip install -e ".[progress]"``), lets
+go, and shows that a third copy now gets in.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import subprocess
@@ -57,7 +58,8 @@ def main() -> None:
         status = start_copy()
         print(f"   ...the second copy exited with status {status}")
         print("3. Counting primes in 8 ranges with run_in_pool(n=2):", flush=True)
-        counts = run_in_pool(count_primes, RANGES, n=2, progress=True)
+        bar = importlib.util.find_spec("tqdm") is not None  # the progress extra
+        counts = run_in_pool(count_primes, RANGES, n=2, progress=bar)
         print(f"   ...{sum(counts)} primes below 200,000, in input order: {counts}")
     print(f"4. Released; is_running({NAME!r}) = {is_running(NAME)}")
     print("5. Starting a copy again:", flush=True)

@@ -5,9 +5,10 @@ The public surface, declared once. Worker-side names load on first use
 never imports ``multiprocessing``, ``concurrent.futures`` or ``asyncio``.
 
 Example:
-    >>> from singleton_proc import SingleInstance
-    >>> with SingleInstance("feishu"):  # doctest: +SKIP
-    ...     main()
+    >>> from singleton_proc import SingleInstance, is_running
+    >>> with SingleInstance("feishu"):
+    ...     is_running("feishu")  # the bot's work goes here
+    True
 """
 
 from __future__ import annotations
@@ -16,35 +17,42 @@ import importlib
 import logging
 from typing import TYPE_CHECKING, Any
 
-from ._decorate import single_instance
+from ._base.holder import Holder
 from ._errors import (
     AlreadyRunningError,
+    BackendUnavailableError,
     InsecureLockPathError,
+    LeaseLostError,
     LockTimeoutError,
     ReplaceRefusedError,
     SingletonProcError,
+    UnpicklableError,
 )
-from ._holder import Holder
-from ._instance import SingleInstance
-from ._introspect import holder, is_running, list_instances
-from ._stop import terminate
+from ._lock.inspection import holder, is_running, list_instances
+from ._lock.instance import SingleInstance, single_instance
+from ._lock.stop import terminate
 from ._version import __version__
 
 if TYPE_CHECKING:
-    from ._executor import process_pool
-    from ._map import iter_in_pool, run_in_pool
-    from ._process import run_process, start_process
-    from ._worker_errors import TaskTimeoutError, WorkerDiedError
+    from ._workers.errors import TaskTimeoutError, WorkerDiedError
+    from ._workers.executor import PoolExecutor, process_pool
+    from ._workers.map import iter_in_pool, run_in_pool
+    from ._workers.process import ProcessHandle, run_process, start_process
 
 __all__ = [
     "AlreadyRunningError",
+    "BackendUnavailableError",
     "Holder",
     "InsecureLockPathError",
+    "LeaseLostError",
     "LockTimeoutError",
+    "PoolExecutor",
+    "ProcessHandle",
     "ReplaceRefusedError",
     "SingleInstance",
     "SingletonProcError",
     "TaskTimeoutError",
+    "UnpicklableError",
     "WorkerDiedError",
     "__version__",
     "holder",
@@ -61,13 +69,15 @@ __all__ = [
 
 #: Public names that live in modules importing the worker machinery.
 _LAZY = {
-    "TaskTimeoutError": "._worker_errors",
-    "WorkerDiedError": "._worker_errors",
-    "iter_in_pool": "._map",
-    "process_pool": "._executor",
-    "run_in_pool": "._map",
-    "run_process": "._process",
-    "start_process": "._process",
+    "PoolExecutor": "._workers.executor",
+    "ProcessHandle": "._workers.process",
+    "TaskTimeoutError": "._workers.errors",
+    "WorkerDiedError": "._workers.errors",
+    "iter_in_pool": "._workers.map",
+    "process_pool": "._workers.executor",
+    "run_in_pool": "._workers.map",
+    "run_process": "._workers.process",
+    "start_process": "._workers.process",
 }
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())

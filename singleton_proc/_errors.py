@@ -1,6 +1,6 @@
-"""The exceptions of the lock side, all from one base class.
+"""Every exception we raise, all from one base class.
 
-The whole tree (the last two live in ``_worker_errors`` and load lazily,
+The whole tree (the last two live in ``_workers.errors`` and load lazily,
 because their base class comes from ``concurrent.futures``)::
 
     SingletonProcError(Exception)              anything raised by us
@@ -8,6 +8,9 @@ because their base class comes from ``concurrent.futures``)::
     │   ├── LockTimeoutError (also TimeoutError)   "wait" ran out of time
     │   └── ReplaceRefusedError                "replace" could not prove identity
     ├── InsecureLockPathError (also PermissionError)
+    ├── LeaseLostError                         a cluster lease was lost while held
+    ├── BackendUnavailableError (also ConnectionError)   the backend did not answer
+    ├── UnpicklableError (also pickle.PicklingError)     names what would not pickle
     ├── WorkerDiedError (also concurrent.futures.process.BrokenProcessPool)
     └── TaskTimeoutError (also TimeoutError)
 
@@ -19,14 +22,19 @@ process boundaries.
 
 from __future__ import annotations
 
-from ._holder import Holder  # noqa: TC001  (at run time: get_type_hints() needs it)
+import pickle
+
+from ._base.holder import Holder  # noqa: TC001  (at run time: get_type_hints() needs it)
 
 __all__ = [
     "AlreadyRunningError",
+    "BackendUnavailableError",
     "InsecureLockPathError",
+    "LeaseLostError",
     "LockTimeoutError",
     "ReplaceRefusedError",
     "SingletonProcError",
+    "UnpicklableError",
 ]
 
 
@@ -51,12 +59,19 @@ class AlreadyRunningError(SingletonProcError):
             taken by another tool such as ``flock(1)``).
 
     Example:
+        >>> import subprocess, sys
         >>> from singleton_proc import SingleInstance
-        >>> try:  # doctest: +SKIP
+        >>> other = [sys.executable, "-m", "singleton_proc", "run", "feishu",
+        ...          "--", sys.executable, "-c", "import sys; sys.stdin.read()"]
+        >>> with SingleInstance("feishu"):  # another copy starts meanwhile
+        ...     subprocess.run(other, input=b"", capture_output=True).returncode
+        1
+        >>> try:  # and here, the other way round
         ...     with SingleInstance("feishu"):
-        ...         ...
+        ...         print("got it")  # no other copy runs now
         ... except AlreadyRunningError as exc:
         ...     print("busy:", exc.holder)
+        got it
     """
 
     def __init__(self, message: str, *, holder: Holder | None = None) -> None:
@@ -66,7 +81,17 @@ class AlreadyRunningError(SingletonProcError):
 
 
 class LockTimeoutError(AlreadyRunningError, TimeoutError):
-    """``on_conflict="wait"`` ran out of time before the holder let go."""
+    """``on_conflict="wait"`` ran out of time before the holder let go.
+
+    Example:
+        >>> from singleton_proc import SingleInstance
+        >>> try:
+        ...     with SingleInstance("backup", on_conflict="wait", timeout=60):
+        ...         print("backing up")  # once any other copy has let go
+        ... except LockTimeoutError as exc:
+        ...     print("still held by", exc.holder)
+        backing up
+    """
 
 
 class ReplaceRefusedError(AlreadyRunningError):
@@ -75,6 +100,15 @@ class ReplaceRefusedError(AlreadyRunningError):
     Nothing was signalled. The message says which check failed (PID reused,
     another user or host, the caller's own ancestor, a record that does not
     name the process holding the lock).
+
+    Example:
+        >>> from singleton_proc import SingleInstance
+        >>> try:
+        ...     with SingleInstance("bot", on_conflict="replace"):
+        ...         print("serving")  # any proven old copy was stopped first
+        ... except ReplaceRefusedError as exc:
+        ...     print(exc)  # says which check failed
+        serving
     """
 
 
@@ -85,4 +119,74 @@ class InsecureLockPathError(SingletonProcError, PermissionError):
     directory that others can write to or that another user owns, and a
     shared directory that is writable by others but not sticky. The symlink's
     target is never touched.
+
+    Example:
+        >>> import os, tempfile
+        >>> from singleton_proc import SingleInstance
+        >>> shared = tempfile.mkdtemp()
+        >>> os.chmod(shared, 0o777)  # anyone may write, but not sticky
+        >>> try:
+        ...     SingleInstance("bot", directory=shared).acquire()
+        ... except InsecureLockPathError:
+        ...     print("refused")
+        refused
+        >>> os.rmdir(shared)
     """
+
+
+class LeaseLostError(SingletonProcError):
+    """A name held across hosts (``backend=``) was lost while held.
+
+    The lease was not renewed in time (a partition, a paused process) and
+    another process may hold the name now: stop writing what the name
+    guards. Raised by ``check()`` and when the block exits, with
+    ``on_lost="raise"``.
+
+    Example:
+        >>> try:
+        ...     raise LeaseLostError("the lease on 'sync' was lost 0.4 s ago")
+        ... except SingletonProcError as exc:
+        ...     print(type(exc).__name__)
+        LeaseLostError
+    """
+
+
+class BackendUnavailableError(SingletonProcError, ConnectionError):
+    """The backend of a name held across hosts could not be reached in time.
+
+    Nothing is held: the local lock taken meanwhile was let go.
+
+    Example:
+        >>> try:
+        ...     raise BackendUnavailableError("redis://127.0.0.1:1 refused")
+        ... except ConnectionError as exc:
+        ...     print(type(exc).__name__)
+        BackendUnavailableError
+    """
+
+
+class UnpicklableError(SingletonProcError, pickle.PicklingError):
+    """Something that must cross the process boundary cannot be (un)pickled.
+
+    Raised instead of a hang or a cryptic error for the function, an
+    argument, the result or the exception of a call run in a worker.
+
+    Attributes:
+        what: Which thing it was (``"the function"``, ``"argument 2"``,
+            ``"keyword argument 'size'"``, ``"the result"``,
+            ``"the exception"``).
+
+    Example:
+        >>> import threading
+        >>> from singleton_proc import run_process
+        >>> try:
+        ...     run_process(print, threading.Lock())
+        ... except UnpicklableError as exc:
+        ...     print(exc.what)
+        argument 1
+    """
+
+    def __init__(self, message: str, *, what: str = "") -> None:
+        """Store the message and which thing could not be pickled."""
+        super().__init__(message)
+        self.what = what

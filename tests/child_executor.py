@@ -24,7 +24,7 @@ import sys
 
 from pool_tasks import block, take
 
-from singleton_proc._executor import PoolExecutor, process_pool
+from singleton_proc._workers.executor import PoolExecutor, process_pool
 
 from helpers import wait_for_file
 

@@ -25,9 +25,10 @@ import signal
 import sys
 from pathlib import Path
 
-from singleton_proc import SingleInstance, _platform, is_running
-from singleton_proc._paths import NameFiles
-from singleton_proc._record import read_record
+from singleton_proc import SingleInstance, is_running
+from singleton_proc._base import procfs
+from singleton_proc._lock.directory import NameFiles
+from singleton_proc._lock.record import read_record
 
 
 def report(**facts: object) -> None:
@@ -58,7 +59,7 @@ def parent_state(instance: SingleInstance, directory: Path, name: str) -> None:
     report(
         parent_held=instance.held,
         record_pid=record.pid if record else None,
-        lock_pids=sorted(_platform.flock_holders(files.directory, st) or ()),
+        lock_pids=sorted(procfs.flock_holders(files.directory, st) or ()),
         running=is_running(name, directory),
     )
 

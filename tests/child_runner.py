@@ -23,7 +23,7 @@ from child_tasks import block
 from singleton_proc import run_process, start_process
 
 if TYPE_CHECKING:
-    from singleton_proc._process import ProcessHandle
+    from singleton_proc._workers.process import ProcessHandle
 
 
 def main() -> None:

@@ -22,6 +22,11 @@ import pytest
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
+#: The scripts the tests start as processes: ``--doctest-modules`` must not
+#: import them (some do their work at import, as programs without a main
+#: guard do).
+collect_ignore_glob = ["child_*.py"]
+
 
 @pytest.fixture
 def lock_dir(tmp_path: Path) -> Path:

@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING
 import psutil
 import pytest
 
-from singleton_proc._paths import NameFiles
-from singleton_proc._record import read_record
+from singleton_proc._lock.directory import NameFiles
+from singleton_proc._lock.record import read_record
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator

@@ -18,8 +18,8 @@ import psutil
 import pytest
 
 import singleton_proc
-from singleton_proc._cli import human_age
-from singleton_proc._holder import command_line
+from singleton_proc._base.holder import command_line
+from singleton_proc._cli.show import human_age
 
 from helpers import (
     DEADLINE,
@@ -311,26 +311,29 @@ def test_stop_kills_what_ignores_sigterm_after_grace_and_says_so() -> None:
 
 
 @pytest.fixture
-def flock_held(lock_dir: Path) -> Iterator[Path]:
-    """``flock(1)`` holds ``bot.lock`` in ``lock_dir``: running, holder unknowable."""
+def flock_held(lock_dir: Path) -> Iterator[tuple[Path, int]]:
+    """``flock(1)`` holds ``bot.lock`` in ``lock_dir``: (lock_dir, its pid)."""
     proc = flock_holder(lock_dir / "bot.lock")
     try:
-        yield lock_dir
+        yield lock_dir, proc.pid
     finally:
         finish(proc)
 
 
-def test_a_holder_that_cannot_be_identified(flock_held: Path) -> None:
-    where = ["--dir", str(flock_held)]
+def test_a_holder_that_cannot_be_identified(flock_held: tuple[Path, int]) -> None:
+    """Running, holder unknowable: status still shows the pid holding the lock."""
+    lock_dir, pid = flock_held
+    where = ["--dir", str(lock_dir)]
     status, out, _ = cli("status", "bot", *where)
     assert status == 0
-    assert out.splitlines()[1].split()[:3] == ["bot", "?", "?"]
+    assert out.splitlines()[1].split()[:3] == ["bot", str(pid), "?"]
     assert "holder unknown" in out
     (entry,) = json.loads(cli("status", "bot", "--json", *where)[1])
-    assert entry == {key: "bot" if key == "name" else None for key in JSON_KEYS}
+    unknown = dict.fromkeys(JSON_KEYS)
+    assert entry == {**unknown, "name": "bot", "pid": pid}
     status, out, _ = cli("status", *where)  # listed among all names too
     assert status == 0
-    assert out.splitlines()[1].split()[:3] == ["bot", "?", "?"]
+    assert out.splitlines()[1].split()[:3] == ["bot", str(pid), "?"]
 
     status, _, err = cli("stop", "bot", *where)
     assert status == 3
@@ -470,6 +473,9 @@ def test_a_closed_stdout_is_exit_141_without_a_traceback() -> None:
         ["stop"],
         ["stop", "..", "--grace", "1"],
         ["stop", "bot", "--grace", "nan"],
+        ["run", "--dir", "locks", "bot", "--", "true"],  # relative: refused
+        ["status", "--dir", "./locks"],
+        ["stop", "bot", "--dir", "locks"],
     ],
 )
 def test_user_errors_are_one_line_and_exit_2(args: list[str]) -> None:
@@ -493,6 +499,35 @@ def test_an_insecure_directory_is_exit_2(tmp_path: Path) -> None:
     status, _, err = cli("status", env=env)
     assert status == 2
     assert "absolute" in one_error_line(err)
+
+
+#: A bug for ``status`` to hit: listing the lock directory fails the way no
+#: OS error does (a sitecustomize module runs in every Python process; other
+#: listings, such as coverage's at exit, work).
+_INJECTED_BUG = """
+import os
+_real_scandir = os.scandir
+def scandir(path=".", /):
+    if os.fspath(path) == os.environ.get("BUGGY_DIRECTORY"):
+        raise RuntimeError("a bug, injected")
+    return _real_scandir(path)
+os.scandir = scandir
+"""
+
+
+def test_a_bug_shows_its_traceback_and_exits_70(tmp_path: Path, lock_dir: Path) -> None:
+    """Never 1, 2 or 3: cron and systemd must not read a crash as "already running"."""
+    inject = tmp_path / "inject"
+    inject.mkdir()
+    (inject / "sitecustomize.py").write_text(_INJECTED_BUG)
+    env = {**os.environ, "PYTHONPATH": str(inject), "BUGGY_DIRECTORY": str(lock_dir)}
+    status, out, err = cli("status", "--dir", str(lock_dir), env=env)
+    assert (status, out) == (70, "")
+    assert "Traceback (most recent call last)" in err
+    assert "RuntimeError: a bug, injected" in err
+    last = err.splitlines()[-1]
+    assert last == "singleton-proc: an internal error (a bug): please report it"
+    assert cli("status", "--dir", str(lock_dir)) == (0, "nothing is running\n", "")
 
 
 def test_a_command_not_found_is_127_and_releases(private_default_dir: Path) -> None:

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from singleton_proc._cpus import usable_cpus
+from singleton_proc._workers.cpus import usable_cpus
 
 if TYPE_CHECKING:
     from pathlib import Path

@@ -23,10 +23,10 @@ import psutil
 import pytest
 from child_tasks import fail, wait_for_go
 
-from singleton_proc import TaskTimeoutError, WorkerDiedError
-from singleton_proc._executor import process_pool
-from singleton_proc._pool import WorkerPool
-from singleton_proc._wire import RemoteTraceback, UnpicklableError
+from singleton_proc import TaskTimeoutError, UnpicklableError, WorkerDiedError
+from singleton_proc._workers.engine import WorkerPool
+from singleton_proc._workers.executor import process_pool
+from singleton_proc._workers.protocol import RemoteTraceback
 
 from helpers import (
     CTRL_C_BOUND,
@@ -386,7 +386,7 @@ def test_a_submission_or_a_shutdown_wakes_the_manager_at_once(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     # Unwoken, the manager would wait a minute for its workers.
-    monkeypatch.setattr("singleton_proc._pool.WORKER_PROBE", 60.0)
+    monkeypatch.setattr("singleton_proc._workers.engine.WORKER_PROBE", 60.0)
     ready, go = str(tmp_path / "ready"), str(tmp_path / "go")
     with process_pool(2) as pool:
         first = pool.submit(wait_for_go, ready, go)
@@ -414,7 +414,7 @@ def test_the_wake_up_pipe_gets_a_byte_only_when_the_inbox_turns_non_empty(
         writer.send_bytes = spy  # type: ignore[method-assign,assignment]
         return reader, writer
 
-    monkeypatch.setattr("singleton_proc._executor_thread.Pipe", pipe)
+    monkeypatch.setattr("singleton_proc._workers.executor_thread.Pipe", pipe)
     ready, go = str(tmp_path / "ready"), str(tmp_path / "go")
     with process_pool(1) as pool:
         first = pool.submit(wait_for_go, ready, go)

@@ -11,7 +11,11 @@ from typing import TYPE_CHECKING
 import psutil
 import pytest
 
-from singleton_proc._identity import CREATE_TIME_TOLERANCE, current_identity, mismatch
+from singleton_proc._lock.identity import (
+    CREATE_TIME_TOLERANCE,
+    current_identity,
+    mismatch,
+)
 
 if TYPE_CHECKING:
     from singleton_proc import Holder

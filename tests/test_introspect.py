@@ -16,11 +16,11 @@ from test_cli import CLI, cli
 from singleton_proc import (
     AlreadyRunningError,
     SingleInstance,
-    _platform,
     holder,
     is_running,
     list_instances,
 )
+from singleton_proc._base import platform as _platform
 
 from helpers import DEADLINE, HOLDER_SCRIPT, finish, holding, read_line
 

@@ -12,10 +12,11 @@ from singleton_proc import (
     AlreadyRunningError,
     InsecureLockPathError,
     SingleInstance,
-    _platform,
 )
-from singleton_proc._lockfile import lock_state, try_lock_file
-from singleton_proc._paths import NameFiles
+from singleton_proc._base import platform as _platform
+from singleton_proc._base import procfs
+from singleton_proc._lock.directory import NameFiles
+from singleton_proc._lock.lockfile import lock_state, try_lock_file
 
 from helpers import finish, holding, read_line
 
@@ -119,7 +120,7 @@ def test_lock_taken_by_flock_1_counts_as_running(lock_dir: Path) -> None:
 def test_lock_state_without_proc_locks_probes_the_lock(
     lock_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(_platform, "flock_holders", lambda directory, st: None)  # noqa: ARG005
+    monkeypatch.setattr(procfs, "flock_holders", lambda directory, st: None)  # noqa: ARG005
     files = NameFiles.of(lock_dir, "bot")
     assert not lock_state(files).held, "a missing file is not held"
     with holding("bot", lock_dir):

@@ -8,15 +8,21 @@ import stat
 import subprocess
 import sys
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import psutil
 import pytest
 
-from singleton_proc import InsecureLockPathError, SingleInstance, _paths, _platform
-from singleton_proc._paths import existing_directory, resolve_directory
+import singleton_proc
+from singleton_proc import InsecureLockPathError, SingleInstance
+from singleton_proc._base import platform as _platform
+from singleton_proc._lock import directory as _paths
+from singleton_proc._lock.directory import existing_directory, resolve_directory
 
 from helpers import needs_root
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 
 def _mode(path: Path) -> int:
@@ -38,6 +44,27 @@ def test_relative_env_directory_is_refused(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setenv("SINGLETON_PROC_DIR", "relative/locks")
     with pytest.raises(ValueError, match="SINGLETON_PROC_DIR must be an absolute path"):
         resolve_directory(None)
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda: SingleInstance("bot", directory="locks"),  # refused at once
+        lambda: singleton_proc.is_running("bot", directory="./locks"),
+        lambda: singleton_proc.holder("bot", directory="locks"),
+        lambda: singleton_proc.terminate("bot", directory="locks"),
+        lambda: singleton_proc.list_instances(directory="locks"),
+        lambda: singleton_proc.single_instance("bot", directory="locks"),
+    ],
+)
+def test_a_relative_directory_is_refused_everywhere(
+    call: Callable[[], object], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One rule for every way in: cron would find another directory."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match="directory must be an absolute path"):
+        call()
+    assert list(tmp_path.iterdir()) == []  # nothing made where it would have gone
 
 
 def test_default_is_under_the_home_cache(
@@ -76,7 +103,9 @@ def test_same_directory_under_cron_and_a_login_shell(tmp_path: Path) -> None:
     """cron sets HOME but no XDG_RUNTIME_DIR; shells set TMPDIR; all must agree."""
     home = tmp_path / "home"
     home.mkdir()
-    show = "import singleton_proc._paths as p; print(p.resolve_directory(None))"
+    show = (
+        "import singleton_proc._lock.directory as p; print(p.resolve_directory(None))"
+    )
     cron = {"HOME": str(home), "PATH": "/usr/bin:/bin"}
     shell = {
         **cron,

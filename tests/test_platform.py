@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING
 import psutil
 import pytest
 
-from singleton_proc import _platform, holder, is_running
+from singleton_proc import holder, is_running
+from singleton_proc._base import procfs
 
 from helpers import DEADLINE, holding, needs_root, read_line, reap, wait_until_gone
 
@@ -25,7 +26,7 @@ def test_flock_holders_lists_the_holder_and_not_the_waiters(tmp_path: Path) -> N
     path = tmp_path / "f.lock"
     fd = os.open(path, os.O_RDONLY | os.O_CREAT, 0o644)
     try:
-        assert _platform.flock_holders(str(tmp_path), os.fstat(fd)) == frozenset()
+        assert procfs.flock_holders(str(tmp_path), os.fstat(fd)) == frozenset()
         fcntl.flock(fd, fcntl.LOCK_EX)
         waiter = subprocess.Popen(
             ["sh", "-c", f"echo waiting; exec flock {path} true"],
@@ -35,7 +36,7 @@ def test_flock_holders_lists_the_holder_and_not_the_waiters(tmp_path: Path) -> N
         try:
             assert read_line(waiter) == "waiting"
             _wait_for_waiter(os.fstat(fd).st_ino)
-            assert _platform.flock_holders(str(tmp_path), os.fstat(fd)) == frozenset(
+            assert procfs.flock_holders(str(tmp_path), os.fstat(fd)) == frozenset(
                 {os.getpid()}
             )
         finally:
@@ -62,8 +63,8 @@ def _wait_for_waiter(inode: int) -> None:
 def test_flock_holders_without_proc_locks_cannot_tell(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(_platform, "_PROC_LOCKS", tmp_path / "missing")
-    assert _platform.flock_holders(str(tmp_path), os.stat(tmp_path)) is None
+    monkeypatch.setattr(procfs, "_PROC_LOCKS", tmp_path / "missing")
+    assert procfs.flock_holders(str(tmp_path), os.stat(tmp_path)) is None
 
 
 def test_flock_holders_skips_malformed_lines(
@@ -79,8 +80,8 @@ def test_flock_holders_skips_malformed_lines(
         f"4: POSIX  ADVISORY  WRITE 99 {key} 0 EOF\n"
         "garbage\n"
     )
-    monkeypatch.setattr(_platform, "_PROC_LOCKS", fake)
-    assert _platform.flock_holders(str(tmp_path), st) == frozenset({77})
+    monkeypatch.setattr(procfs, "_PROC_LOCKS", fake)
+    assert procfs.flock_holders(str(tmp_path), st) == frozenset({77})
 
 
 def _run(*command: str) -> subprocess.CompletedProcess[str]:
@@ -121,9 +122,9 @@ def overlay_dir(tmp_path: Path) -> Iterator[Path]:
 def test_holders_are_seen_on_overlayfs(overlay_dir: Path) -> None:
     with holding("bot", overlay_dir) as first:
         st = os.lstat(overlay_dir / "bot.lock")
-        in_proc_locks = _platform._device(st.st_dev)  # noqa: SLF001
-        assert _platform._mount_device(str(overlay_dir)) != in_proc_locks  # noqa: SLF001
-        assert _platform.flock_holders(str(overlay_dir), st) == frozenset({first.pid})
+        in_proc_locks = procfs._device(st.st_dev)  # noqa: SLF001
+        assert procfs._mount_device(str(overlay_dir)) != in_proc_locks  # noqa: SLF001
+        assert procfs.flock_holders(str(overlay_dir), st) == frozenset({first.pid})
         assert is_running("bot", overlay_dir)
         found = holder("bot", overlay_dir)
         assert found is not None
@@ -135,7 +136,7 @@ def test_holders_are_seen_on_overlayfs(overlay_dir: Path) -> None:
 #: would end (no pipe from it): only the death signal can stop it.
 _DEATH_SIGNAL_PARENT = """
 import subprocess, sys
-from singleton_proc import _platform
+from singleton_proc._base import platform as _platform
 idle = "import signal; signal.pause()"
 child = subprocess.Popen(
     [sys.executable, "-c", idle],

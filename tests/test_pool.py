@@ -20,13 +20,14 @@ import pytest
 
 from singleton_proc import (
     TaskTimeoutError,
+    UnpicklableError,
     WorkerDiedError,
     iter_in_pool,
     run_in_pool,
 )
-from singleton_proc._chunks import ChunkSizer, Outcome
-from singleton_proc._cpus import usable_cpus
-from singleton_proc._wire import RemoteTraceback, UnpicklableError
+from singleton_proc._workers.chunks import ChunkSizer, Outcome
+from singleton_proc._workers.cpus import usable_cpus
+from singleton_proc._workers.protocol import RemoteTraceback
 
 from helpers import (
     CTRL_C_BOUND,
@@ -465,9 +466,12 @@ def test_a_logging_initializer_and_large_items_do_not_deadlock() -> None:
 
 def test_chunks_stay_small_after_a_death_of_slow_items() -> None:
     sizer = ChunkSizer(None, workers=2, length=400)
-    sizer.observe(Outcome(0, [1], seconds=0.05))
     assert sizer.size() == 1
-    sizer.observe(Outcome(1, [None], {0: WorkerDiedError("died")}))  # no timing
+    sizer.observe(Outcome(0, [1], seconds=1e-6))  # fast: chunks grow to the cap
+    assert sizer.size() == 50  # 400 items / (2 workers x 4 chunks each)
+    sizer.observe(Outcome(1, [1, 2], seconds=0.1))  # 50 ms an item: one a chunk
+    assert sizer.size() == 1
+    sizer.observe(Outcome(3, [None], {0: WorkerDiedError("died")}))  # no timing
     assert sizer.size() == 1
 
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import psutil
 import pytest
 
-from singleton_proc._worker import PIPE_LOST_EXIT
+from singleton_proc._workers.bootstrap import PIPE_LOST_EXIT
 
 from helpers import (
     DEADLINE,

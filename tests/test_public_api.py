@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import subprocess
 import sys
@@ -12,17 +13,22 @@ import pytest
 
 import singleton_proc
 
-from helpers import env_without_coverage
+from helpers import TESTS, env_without_coverage
 
 EXPECTED = [
     "AlreadyRunningError",
+    "BackendUnavailableError",
     "Holder",
     "InsecureLockPathError",
+    "LeaseLostError",
     "LockTimeoutError",
+    "PoolExecutor",
+    "ProcessHandle",
     "ReplaceRefusedError",
     "SingleInstance",
     "SingletonProcError",
     "TaskTimeoutError",
+    "UnpicklableError",
     "WorkerDiedError",
     "__version__",
     "holder",
@@ -114,3 +120,16 @@ def test_dir_lists_the_public_names_only() -> None:
     assert [n for n in dir(singleton_proc) if not n.startswith("_")] == sorted(
         n for n in EXPECTED if not n.startswith("_")
     )
+
+
+API_PAGE = TESTS.parent / "docs" / "api.md"
+
+
+@pytest.mark.parametrize("name", [n for n in EXPECTED if n != "__version__"])
+def test_every_public_name_has_an_example_and_an_entry_in_the_reference(
+    name: str,
+) -> None:
+    value = getattr(singleton_proc, name)
+    assert value.__module__ == "singleton_proc"
+    assert ">>>" in (inspect.getdoc(value) or ""), f"{name} has no example"
+    assert f"::: singleton_proc.{name}\n" in API_PAGE.read_text(encoding="utf-8")

@@ -25,7 +25,7 @@ from singleton_proc import (
     holder,
     is_running,
 )
-from singleton_proc._record import decode_record, encode_record
+from singleton_proc._lock.record import decode_record, encode_record
 
 from helpers import DEADLINE, as_user, holding, needs_root, reap, record_of
 

@@ -25,9 +25,9 @@ from singleton_proc import (
     is_running,
     terminate,
 )
-from singleton_proc._identity import current_identity
-from singleton_proc._polling import run_blocking
-from singleton_proc._stop import stopping
+from singleton_proc._base.waits import run_blocking
+from singleton_proc._lock.identity import current_identity
+from singleton_proc._lock.stop import stopping
 
 from helpers import (
     DEADLINE,

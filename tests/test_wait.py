@@ -15,9 +15,9 @@ from singleton_proc import (
     AlreadyRunningError,
     LockTimeoutError,
     SingleInstance,
-    _lockfile,
     is_running,
 )
+from singleton_proc._lock import lockfile as _lockfile
 
 from helpers import DEADLINE, finish, flock_holder, holding, open_lock_fds, read_line
 
@@ -45,7 +45,7 @@ def first_miss(monkeypatch: pytest.MonkeyPatch) -> threading.Event:
             missed.set()
         return lock
 
-    monkeypatch.setattr("singleton_proc._instance.try_lock_file", noting_misses)
+    monkeypatch.setattr("singleton_proc._lock.policy.try_lock_file", noting_misses)
     return missed
 
 

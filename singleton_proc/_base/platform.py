@@ -1,0 +1,315 @@
+"""Everything that differs between Linux, macOS and Windows, chosen once.
+
+portalocker and psutil do most of the platform work; what is left lives
+here, with every branch importable everywhere so that the rest of the
+package never tests ``os.name`` or ``sys.platform`` itself:
+
+* the OS lock: an explicit portalocker locker (``flock`` on POSIX, called
+  through the locker's primitive; ``msvcrt.locking`` on Windows), never
+  portalocker's global, mutable ``LOCKER`` setting;
+* open flags (``O_NOFOLLOW``, ``O_CLOEXEC``, ``O_NONBLOCK``) and file modes;
+* where the per-user cache directory and its fallback are;
+* symlinks and junctions, fork hooks, filesystem types.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import signal
+import stat
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from portalocker import exceptions as _pl_exceptions
+from portalocker.constants import LockFlags
+from portalocker.portalocker import BaseLocker
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+
+__all__ = [
+    "HAS_FORK",
+    "HAS_NOFOLLOW",
+    "IS_WINDOWS",
+    "OPEN_FLAGS",
+    "at_fork",
+    "cache_home",
+    "current_uid",
+    "fallback_directory",
+    "filesystem_type",
+    "is_link",
+    "process_group",
+    "refused_symlink",
+    "set_directory_mode",
+    "set_mode",
+    "set_parent_death_signal",
+    "sigint_blocked",
+    "thread_count",
+    "try_lock",
+    "unblock_sigint",
+    "unlock",
+]
+
+IS_WINDOWS = os.name == "nt"
+#: ``os.fork`` and so ``subprocess``'s ``preexec_fn``: not on Windows.
+HAS_FORK = hasattr(os, "fork")
+IS_MACOS = sys.platform == "darwin"
+
+_LOCKER: BaseLocker
+#: The ``fcntl``-style callable of the POSIX locker, called with plain ints.
+_PRIMITIVE: Callable[[int, int], object] | None
+if IS_WINDOWS:  # pragma: no cover - Windows is correct by design, not tested in CI
+    from portalocker.portalocker import MsvcrtLocker
+
+    _LOCKER = MsvcrtLocker()
+    _PRIMITIVE = None
+else:
+    from portalocker.portalocker import FlockLocker
+
+    _FLOCK = FlockLocker()
+    _LOCKER, _PRIMITIVE = _FLOCK, _FLOCK.locker
+_EXCLUSIVE_NOW = LockFlags.EXCLUSIVE | LockFlags.NON_BLOCKING
+_EXCLUSIVE_NOW_BITS = int(_EXCLUSIVE_NOW)
+_UNLOCK_BITS = int(LockFlags.UNBLOCK)
+
+#: ``O_NOFOLLOW`` refuses a symlink in the last path component at open time.
+#: Windows has no such flag; callers ``lstat`` first there.
+HAS_NOFOLLOW = hasattr(os, "O_NOFOLLOW")
+
+#: Flags added to every ``os.open`` of our files: never follow a symlink,
+#: never leak the descriptor into an exec'd program, never block on a FIFO
+#: planted where a regular file should be.
+OPEN_FLAGS = (
+    getattr(os, "O_NOFOLLOW", 0)
+    | getattr(os, "O_CLOEXEC", 0)
+    | getattr(os, "O_NONBLOCK", 0)
+    | getattr(os, "O_BINARY", 0)
+)
+
+_REPARSE_POINT = 0x400  # FILE_ATTRIBUTE_REPARSE_POINT: symlinks and junctions
+
+
+def try_lock(fd: int) -> bool:
+    """Take the exclusive OS lock on ``fd`` without waiting.
+
+    On POSIX the call goes straight to the primitive portalocker's
+    ``FlockLocker`` wraps (``fcntl.flock``): its wrapper re-validates
+    enum flags on every call, a quarter of what ``flock`` itself costs
+    again, on every acquire and release.
+
+    Returns:
+        ``True`` when the lock is now held through this open file,
+        ``False`` when another open file holds it.
+
+    Raises:
+        OSError: locking failed for another reason (the filesystem does not
+            support locks, the descriptor is bad); the original error is the
+            cause.
+    """
+    if _PRIMITIVE is not None:
+        try:
+            _PRIMITIVE(fd, _EXCLUSIVE_NOW_BITS)
+        except OSError as exc:
+            if exc.errno in (errno.EAGAIN, errno.EACCES):
+                return False
+            raise
+        return True
+    try:  # pragma: no cover - Windows
+        _LOCKER.lock(fd, _EXCLUSIVE_NOW)
+    except _pl_exceptions.AlreadyLocked:
+        return False
+    except _pl_exceptions.LockException as exc:
+        cause = exc.__cause__
+        if isinstance(cause, OSError):
+            raise cause from None
+        raise OSError(str(exc)) from exc
+    return True
+
+
+def unlock(fd: int) -> None:
+    """Release the OS lock held through ``fd``."""
+    if _PRIMITIVE is not None:
+        _PRIMITIVE(fd, _UNLOCK_BITS)
+    else:  # pragma: no cover - Windows
+        _LOCKER.unlock(fd)
+
+
+def set_mode(fd: int, mode: int) -> None:
+    """Give a file we created ``mode`` whatever the umask (POSIX only)."""
+    if not IS_WINDOWS:
+        os.fchmod(fd, mode)
+
+
+def set_directory_mode(path: Path, mode: int) -> None:
+    """Give a directory we created ``mode`` whatever the umask (POSIX only)."""
+    if not IS_WINDOWS:
+        os.chmod(path, mode, follow_symlinks=False)
+
+
+def is_link(st: os.stat_result) -> bool:
+    """Whether an ``lstat`` result is a symlink (or, on Windows, a junction)."""
+    attributes = getattr(st, "st_file_attributes", 0)
+    return stat.S_ISLNK(st.st_mode) or bool(attributes & _REPARSE_POINT)
+
+
+def refused_symlink(exc: OSError) -> bool:
+    """Whether an ``O_NOFOLLOW`` open failed because the path is a symlink.
+
+    Linux and macOS say ``ELOOP``; FreeBSD says ``EMLINK``.
+    """
+    return exc.errno in {errno.ELOOP, errno.EMLINK}
+
+
+def at_fork(
+    *,
+    before: Callable[[], object] | None = None,
+    after_in_parent: Callable[[], object] | None = None,
+    after_in_child: Callable[[], object],
+) -> None:
+    """Register fork hooks, as :func:`os.register_at_fork` (POSIX only)."""
+    if not hasattr(os, "register_at_fork"):  # pragma: no cover - Windows has no fork
+        return
+    if before is not None and after_in_parent is not None:
+        os.register_at_fork(before=before, after_in_parent=after_in_parent)
+    os.register_at_fork(after_in_child=after_in_child)
+
+
+def thread_count() -> int:
+    """Threads of this process, those started by C code included where known."""
+    try:
+        return len(os.listdir("/proc/self/task"))
+    except OSError:  # not Linux: only the threads Python knows about
+        import threading  # noqa: PLC0415
+
+        return threading.active_count()
+
+
+@contextlib.contextmanager
+def sigint_blocked() -> Iterator[None]:
+    """Block SIGINT in this thread meanwhile; a child started now inherits the mask.
+
+    A worker unblocks it (see :func:`unblock_sigint`) after ignoring SIGINT,
+    so a Ctrl-C during its start-up is neither a traceback nor a death.
+    """
+    if not hasattr(signal, "pthread_sigmask"):  # pragma: no cover - Windows
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def unblock_sigint() -> None:
+    """Undo an inherited :func:`sigint_blocked` (in a worker, SIGINT ignored)."""
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
+def process_group(pid: int) -> int | None:
+    """The process group of ``pid``, or ``None`` (gone, or no groups: Windows)."""
+    if IS_WINDOWS:  # pragma: no cover - Windows has no process groups
+        return None
+    try:
+        return os.getpgid(pid)
+    except OSError:
+        return None
+
+
+def current_uid() -> int | None:
+    """The effective user id, or ``None`` where there is no such thing."""
+    if IS_WINDOWS:  # pragma: no cover - Windows is correct by design
+        return None
+    return os.geteuid()
+
+
+def cache_home() -> Path | None:
+    """The per-user cache directory that every session of the user shares.
+
+    ``~`` is resolved as :func:`os.path.expanduser` does (``$HOME``, else the
+    password database), never from session variables such as
+    ``$XDG_RUNTIME_DIR`` or ``$TMPDIR``, which cron and systemd do not set.
+
+    Returns:
+        The directory, or ``None`` when the home is unusable: an empty or
+        relative ``$HOME``, no password entry, or ``/`` (service users).
+    """
+    if IS_WINDOWS:  # pragma: no cover - Windows is correct by design
+        local = os.environ.get("LOCALAPPDATA")
+        return Path(local) if local else Path.home() / "AppData" / "Local"
+    if os.environ.get("HOME") == "":
+        return None  # expanduser would make "/" of it
+    home = Path(os.path.expanduser("~"))
+    if not home.is_absolute() or home == Path(home.anchor):
+        return None
+    if IS_MACOS:  # pragma: no cover - macOS is correct by design
+        return home / "Library" / "Caches"
+    return home / ".cache"
+
+
+def fallback_directory() -> Path:
+    """Where the private directory goes when the home directory cannot hold it.
+
+    Service users and containers often have no home, or one they cannot
+    write to. ``/tmp`` is used literally (not ``$TMPDIR``, which differs
+    between sessions), with the uid in the name so that every user has one.
+    """
+    if IS_WINDOWS:  # pragma: no cover - Windows is correct by design
+        import getpass  # noqa: PLC0415  (Windows only)
+        import tempfile  # noqa: PLC0415
+
+        return Path(tempfile.gettempdir()) / f"singleton_proc-{getpass.getuser()}"
+    return Path(f"/tmp/singleton_proc-{os.geteuid()}")  # noqa: S108
+
+
+def filesystem_type(path: str) -> str:
+    """The type of the filesystem holding ``path`` (``"ext4"``, ``"nfs4"``, ...).
+
+    From psutil's mount table, which every platform has; ``"remote"`` is
+    appended for what Windows reports as a network drive.
+    """
+    import psutil  # noqa: PLC0415  (only on the first lock in a directory)
+
+    real = os.path.realpath(path)
+    best = None
+    for part in psutil.disk_partitions(all=True):
+        mount = part.mountpoint
+        inside = real == mount or real.startswith(mount.rstrip(os.sep) + os.sep)
+        if inside and (best is None or len(mount) > len(best.mountpoint)):
+            best = part
+    if best is None:
+        return ""
+    return f"{best.fstype} remote" if "remote" in best.opts else best.fstype
+
+
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def set_parent_death_signal() -> None:
+    """Ask the kernel to SIGKILL this process when its parent dies (Linux).
+
+    Meant for a child between fork and exec (``subprocess.Popen``'s
+    ``preexec_fn``): the ``singleton-proc run`` wrapper holds the name for its
+    command, so the command must not outlive a wrapper killed by SIGKILL.
+    The setting survives ``exec`` (except of set-user-ID programs) and
+    fires when the *thread* that forked the child exits. The caller must
+    then check ``os.getppid()``: a parent that died before this call leaves
+    nothing to fire. Elsewhere a no-op: macOS and Windows have no such
+    setting.
+
+    Raises:
+        OSError: ``prctl`` refused.
+    """
+    if not sys.platform.startswith("linux"):  # pragma: no cover - Linux only
+        return
+    import ctypes  # noqa: PLC0415  (only in the child, never on import)
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    sigkill = ctypes.c_ulong(signal.SIGKILL)
+    if libc.prctl(_PR_SET_PDEATHSIG, sigkill, 0, 0, 0) != 0:
+        code = ctypes.get_errno()
+        raise OSError(code, f"prctl(PR_SET_PDEATHSIG): {os.strerror(code)}")

@@ -1,0 +1,1 @@
+"""The command line: ``singleton-proc run``, ``status`` and ``stop``."""

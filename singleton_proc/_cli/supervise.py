@@ -1,0 +1,138 @@
+"""Running CMD as a child while a name is held: ``singleton-proc run``'s engine.
+
+Signals the wrapper receives (SIGINT, SIGTERM, SIGHUP) are passed on to CMD,
+CMD's exit status becomes the wrapper's (128 + N for a death by signal N),
+and on Linux CMD dies with a SIGKILLed wrapper (``PR_SET_PDEATHSIG``). Its
+errors are classes of their own; ``main`` turns them into exit statuses.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+from typing import TYPE_CHECKING
+
+from singleton_proc._base import platform as _platform
+from singleton_proc._errors import SingletonProcError
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from types import FrameType
+
+__all__ = [
+    "EXIT_SIGNAL_BASE",
+    "CannotExecuteError",
+    "CommandNotFoundError",
+    "Interrupted",
+    "Wrapper",
+]
+
+EXIT_SIGNAL_BASE = 128  # + N: died by signal N, as a shell reports it
+#: The signals ``run`` passes on to CMD (Windows has no SIGHUP).
+_FORWARDED = [
+    getattr(signal, name)
+    for name in ("SIGINT", "SIGTERM", "SIGHUP")
+    if hasattr(signal, name)
+]
+
+
+class CommandNotFoundError(SingletonProcError):
+    """CMD does not exist."""
+
+
+class CannotExecuteError(SingletonProcError):
+    """CMD exists but cannot be executed."""
+
+
+class Interrupted(BaseException):
+    """A forwarded signal (``args[0]``) came before CMD started: exit 128 + N."""
+
+
+class Wrapper:
+    """CMD as a child of this process, with signals forwarded to it.
+
+    Until CMD starts, a forwarded signal stops us (exit 128 + N, the name
+    released); while it starts, signals are kept and passed on once it runs;
+    then each goes to CMD, whose exit ends the wrapper.
+    """
+
+    def __init__(self, command: list[str]) -> None:
+        """Prepare to run ``command``; nothing starts yet."""
+        self.command = command
+        self.pid = os.getpid()
+        self.child: subprocess.Popen[bytes] | None = None
+        self.starting = False
+        self.pending: list[int] = []
+
+    @contextlib.contextmanager
+    def forwarding(self) -> Iterator[None]:
+        """Install the forwarding handlers; restore the previous ones after.
+
+        A signal ignored when we started (``nohup``, a background job of a
+        non-interactive shell) stays ignored, and CMD inherits that.
+        """
+        previous = {}
+        for signum in _FORWARDED:
+            old = signal.getsignal(signum)
+            if old is not None and old != signal.SIG_IGN:
+                previous[signum] = old
+                signal.signal(signum, self._on_signal)
+        try:
+            yield
+        finally:
+            for signum, old in previous.items():
+                signal.signal(signum, old)
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:  # noqa: ARG002
+        """Pass the signal on to CMD, keep it for CMD, or stop waiting."""
+        if os.getpid() != self.pid:
+            return  # in CMD between fork and exec: the wrapper forwards it
+        if self.child is not None:
+            _forward(self.child, signum)
+        elif self.starting:
+            self.pending.append(signum)
+        else:
+            raise Interrupted(signum)
+
+    def run(self) -> int:
+        """Start CMD, pass on what arrived meanwhile, wait; return its status."""
+        self.starting = True
+        try:
+            child = subprocess.Popen(
+                self.command,
+                close_fds=False,  # pass inherited descriptors on, as flock(1) does
+                preexec_fn=self._guard if _platform.HAS_FORK else None,  # noqa: PLW1509  (no threads here)
+            )
+        except FileNotFoundError as exc:
+            message = f"{self.command[0]}: command not found"
+            raise CommandNotFoundError(message) from exc
+        except (OSError, subprocess.SubprocessError) as exc:
+            why = exc.strerror if isinstance(exc, OSError) else str(exc)
+            message = f"{self.command[0]}: cannot execute: {why}"
+            raise CannotExecuteError(message) from exc
+        self.child = child
+        for signum in self.pending:
+            _forward(child, signum)
+        status = child.wait()
+        return status if status >= 0 else EXIT_SIGNAL_BASE - status
+
+    def _guard(self) -> None:
+        """In CMD before exec: die with the wrapper, even one gone already.
+
+        A wrapper SIGKILLed before the death signal was set cannot fire it,
+        hence the look at the parent after setting it.
+        """
+        _platform.set_parent_death_signal()
+        if os.getppid() != self.pid:
+            os._exit(EXIT_SIGNAL_BASE + 9)  # as if that SIGKILL had reached us
+
+
+def _forward(child: subprocess.Popen[bytes], signum: int) -> None:
+    """Send ``signum`` to CMD: a no-op once it is reaped, or if it cannot be.
+
+    (Windows can only terminate; Ctrl-C reaches CMD through the console.)
+    """
+    with contextlib.suppress(OSError, ValueError):
+        child.send_signal(signum)

@@ -1,0 +1,1 @@
+"""The worker wing: worker processes, their protocol, the pool engine and drivers."""

@@ -1,0 +1,124 @@
+"""``executor=``: the chunks of ``run_in_pool`` and ``iter_in_pool`` on any Executor.
+
+:class:`ExecutorPool` offers what ``map`` asks of our own pool (``wants``,
+``put``, ``collect``, ``idle``, ``close``, ``terminate``) on top of a
+``concurrent.futures.Executor`` (loky, ``dask.distributed``'s
+``Client.get_executor()``, a ``ProcessPoolExecutor``...): each chunk becomes
+one submitted call of :func:`apply_chunk`, so results keep their order, the
+first failure is raised at once (or, with ``return_exceptions``, takes its
+item's place), and the window of items in flight stays bounded. What only
+our pool can give: a timeout that kills a stuck task, naming the item a
+dead worker ran, and the promise that no worker outlives the call; the
+executor's owner decides what happens to its workers.
+"""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import FIRST_COMPLETED, wait
+from typing import TYPE_CHECKING, Any
+
+from .child_loop import caller
+from .chunks import CHUNKS_AHEAD, Outcome
+from .protocol import Mode
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from concurrent.futures import Executor, Future
+
+__all__ = ["ExecutorPool", "apply_chunk"]
+
+
+def apply_chunk(
+    fn: Callable[..., Any], items: list[Any], mode: Mode, keep_going: bool
+) -> tuple[list[Any], dict[int, BaseException], float]:
+    """In the executor's worker: call ``fn`` on each item.
+
+    Returns the values, the exceptions by offset (with ``keep_going``; else
+    the first one is raised, ending the chunk), and the seconds it took.
+    """
+    began = time.perf_counter()
+    call = caller(fn, mode)
+    values: list[Any] = []
+    errors: dict[int, BaseException] = {}
+    for offset, item in enumerate(items):
+        try:
+            values.append(call(item))
+        except Exception as exc:
+            if not keep_going:
+                raise
+            errors[offset] = exc
+            values.append(None)
+    return values, errors, time.perf_counter() - began
+
+
+class ExecutorPool:
+    """Our pool's interface for ``map``, on a caller's executor.
+
+    Args:
+        executor: Where chunks run; it is neither shut down nor waited for.
+        fn: The function items are given to.
+        workers: How many chunks may run at once (the executor's workers).
+        keep_going: ``return_exceptions``: a failing item does not end its
+            chunk, and a chunk that fails as a whole (its worker died) gives
+            every one of its items the error.
+    """
+
+    def __init__(
+        self,
+        executor: Executor,
+        fn: Callable[..., Any],
+        workers: int,
+        *,
+        keep_going: bool,
+    ) -> None:
+        """Remember the executor; nothing is submitted yet."""
+        self._executor = executor
+        self._fn = fn
+        self._ahead = CHUNKS_AHEAD * workers
+        self._keep_going = keep_going
+        #: Unknown: the executor pickles the chunk (see ``ChunkSizer``).
+        self.last_payload = 0
+        self._running: dict[Future[Any], tuple[int, int]] = {}  # future: (first, count)
+
+    def wants(self) -> bool:
+        """Whether another chunk should be submitted now."""
+        return len(self._running) < self._ahead
+
+    def put(self, first: int, items: list[Any], mode: Mode = Mode.ONE) -> None:
+        """Submit ``items`` (indices ``first``...) as one call."""
+        future = self._executor.submit(
+            apply_chunk, self._fn, items, mode, self._keep_going
+        )
+        self._running[future] = (first, len(items))
+
+    def idle(self) -> bool:
+        """Whether no chunk is running."""
+        return not self._running
+
+    def collect(self) -> list[Outcome]:
+        """Wait for at least one chunk to finish; their outcomes."""
+        if not self._running:  # a caller's bug: waiting would be for ever
+            raise RuntimeError("collect() with nothing in flight")
+        done, _ = wait(list(self._running), return_when=FIRST_COMPLETED)
+        return [self._outcome(future) for future in done]
+
+    def _outcome(self, future: Future[Any]) -> Outcome:
+        """A finished chunk's outcome; a failure as the error of its items."""
+        first, count = self._running.pop(future)
+        error = future.exception()
+        if error is None:
+            values, errors, seconds = future.result()
+            return Outcome(first, values, errors, seconds)
+        if self._keep_going:  # the chunk failed as a whole: a dead worker
+            return Outcome(first, [None] * count, dict.fromkeys(range(count), error))
+        return Outcome(first, [None], {0: error})
+
+    def close(self) -> None:
+        """Nothing to do: the executor is its owner's."""
+
+    def terminate(self) -> None:
+        """Cancel the chunks that have not started (running ones cannot be)."""
+        for future in self._running:
+            future.cancel()
+        self._running.clear()

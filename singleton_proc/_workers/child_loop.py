@@ -1,0 +1,203 @@
+"""The pool worker: a loop that runs chunks of items until it is told to stop.
+
+A pool worker is set up like a one-call worker (``bootstrap.prepare``: SIGINT
+ignored, dying with its parent, logging forwarded), runs the initializer,
+then reads chunks from its pipe and answers each in order. Besides the
+pipe, it shares a small board with the parent: the chunk it runs, the
+offset of the item in that chunk, and (when tasks have a timeout) when that
+item started; the offset is :data:`UNPACKING` before the first item and
+:data:`SENDING` after the last. The parent reads the board to name the
+item a dead worker was running (or whose result it was sending) and to
+time a task from when it started, at no cost of messages. A worker that
+cannot send (its parent died, or a task closed the pipe) exits quietly at
+once (see ``bootstrap.Channel``).
+
+Messages from the parent: a chunk, as its id in :data:`HEADER` bytes then
+``(fn or None, mode, items, keep_going, timed)`` pickled, or the id
+:data:`STOP` alone. The worker says ``("ready",)`` once its initializer has
+run (the parent sends nothing before: a large chunk would block it while
+the initializer logs). Answers, one per chunk, in the order the chunks
+came (besides ``("log", record)``)::
+
+    ("done", values, errors, seconds)  values pickled; errors: [(offset, report)]
+    ("stopped", offset, *report)   the item at offset failed; the rest did not run
+    ("unreadable", *report)        the chunk could not be unpickled here
+    ("init", *report)              the function or the initializer failed
+
+where a report is ``protocol.report_exception``'s tuple.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from .bootstrap import prepare, unpicklable_result, unpickling_failed
+from .logforward import forward
+from .protocol import Kind, Mode, dumps, loads, report_exception
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from multiprocessing.connection import Connection
+
+    from .bootstrap import Channel, WorkerSettings
+
+__all__ = [
+    "BOARD_SIZE",
+    "CHUNK",
+    "HEADER",
+    "OFFSET",
+    "SENDING",
+    "STARTED",
+    "STOP",
+    "UNPACKING",
+    "caller",
+    "serve",
+]
+
+#: The board: three signed 64-bit integers.
+BOARD_SIZE = 3
+#: Board fields: the running chunk's id, the item's offset in it, and when
+#: the item started (``time.monotonic_ns()``, only when tasks are timed).
+CHUNK, OFFSET, STARTED = range(BOARD_SIZE)
+
+#: A message to a worker: the chunk id (8 bytes, little-endian), then the
+#: pickled chunk; the id :data:`STOP` alone tells it to exit.
+HEADER = 8
+STOP = 0
+#: The board's offset while the worker unpickles a chunk (before any item),
+#: and once every item ran, while it pickles and sends the chunk's answer (a
+#: result whose pickling kills the worker is then blamed on the chunk, not
+#: taken for a chunk that never started).
+UNPACKING = -1
+SENDING = -2
+
+
+def caller(fn: Callable[..., Any], mode: Mode) -> Callable[[Any], Any]:
+    """The function that runs one item in ``mode``."""
+    if mode is Mode.ONE:
+        return fn
+    if mode is Mode.NONE:
+        return lambda _item: fn()
+    if mode is Mode.STAR:
+        return lambda item: fn(*item)
+    return lambda item: item[0](*item[1], **item[2])  # Mode.CALL
+
+
+def serve(
+    conn: Connection,
+    parent_alive: Connection,
+    settings: WorkerSettings,
+    job: bytes,
+    board_memory: Any,
+) -> None:
+    """Run the initializer, then chunks, until told to stop or the parent is gone.
+
+    Args:
+        conn: The worker's end of its two-way pipe to the parent.
+        parent_alive: See ``bootstrap.prepare``.
+        settings: See ``bootstrap.prepare``.
+        job: ``(fn, initializer, initargs)``, pickled by the parent.
+        board_memory: Shared memory (a ``RawArray`` of :data:`BOARD_SIZE`
+            64-bit integers) the parent reads.
+    """
+    channel = prepare(conn, parent_alive, settings)
+    board = memoryview(board_memory).cast("B").cast("q")
+    try:
+        fn, initializer, initargs = loads(job)
+    except Exception as exc:  # noqa: BLE001  (reported, and named)
+        channel.send(
+            Kind.INIT, *unpickling_failed("the function or the initializer", exc)
+        )
+        return
+    forward(channel.send_log, settings.levels)  # unpickling may add handlers
+    if initializer is not None:
+        try:
+            initializer(*initargs)
+        except Exception as exc:  # noqa: BLE001  (reported to the parent)
+            channel.send(Kind.INIT, *report_exception(exc))
+            return
+    channel.send(Kind.READY)
+    while True:
+        try:
+            data = conn.recv_bytes()
+        except (EOFError, OSError):  # the parent closed its end: it is gone
+            return
+        chunk_id = int.from_bytes(data[:HEADER], "little", signed=True)
+        if chunk_id == STOP:
+            return
+        board[OFFSET] = UNPACKING  # if an item kills us now, the parent knows
+        board[CHUNK] = chunk_id
+        try:
+            chunk_fn, mode, items, keep_going, timed = loads(memoryview(data)[HEADER:])
+        except Exception as exc:  # noqa: BLE001  (reported, and named)
+            board[CHUNK] = 0
+            channel.send(Kind.UNREADABLE, *unpickling_failed("the items", exc))
+            continue
+        del data
+        call = caller(fn if chunk_fn is None else chunk_fn, mode)
+        _run_chunk(channel, board, call, items, keep_going=keep_going, timed=timed)
+
+
+def _run_chunk(
+    channel: Channel,
+    board: memoryview,
+    call: Callable[[Any], Any],
+    items: list[Any],
+    *,
+    keep_going: bool,
+    timed: bool,
+) -> None:
+    """Call every item and send the chunk's answer.
+
+    With ``keep_going`` an item that raises is reported and the others run;
+    without it the chunk stops at the first failure.
+    """
+    values: list[Any] = []
+    append = values.append
+    errors: list[tuple[int, tuple[str | bytes, ...]]] = []
+    clock = time.monotonic_ns
+    began = time.perf_counter()
+    for offset, item in enumerate(items):
+        if timed:
+            board[STARTED] = clock()
+        board[OFFSET] = offset
+        try:
+            append(call(item))
+        except Exception as exc:  # noqa: BLE001  (SystemExit ends the worker)
+            if not keep_going:
+                board[OFFSET] = SENDING
+                channel.send(Kind.STOPPED, offset, *report_exception(exc))
+                return
+            errors.append((offset, report_exception(exc)))
+            append(None)
+    seconds = time.perf_counter() - began
+    board[OFFSET] = SENDING  # not late, whatever the parent reads next; not waiting
+    try:
+        payload = dumps(values)
+    except Exception:  # noqa: BLE001  (a result that will not pickle: name it)
+        _send_picklable(channel, values, errors, seconds, keep_going=keep_going)
+        return
+    channel.send(Kind.DONE, payload, errors, seconds)
+
+
+def _send_picklable(
+    channel: Channel,
+    values: list[Any],
+    errors: list[tuple[int, tuple[str | bytes, ...]]],
+    seconds: float,
+    *,
+    keep_going: bool,
+) -> None:
+    """Send the chunk's answer with each result that will not pickle reported."""
+    for offset, value in enumerate(values):
+        try:
+            dumps(value)
+        except Exception as exc:  # noqa: BLE001  (pickle raises many types)
+            if not keep_going:
+                channel.send(Kind.STOPPED, offset, *unpicklable_result(value, exc))
+                return
+            values[offset] = None
+            errors.append((offset, unpicklable_result(value, exc)))
+    errors.sort()
+    channel.send(Kind.DONE, dumps(values), errors, seconds)

@@ -1,0 +1,214 @@
+"""Chunks: consecutive items sent to a worker in one message, how many, the answer.
+
+Sending items one at a time costs a round trip each, which makes tiny
+tasks hundreds of times slower (``ProcessPoolExecutor.map``'s default);
+one huge chunk per worker balances badly and makes a stream wait. The size
+adapts to how long items take in the workers: it starts at one item, and
+from then on aims for chunks of about 20 ms, so tiny items travel by the
+thousand and slow ones one by one. A sized input caps it at ``Pool.map``'s
+choice (four chunks per worker); a stream at 2,000 items, which also
+bounds the window of items in flight; and at about 64 KB pickled
+(:data:`MESSAGE_BYTES`).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from singleton_proc._errors import UnpicklableError
+
+from .child_loop import HEADER, STOP
+from .protocol import Mode, dumps_checked, loads, rebuild
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+__all__ = [
+    "CHUNKS_AHEAD",
+    "GATHER_SECONDS",
+    "MESSAGE_BYTES",
+    "STOP_MESSAGE",
+    "Chunk",
+    "ChunkSizer",
+    "Outcome",
+    "Packer",
+    "failed",
+    "unpack",
+]
+
+#: What tells a pool worker to exit.
+STOP_MESSAGE = STOP.to_bytes(HEADER, "little", signed=True)
+
+#: About how large a chunk may be, pickled: a message that size crosses a
+#: pipe in well under a millisecond, next to a chunk's 20 ms of work, and
+#: results come back in pieces the parent unpickles while workers compute.
+MESSAGE_BYTES = 64 * 1024
+#: Chunks submitted ahead per worker where chunks cannot wait ready in the
+#: parent (another executor, ``process_pool().map``).
+CHUNKS_AHEAD = 2
+#: How long a chunk should take in a worker; and how long a chunk of a
+#: stream may wait for its items to come.
+_TARGET_SECONDS = GATHER_SECONDS = 0.02
+#: The largest chunk of a stream (input of unknown length).
+_STREAM_CAP = 2000
+#: Chunks per worker that ``Pool.map`` makes of a sized input; and the
+#: chunks per worker a stream's window holds.
+_CHUNKS_PER_WORKER = 4
+
+
+@dataclass(eq=False)
+class Chunk:
+    """Consecutive items, and how to call them.
+
+    Attributes:
+        first: The index of the first item in the whole input.
+        items: The items.
+        fn: The function, or ``None`` for the pool's own.
+        mode: How each item is called (see ``protocol.Mode``).
+        id: The pool's number for it (the board shows it while it runs).
+        payload: Its message to the worker, pickled.
+        ran_before: Whether its item already ran once, in a worker that died
+            before the result came back (such a chunk holds one item, which
+            never runs a third time; see ``deaths``).
+    """
+
+    first: int
+    items: list[Any]
+    fn: Callable[..., Any] | None = None
+    mode: Mode = Mode.ONE
+    id: int = 0
+    payload: bytes = b""
+    ran_before: bool = False
+
+
+class Packer:
+    """Makes one pool's chunks: numbered, and pickled for its workers."""
+
+    def __init__(self, *, keep_going: bool, timed: bool) -> None:
+        """Chunks whose workers go on after an item fails, and time each item."""
+        self._ids = itertools.count(1)
+        self._keep_going, self._timed = keep_going, timed
+
+    def chunk(self, first: int, items: list[Any], fn: Callable[..., Any] | None,
+              mode: Mode, *, ran_before: bool = False) -> Chunk:  # fmt: skip
+        """A new chunk of ``items`` (indices ``first``...), its payload pickled.
+
+        Raises:
+            UnpicklableError: naming the item (or the function) that will
+                not pickle.
+        """
+        chunk = Chunk(first, items, fn, mode, next(self._ids), ran_before=ran_before)
+        message = (fn, mode, items, self._keep_going, self._timed)
+        parts = itertools.chain(
+            [("the function", fn)],
+            ((f"item {first + i}", item) for i, item in enumerate(items)),
+        )
+        body = dumps_checked(message, parts, f"items {first}-{first + len(items) - 1}")
+        chunk.payload = chunk.id.to_bytes(HEADER, "little", signed=True) + body
+        return chunk
+
+    def piece(
+        self, lost: Chunk, first: int, items: list[Any], *, ran_before: bool
+    ) -> Chunk:
+        """Some items of a lost chunk, packed again to run elsewhere."""
+        return self.chunk(first, items, lost.fn, lost.mode, ran_before=ran_before)
+
+
+@dataclass
+class Outcome:
+    """The answer for consecutive items.
+
+    Attributes:
+        first: The index of the first item.
+        values: One value per item (``None`` where an error stands).
+        errors: Offset in ``values`` to the exception of that item.
+        seconds: How long the chunk ran in its worker (0 when unknown).
+    """
+
+    first: int
+    values: list[Any]
+    errors: dict[int, BaseException] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def failed(first: int, count: int, error: BaseException) -> Outcome:
+    """The outcome of ``count`` items that all failed with ``error``."""
+    return Outcome(first, [None] * count, dict.fromkeys(range(count), error))
+
+
+def unpack(chunk: Chunk, done: tuple[Any, ...], *, pool_name: str, pid: int) -> Outcome:
+    """A chunk's answer from worker ``pid``: its values unpickled, its errors rebuilt.
+
+    ``done`` is the worker's ``("done", ...)`` message without its kind:
+    ``(values, errors, seconds)``. Values that cannot be unpickled here
+    fail every item of the chunk with an ``UnpicklableError`` that says
+    so, never a raw error.
+    """
+    values, errors, seconds = done
+    try:
+        results = loads(values)
+    except Exception as exc:  # noqa: BLE001  (named, never raised raw)
+        error = UnpicklableError(
+            f"the results of {pool_name} on items {chunk.first}-"
+            f"{chunk.first + len(chunk.items) - 1} from worker {pid} "
+            f"could not be unpickled here ({type(exc).__name__}: {exc}); "
+            "return plain data",
+            what="the result",
+        )
+        error.__cause__ = exc
+        return failed(chunk.first, len(chunk.items), error)
+    raised = {offset: rebuild(report) for offset, report in errors}
+    return Outcome(chunk.first, results, raised, seconds)
+
+
+class ChunkSizer:
+    """Picks the size of the next chunk from the time items took so far.
+
+    Args:
+        fixed: The user's ``chunksize``, used as is; or ``None`` to adapt.
+        workers: How many workers share the input.
+        length: How many items there are, when known.
+
+    Example:
+        >>> sizer = ChunkSizer(None, workers=2, length=200_000)
+        >>> sizer.size()
+        1
+        >>> sizer.observe(Outcome(0, [1], seconds=1e-6))
+        >>> sizer.size()  # 1 µs an item: 20 ms of work a chunk
+        20000
+        >>> sizer.observe(Outcome(0, [1], seconds=1e-8))
+        >>> sizer.size()  # faster still: Pool.map's choice, 200_000 / (2 * 4), caps it
+        25000
+    """
+
+    def __init__(self, fixed: int | None, workers: int, length: int | None) -> None:
+        """Start with one item per chunk, unless ``fixed``."""
+        self._fixed = fixed
+        if length is None:
+            self._cap = _STREAM_CAP
+        else:
+            self._cap = max(1, math.ceil(length / (workers * _CHUNKS_PER_WORKER)))
+        self._size = fixed or 1
+        self._byte_cap = self._cap
+        #: Items in flight or buffered, at most (for streams).
+        self.window = _CHUNKS_PER_WORKER * workers * (fixed or self._cap)
+
+    def size(self) -> int:
+        """How many items the next chunk should hold."""
+        return self._size
+
+    def observe(self, outcome: Outcome) -> None:
+        """Learn from how long ``outcome``'s chunk took."""
+        if self._fixed is not None or not outcome.values or outcome.seconds <= 0:
+            return  # no timing: a death, a timeout, an item that would not pickle
+        per_item = outcome.seconds / len(outcome.values)
+        by_time = int(_TARGET_SECONDS / per_item) if per_item > 0 else self._cap
+        self._size = max(1, min(self._cap, self._byte_cap, by_time))
+
+    def observe_payload(self, nbytes: int, count: int) -> None:
+        """Learn how many bytes ``count`` items take, pickled."""
+        if self._fixed is None and nbytes > 0:
+            self._byte_cap = max(1, MESSAGE_BYTES * count // nbytes)

@@ -1,0 +1,397 @@
+"""The pool engine: workers, the chunks in flight on each, and what comes back.
+
+What flows between the driver's thread, where the engine runs, and a
+worker (``child_loop.serve``), each worker seen through a ``Member``::
+
+    driver                   engine (WorkerPool)             worker
+    put(items) ──► Packer ──► pending ── chunk payload ──►  runs each item,
+                                                           writing its board
+    collect() ◄── Outcome ◄── DONE / STOPPED / UNREADABLE ◄─ (shared memory:
+                              READY, INIT (start-up)          chunk, item,
+                              LOG ──► the parent's loggers    start time)
+                              sentinel, 50 ms probe ──► deaths.settle (a loss)
+                              board + clock ──► a timeout: its tree killed
+
+No thread of its own (so the next pool may still use ``fork``): the engine
+works inside ``put`` and ``collect``. A chunk waits pickled for the next
+idle worker, never queued behind a running one. A death is noticed at
+once and the board names the item and stage; lost workers are replaced.
+``close`` gives the workers 5 s to exit, then stops their trees;
+``terminate`` stops them at once, Ctrl-C held off meanwhile. Only the
+process that started a pool stops its workers (``pool_registry``).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+from singleton_proc._base.interrupts import signals_deferred
+from singleton_proc._base.waits import STOP_GRACE, WORKER_LINGER, WORKER_PROBE
+from singleton_proc._errors import UnpicklableError
+
+from .chunks import STOP_MESSAGE, Chunk, Outcome, Packer, failed, unpack
+from .deaths import Loss, settle, start_failure
+from .launch import choose_start_method
+from .link import linger_warning, stop_trees, wait_for_any
+from .pool_registry import live
+from .protocol import Kind, Mode, dumps_checked, name_of, rebuild
+from .worker_view import Member, Stage
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Sequence
+    from multiprocessing.connection import Connection
+
+__all__ = ["WorkerPool"]
+
+_log = logging.getLogger("singleton_proc")
+#: Messages read from one worker before looking at the others and the clock.
+_DRAIN = 64
+#: The kinds of message that answer a chunk.
+_ANSWERS = frozenset({Kind.DONE, Kind.STOPPED, Kind.UNREADABLE})
+
+
+class WorkerPool:
+    """``n`` workers running one function over the chunks a driver puts.
+
+    Args:
+        fn: The function the items are given to; ``None`` when every chunk
+            brings its own (an executor's).
+        n: How many workers.
+        initializer: Called with ``initargs`` in each worker before any item.
+        initargs: Its arguments.
+        start_method: As for ``launch.choose_start_method``.
+        timeout: Seconds each task may run, or ``None``.
+        keep_going: Whether a worker goes on with its chunk after an item
+            raised (``return_exceptions``) rather than stopping there.
+        single_use: Whether each worker runs one chunk at most (``fn()``
+            once in each of ``n`` distinct workers, even if one dies first).
+        threaded: Whether the pool will be run by a thread of its own, beside
+            others (then ``fork`` is never the default).
+    """
+
+    def __init__(
+        self,
+        fn: Callable[..., Any] | None,
+        n: int,
+        *,
+        initializer: Callable[..., Any] | None = None,
+        initargs: Iterable[Any] = (),
+        start_method: str | None = None,
+        timeout: float | None = None,
+        keep_going: bool = False,
+        single_use: bool = False,
+        threaded: bool = False,
+    ) -> None:
+        """Pickle the job and start the workers."""
+        self.start_method = choose_start_method(start_method, threaded=threaded)
+        args = tuple(initargs)
+        parts = [("the function", fn), ("the initializer", initializer)]
+        parts += [(f"initializer argument {i}", arg) for i, arg in enumerate(args, 1)]
+        self.job = dumps_checked((fn, initializer, args), parts, "the pool's job")
+        self.what = "process_pool" if fn is None else name_of(fn)
+        self.name = f"singleton_proc pool: {self.what}"
+        self._start_up = f"the start-up (initializer) of a {self.what} pool worker"
+        self._n = n
+        self._timeout_ns = None if timeout is None else int(timeout * 1e9)
+        self._timeout = timeout
+        self._keep_going = keep_going
+        self._single_use = single_use
+        self._packer = Packer(keep_going=keep_going, timed=timeout is not None)
+        self._workers: list[Member] = []
+        self._pending: deque[Chunk] = deque()
+        self._outcomes: list[Outcome] = []
+        self._fatal: BaseException | None = None
+        self._failed_starts = 0
+        self._next_probe = 0.0
+        #: Bytes of the last chunk put, pickled (chunk sizes depend on it).
+        self.last_payload = 0
+        live.add(self)
+        try:
+            for _ in range(n):
+                self._workers.append(Member(self.start_method, self.name, self.job))
+        except BaseException:
+            self.terminate()
+            raise
+
+    @property
+    def pids(self) -> list[int]:
+        """The live workers' pids."""
+        return [worker.pid for worker in self._workers]
+
+    def wants(self) -> bool:
+        """Whether another chunk should be put: fewer than one per worker wait."""
+        return len(self._pending) < self._n
+
+    def busy(self) -> bool:
+        """Whether any chunk is waiting or running."""
+        return bool(self._pending) or any(w.chunks for w in self._workers)
+
+    def idle(self) -> bool:
+        """Whether nothing is waiting, running, or uncollected."""
+        return not self.busy() and not self._outcomes
+
+    def put(
+        self,
+        first: int,
+        items: list[Any],
+        fn: Callable[..., Any] | None = None,
+        mode: Mode = Mode.ONE,
+    ) -> None:
+        """Queue ``items`` (indices ``first``...) to run, and hand them out.
+
+        Raises:
+            UnpicklableError: an item cannot be pickled (named), and the pool
+                does not keep going; else that item's outcome is the error.
+            Exception: as :meth:`collect`, once the pool has failed (or is a
+                forked child's copy).
+        """
+        if self._fatal is not None:
+            raise self._fatal
+        try:
+            chunk = self._packer.chunk(first, items, fn, mode)
+            self.last_payload = len(chunk.payload)
+            self._pending.append(chunk)
+        except UnpicklableError:
+            if not self._keep_going:
+                raise
+            self._put_each(first, items, fn, mode)
+        self._dispatch()
+
+    def collect(self) -> list[Outcome]:
+        """Wait until the outcome of at least one chunk is in, and return those in.
+
+        Raises:
+            Exception: the initializer raised (same type), or workers keep
+                dying before running anything (``WorkerDiedError``).
+        """
+        while True:
+            outcomes = self.step()
+            if outcomes:
+                return outcomes
+            if not self.busy():  # a caller's bug: waiting would be for ever
+                raise RuntimeError("collect() with nothing in flight")
+
+    def step(self, also: Sequence[Connection] = ()) -> list[Outcome]:
+        """Wait until something happens (or one of ``also`` is readable); deal with it.
+
+        A thread that owns the pool and has other things to wait for (an
+        executor's submissions) passes their connections as ``also``.
+
+        Returns:
+            The outcomes in so far, perhaps none.
+
+        Raises:
+            Exception: as :meth:`collect`.
+        """
+        if not self._outcomes and self._fatal is None:
+            self._wait_for_any(self._wake_in(), also)
+            for worker in self._exited():
+                self._lost(worker)
+            self._enforce_timeouts()
+            self._dispatch()
+        if self._fatal is not None:
+            raise self._fatal
+        outcomes, self._outcomes = self._outcomes, []
+        return outcomes
+
+    def close(self) -> None:
+        """Tell the workers to exit and wait; stop those still there after 5 s."""
+        for worker in self._workers:
+            worker.send(STOP_MESSAGE)
+        deadline = time.monotonic() + WORKER_LINGER
+        while self._workers:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                linger_warning(self._workers, f"the work of {self.what}")
+                break
+            self._wait_for_any(min(remaining, WORKER_PROBE))
+            for worker in self._exited():
+                self._forget(worker)
+        self.terminate()
+
+    def terminate(self, grace: float = STOP_GRACE) -> None:
+        """Stop every worker's tree now (SIGTERM, ``grace``, SIGKILL) and reap them.
+
+        The trees are stopped first, then what the workers sent before is
+        read (finite, once they are dead): a worker that floods its pipe
+        with log records cannot hold the stop up.
+
+        Ctrl-C and SIGTERM are held off meanwhile (and land at the end): a
+        Ctrl-C pressed again and again cannot cut the stop short and leave
+        workers running.
+        """
+        self._pending.clear()
+        with signals_deferred():
+            try:
+                stop_trees(self._workers, grace)
+            finally:
+                while self._workers:
+                    worker = self._workers.pop()
+                    worker.exited = True
+                    try:
+                        self._drain(worker, limit=None)
+                    except Exception:  # noqa: BLE001  (the stop goes on)
+                        _log.exception("could not read pool worker %d", worker.pid)
+                    worker.reap()
+                live.discard(self)
+
+    def disown(self) -> None:
+        """In a forked child: forget the workers (the parent's), and refuse work."""
+        self._workers.clear()
+        self._pending.clear()
+        self._fatal = RuntimeError(
+            "this pool's workers belong to the process that started it; "
+            "a forked child cannot use its copy: start a pool in the child"
+        )
+
+    # -- internals -------------------------------------------------------------
+
+    def _put_each(
+        self, first: int, items: list[Any], fn: Callable[..., Any] | None, mode: Mode
+    ) -> None:
+        """Queue items one by one; those that will not pickle get their error."""
+        for index, item in enumerate(items, first):
+            try:
+                self._pending.append(self._packer.chunk(index, [item], fn, mode))
+            except UnpicklableError as exc:
+                self._outcomes.append(Outcome(index, [None], {0: exc}))
+
+    def _dispatch(self) -> None:
+        """Hand waiting chunks to ready idle workers; start workers if too few."""
+        while self._pending:
+            worker = next((w for w in self._workers if self._takes(w)), None)
+            if worker is None:
+                self._grow()
+                return
+            chunk = self._pending.popleft()
+            worker.chunks.append(chunk)
+            worker.used = True
+            worker.send(chunk.payload)
+
+    def _grow(self) -> None:
+        """Start workers (up to ``n``) for waiting chunks; they take them when ready."""
+        # Single use: a worker that has run its chunk is idle, not available.
+        available = [
+            w
+            for w in self._workers
+            if not (self._single_use and w.used and not w.chunks)
+        ]
+        for _ in range(min(len(self._pending), self._n - len(available))):
+            self._workers.append(Member(self.start_method, self.name, self.job))
+
+    def _takes(self, worker: Member) -> bool:
+        """Whether ``worker`` can take a chunk now."""
+        if worker.chunks or worker.eof or worker.exited or not worker.ready:
+            return False
+        return not (self._single_use and worker.used)
+
+    def _wait_for_any(self, timeout: float, also: Sequence[Connection] = ()) -> None:
+        """Wait up to ``timeout`` for a message or an exit; read what came."""
+        for worker in wait_for_any(self._workers, timeout, also):
+            self._drain(worker)
+
+    def _exited(self) -> list[Member]:
+        """Workers whose process has ended (probed every 50 ms, or at EOF)."""
+        now = time.monotonic()
+        probe = now >= self._next_probe
+        if probe:
+            self._next_probe = now + WORKER_PROBE
+        return [
+            worker
+            for worker in self._workers
+            if (probe or worker.eof) and worker.has_exited()
+        ]
+
+    def _drain(self, worker: Member, limit: int | None = _DRAIN) -> None:
+        """Handle the messages the worker has sent so far, at most ``limit``.
+
+        The limit keeps a worker that logs without pause from holding the
+        pool: timeouts and deaths are looked at between rounds.
+        """
+        for _ in itertools.repeat(None) if limit is None else range(limit):
+            received = worker.receive(block=False)
+            if received is None:
+                return
+            self._handle(worker, *received)
+
+    def _handle(self, worker: Member, kind: Kind, message: tuple[Any, ...]) -> None:
+        """One message from ``worker`` (a logging record is delivered already)."""
+        if kind is Kind.LOG:
+            return
+        if kind is Kind.INIT:
+            if self._fatal is None:
+                self._fatal = rebuild(message[1:])
+            return
+        if kind is Kind.READY:
+            worker.ready = True
+            self._failed_starts = 0
+            self._dispatch()
+            return
+        if kind not in _ANSWERS:
+            raise RuntimeError(f"a pool worker sent a {kind} message: a bug")
+        chunk = worker.chunks.popleft()
+        self._dispatch()  # the worker is idle: its next chunk first
+        if kind is Kind.DONE:
+            answer = unpack(chunk, message[1:], pool_name=self.what, pid=worker.pid)
+            self._outcomes.append(answer)
+        elif kind is Kind.STOPPED:
+            offset = message[1]
+            error = rebuild(message[2:])
+            self._outcomes.append(Outcome(chunk.first + offset, [None], {0: error}))
+        elif self._keep_going and len(chunk.items) > 1:  # UNREADABLE: find which
+            self._put_each(chunk.first, chunk.items, chunk.fn, chunk.mode)
+        else:
+            error = rebuild(message[1:])
+            self._outcomes.append(failed(chunk.first, len(chunk.items), error))
+
+    def _lost(self, worker: Member) -> None:
+        """A worker ended: blame the item it ran, requeue the rest, forget it."""
+        worker.exited = True
+        self._drain(worker, limit=None)  # what it said before it died
+        stage, offset = worker.stage()
+        timeout = None
+        if worker.timed_out is not None:
+            stage, offset, timeout = Stage.RUNNING, worker.timed_out, self._timeout
+        exitcode = self._forget(worker)
+        if not worker.ready:
+            self._failed_starts += 1
+            if self._fatal is None:
+                self._fatal = start_failure(
+                    self._failed_starts, worker.pid, self._start_up, exitcode
+                )
+        if not worker.chunks:
+            return  # a replacement starts when there is work
+        loss = Loss(worker.pid, exitcode, stage, offset, timeout)
+        outcomes, again = settle(
+            loss, worker.chunks.popleft(), self.what, self._packer.piece
+        )
+        self._outcomes += outcomes
+        self._pending.extendleft(reversed([*again, *worker.chunks]))
+
+    def _forget(self, worker: Member) -> int | None:
+        """Reap an exited worker and drop it from the pool; its exit code."""
+        self._workers.remove(worker)
+        return worker.reap()
+
+    def _wake_in(self) -> float:
+        """Seconds until the next timeout could expire, at most the probe interval."""
+        if self._timeout_ns is None:
+            return WORKER_PROBE
+        now = time.monotonic_ns()
+        left = (w.seconds_left(self._timeout_ns, now) for w in self._workers)
+        return min([WORKER_PROBE, *(max(x, 0.0) for x in left if x is not None)])
+
+    def _enforce_timeouts(self) -> None:
+        """Kill (tree and all) each worker whose task ran over its timeout."""
+        if self._timeout_ns is None:
+            return
+        now = time.monotonic_ns()
+        late = [w for w in self._workers if w.overran(self._timeout_ns, now)]
+        if late:
+            stop_trees(late, 0.0)
+            for worker in late:
+                self._lost(worker)

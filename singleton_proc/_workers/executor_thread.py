@@ -1,0 +1,274 @@
+"""``process_pool``'s manager thread: the only one that touches its ``WorkerPool``.
+
+Callers queue jobs (a submitted call, or a chunk of a ``map``) in a locked
+inbox and wake the thread by a byte on a pipe it waits on beside its workers
+(``step(also=)``), written only when the inbox turns non-empty and no byte is
+pending. A job goes to the pool when a worker is free for it, so its future
+can be cancelled until then.
+
+Only the process that started a pool may use or stop it: a child forked
+meanwhile has a copy of this object but no thread behind it, and the workers
+are its parent's. There, queuing a job raises, and shutdown, stop and garbage
+collection do nothing, at once.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import logging
+import os
+import threading
+import time
+from collections import deque
+from concurrent.futures import Future, InvalidStateError
+from concurrent.futures.process import BrokenProcessPool
+from multiprocessing import Pipe
+from typing import TYPE_CHECKING, Any
+
+from singleton_proc._base.interrupts import signals_deferred
+from singleton_proc._errors import UnpicklableError
+
+from .chunks import Outcome
+from .protocol import Mode, dumps_call
+
+if TYPE_CHECKING:
+    from .engine import WorkerPool
+    from .executor_jobs import Job
+
+__all__ = ["Manager"]
+
+_log = logging.getLogger("singleton_proc")
+#: How long stopping waits for the manager thread (it reacts within
+#: milliseconds unless a logging handler or a done-callback blocks it).
+_JOIN_BOUND = 30.0
+#: Ctrl-C pressed again this soon after the press that stops a pool is the
+#: same press: a burst (a terminal signals every process of the group, a
+#: key pressed repeatedly) gives one ``KeyboardInterrupt``.
+_SAME_PRESS = 0.1
+#: The managers whose thread runs (in the process that started them).
+_live: set[Manager] = set()
+
+
+class Manager:
+    """The state callers share with the manager thread, and the thread itself."""
+
+    def __init__(self, pool: WorkerPool, n: int) -> None:
+        """Start the thread that runs ``pool`` (of ``n`` workers) from now on."""
+        self.n = n
+        self.owner = os.getpid()
+        # Reentrant: a finalizer (shutdown of an executor collected as garbage)
+        # may run in any thread, at any allocation, the lock held or not.
+        self._lock = threading.RLock()
+        self._inbox: deque[Job] = deque()
+        self._wake_r, self._wake_w = Pipe(duplex=False)
+        self._woken = False  # a byte is in the pipe
+        self._closing = False  # no new jobs; end once the work is done
+        self._stop_reason: str | None = None  # stop now, and why
+        self._broken: BaseException | None = None
+        self._running: list[Job] = []  # in the pool (manager thread only)
+        self._next = 0  # the pool's index for the next item
+        # Set as the thread ends: waiting on it may be interrupted (Ctrl-C)
+        # safely, unlike Thread.join (before 3.13, an interrupted join can
+        # mark a running thread as ended: bpo-45274's fix).
+        self._ended = threading.Event()
+        self.thread = threading.Thread(
+            target=self._run, args=(pool,), name="singleton_proc-process_pool",
+            daemon=True)  # fmt: skip
+        _live.add(self)
+        self.thread.start()
+
+    def ours(self) -> bool:
+        """Whether this process started the pool (not a child forked since).
+
+        Checked before the lock is taken: the manager thread may have held it
+        when the child was forked, and in the child nobody ever releases it.
+        """
+        return os.getpid() == self.owner
+
+    def post(self, job: Job, refusal: str) -> None:
+        """Queue ``job`` for the pool, or raise ``RuntimeError(refusal)`` if closed."""
+        if not self.ours():
+            raise RuntimeError(
+                f"this process_pool belongs to process {self.owner}, which this "
+                "process was forked from: its workers are not ours to use; start "
+                "a process_pool here"
+            )
+        with self._lock:
+            if self._broken is not None:
+                raise BrokenProcessPool(
+                    f"the process_pool is broken ({type(self._broken).__name__}: "
+                    f"{self._broken}); start a new one"
+                ) from self._broken
+            if self._closing:
+                raise RuntimeError(refusal)
+            self._inbox.append(job)
+            if len(self._inbox) == 1:
+                self._wake()
+
+    def shutdown(self, *, cancel: bool) -> None:
+        """Take no new jobs; end once the work is done (``cancel``: the queued too)."""
+        if not self.ours():
+            return
+        dropped: list[Job] = []
+        with self._lock:
+            self._closing = True
+            if cancel:
+                dropped, self._inbox = list(self._inbox), deque()
+            self._wake()
+        for job in dropped:
+            job.future.cancel()
+
+    def terminate(self, reason: str, *, interrupted: bool = False) -> None:
+        """Cancel what waits, stop every worker's tree now, end the thread.
+
+        Ctrl-C and SIGTERM are held off until the workers are gone: cut
+        short, the stop would leave them running, and the caller's thread
+        would not wait for the end. One that came meanwhile is raised at the
+        end, unless the stop answers a Ctrl-C already (``interrupted``):
+        then a Ctrl-C is the same press, repeated, and one
+        ``KeyboardInterrupt`` is on its way. The hold then lasts at least
+        :data:`_SAME_PRESS`, so that a burst of presses does not land in the
+        printing of that one's traceback.
+        """
+        if not self.ours():
+            return
+        began = time.monotonic()
+        try:
+            with signals_deferred():
+                with self._lock:
+                    self._closing = True
+                    self._stop_reason = self._stop_reason or reason
+                    dropped, self._inbox = list(self._inbox), deque()
+                    self._wake()
+                for job in dropped:
+                    job.future.cancel()
+                self.join(_JOIN_BOUND)
+                if interrupted:
+                    time.sleep(max(0.0, began + _SAME_PRESS - time.monotonic()))
+        except KeyboardInterrupt:
+            if not interrupted:
+                raise
+
+    def join(self, timeout: float | None) -> None:
+        """Wait for the thread to end (not from the thread itself: a callback)."""
+        if threading.current_thread() is self.thread or not self.ours():
+            return
+        if self._ended.wait(timeout):
+            self.thread.join()  # it is returning
+        else:  # pragma: no cover - a done-callback or a logging handler hangs
+            _log.warning("process_pool's thread did not end within %g s", timeout)
+
+    def _wake(self) -> None:
+        """(The lock held.) Make the manager thread look at the inbox and flags."""
+        if not self._woken and not self._wake_w.closed:
+            self._woken = True
+            self._wake_w.send_bytes(b"!")
+
+    def _run(self, pool: WorkerPool) -> None:
+        """Serve jobs until shut down or stopped; then end cleanly."""
+        try:
+            self._serve(pool)
+        except BaseException as exc:  # noqa: BLE001  (the pool broke: say so)
+            self._break(pool, exc)
+        finally:
+            with self._lock:
+                self._closing = True
+                self._wake_r.close()
+                self._wake_w.close()
+            _live.discard(self)
+            self._ended.set()
+
+    def _serve(self, pool: WorkerPool) -> None:
+        """Feed the pool and settle futures until the end."""
+        also = [self._wake_r]
+        while True:
+            with self._lock:
+                while self._wake_r.poll():
+                    self._wake_r.recv_bytes()
+                self._woken = False
+                reason = self._stop_reason
+            if reason is not None:
+                pool.terminate()
+                for job in self._running:
+                    _fail(job.future, job.stopped(reason))
+                return
+            self._feed(pool)
+            with self._lock:
+                done = self._closing and not self._inbox
+            if done and not self._running:
+                pool.close()
+                return
+            for outcome in pool.step(also):
+                self._settle(outcome)
+
+    def _feed(self, pool: WorkerPool) -> None:
+        """Put queued jobs while a worker is free; skip those cancelled."""
+        while len(self._running) < self.n:
+            with self._lock:
+                if not self._inbox:
+                    return
+                job = self._inbox.popleft()
+            if not job.future.set_running_or_notify_cancel():
+                continue
+            job.first, job.left = self._next, len(job.items)
+            job.values = [None] * job.left
+            self._next += job.left
+            self._running.append(job)
+            pool.put(job.first, job.items, job.fn, job.mode)
+            job.payload = pool.last_payload
+
+    def _settle(self, outcome: Outcome) -> None:
+        """Note ``outcome`` in its job (it may come in pieces); resolve it if whole."""
+        at = outcome.first
+        job = next(j for j in self._running if j.first <= at < j.first + len(j.items))
+        at -= job.first
+        job.values[at : at + len(outcome.values)] = outcome.values
+        job.errors.update({at + k: error for k, error in outcome.errors.items()})
+        job.seconds += outcome.seconds
+        job.left -= len(outcome.values)
+        if job.left:
+            return
+        self._running.remove(job)
+        if job.mode is not Mode.CALL:
+            job.future.set_result(Outcome(0, job.values, job.errors, job.seconds))
+        elif 0 in job.errors:
+            job.future.set_exception(_named(job, job.errors[0]))
+        else:
+            job.future.set_result(job.values[0])
+
+    def _break(self, pool: WorkerPool, error: BaseException) -> None:
+        """The pool cannot go on (an initializer raised): fail every job with it."""
+        with self._lock:
+            self._broken, self._closing = error, True
+            jobs, self._inbox = [*self._inbox, *self._running], deque()
+        self._running = []
+        pool.terminate()
+        for job in jobs:
+            _fail(job.future, error)
+
+
+def _fail(future: Future[Any], error: BaseException) -> None:
+    """Set ``error`` on ``future`` unless it was cancelled or is done."""
+    with contextlib.suppress(InvalidStateError):
+        future.set_exception(error)
+
+
+def _named(job: Job, error: BaseException) -> BaseException:
+    """``error``, or for a call that would not pickle, the error naming which part."""
+    if isinstance(error, UnpicklableError) and error.what.startswith("item"):
+        fn, args, kwargs = job.items[0]
+        try:
+            dumps_call(fn, args, kwargs)
+        except UnpicklableError as exc:
+            return exc
+    return error
+
+
+def _stop_all_at_exit() -> None:
+    """At interpreter exit, stop the executors still running (bounded)."""
+    for manager in list(_live):
+        manager.terminate("the interpreter is exiting", interrupted=True)
+
+
+atexit.register(_stop_all_at_exit)

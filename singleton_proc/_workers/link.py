@@ -1,0 +1,140 @@
+"""The parent's end of one worker: its pipe, noticing its end, stopping its tree.
+
+One implementation for every worker kind: a ``run_process`` call's handle
+and each pool worker hold a :class:`WorkerLink`, read their messages with
+it, wait on any number of them at once (pipes and process sentinels
+together, so that a worker that dies without a word is noticed at once),
+stop their process trees with one grace period for all, and reap them.
+
+Only the process that started a worker may wait for it or stop it: a
+worker is started as nobody else's child (see ``launch``), so its pid stays
+ours until we reap it and a stop can never reach a reused pid.
+"""
+
+from __future__ import annotations
+
+import logging
+from multiprocessing.connection import wait
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import psutil
+
+from singleton_proc._base.tree import stopping_trees
+from singleton_proc._base.waits import WORKER_LINGER, run_blocking
+
+from .logforward import dispatch
+from .protocol import Kind
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Sequence
+    from multiprocessing.connection import Connection
+
+    from .launch import Launched
+
+__all__ = ["WorkerLink", "linger_warning", "stop_trees", "wait_for_any"]
+
+_L = TypeVar("_L", bound="WorkerLink")
+
+_log = logging.getLogger("singleton_proc")
+
+
+class WorkerLink:
+    """A started worker as its parent holds it.
+
+    Attributes:
+        pid: The worker's process id.
+        label: How the log names it (``"worker 42"``, ``"pool worker 42"``).
+        eof: Its pipe has ended (it exited, or closed its end).
+    """
+
+    def __init__(self, launched: Launched, label: str) -> None:
+        """Hold ``launched``; ``label`` is followed by the pid in the log."""
+        self.process = launched.process
+        self.conn = launched.conn
+        self.start_method = launched.start_method
+        pid = self.process.pid
+        assert pid is not None  # noqa: S101  (started)
+        self.pid: int = pid
+        self.label = f"{label} {pid}"
+        self.eof = False
+        # Nobody else reaps it, so the pid stays ours until we do: psutil can
+        # look it up even if it died already.
+        try:
+            self.root: psutil.Process | None = psutil.Process(pid)
+        except psutil.NoSuchProcess:  # pragma: no cover - reaped behind our back
+            self.root = None
+
+    def receive(self, *, block: bool = True) -> tuple[Kind, tuple[Any, ...]] | None:
+        """The next message and its kind; a logging record is delivered here.
+
+        Returns:
+            ``(kind, message)`` (a record already handed to the parent's
+            loggers comes back as ``Kind.LOG``, for the caller to count);
+            ``None`` at end of file (:attr:`eof` is then set) or, with
+            ``block=False``, when nothing has come yet.
+
+        Raises:
+            RuntimeError: a message of a kind we do not know (a bug).
+        """
+        if self.eof:
+            return None
+        try:
+            if not block and not self.conn.poll(0):
+                return None
+            message = self.conn.recv()
+        except (EOFError, OSError):
+            self.eof = True
+            return None
+        kind = Kind.of(message)
+        if kind is Kind.LOG:
+            try:
+                dispatch(message[1])
+            except Exception:  # noqa: BLE001  (a broken handler must not stop us)
+                _log.exception("could not log a record of %s", self.label)
+        return kind, message
+
+    def has_exited(self) -> bool:
+        """Whether its process has ended (it may still await reaping)."""
+        return not self.process.is_alive()
+
+    def reap(self) -> int | None:
+        """Wait for the exited process, release it, and return its exit code."""
+        self.process.join()
+        exitcode = self.process.exitcode
+        self.conn.close()
+        self.process.close()
+        return exitcode
+
+
+def wait_for_any(
+    links: Iterable[_L], timeout: float, also: Sequence[Connection] = ()
+) -> list[_L]:
+    """Wait up to ``timeout`` for a message from, or the end of, any of ``links``.
+
+    Returns:
+        Those with a message (or end of file) to read; those that exited
+        are found by :meth:`WorkerLink.has_exited`. ``also`` only wakes it.
+    """
+    links = list(links)
+    conns = {link.conn: link for link in links if not link.eof}
+    sentinels = [link.process.sentinel for link in links]
+    ready = wait([*conns, *sentinels, *also], timeout)
+    return [conns[r] for r in ready if r in conns]
+
+
+def stop_trees(links: Iterable[WorkerLink], grace: float) -> None:
+    """Stop these workers' trees together: SIGTERM, ``grace``, SIGKILL."""
+    roots = {link.root: link.label for link in links if link.root is not None}
+    if roots:
+        run_blocking(stopping_trees(roots, grace))
+
+
+def linger_warning(links: Iterable[WorkerLink], what: str) -> None:
+    """Log that workers did ``what`` but did not exit :data:`WORKER_LINGER` s on."""
+    _log.warning(
+        "%s did not exit %g s after %s was done (a non-daemon thread?); "
+        "stopping the process tree",
+        ", ".join(link.label for link in links),
+        WORKER_LINGER,
+        what,
+    )

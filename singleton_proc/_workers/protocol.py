@@ -1,0 +1,233 @@
+"""What crosses a worker's pipe to its parent, and naming what will not pickle.
+
+A worker sends tuples of plain ``str`` and ``bytes`` (which always pickle),
+the objects inside them pickled beforehand, so that a failure is caught
+where it happens and named, instead of hanging a queue (CPython #103061).
+The first field is the message's :class:`Kind`::
+
+    ("log", record)                     a logging record, see logforward
+    ("ok", result)                      the call returned
+    ("raised", exception, traceback)    the call raised
+    ("failed", what, message, traceback) something could not be (un)pickled
+
+Pool workers add their own kinds (see ``child_loop``); exceptions travel
+as :func:`report_exception` makes them and :func:`rebuild` remakes them.
+"""
+
+from __future__ import annotations
+
+import enum
+import pickle
+import traceback
+from typing import TYPE_CHECKING, Any
+
+from singleton_proc._errors import UnpicklableError
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+__all__ = [
+    "Kind",
+    "Mode",
+    "RemoteTraceback",
+    "describe",
+    "dumps",
+    "dumps_call",
+    "dumps_checked",
+    "format_traceback",
+    "loads",
+    "name_of",
+    "rebuild",
+    "report_exception",
+]
+
+_PROTOCOL = pickle.HIGHEST_PROTOCOL
+
+
+class Kind(enum.Enum):
+    """What a message from a worker says; on the wire, its value (a ``str``)."""
+
+    LOG = "log"  # (record,): a logging record
+    OK = "ok"  # (result,): the call returned
+    RAISED = "raised"  # (exception, traceback): the call raised
+    FAILED = "failed"  # (what, message, traceback): could not be (un)pickled
+    READY = "ready"  # (): a pool worker's initializer ran
+    INIT = "init"  # (*report): the function or the initializer failed
+    DONE = "done"  # (values, errors, seconds): a chunk ran
+    STOPPED = "stopped"  # (offset, *report): an item failed, the rest did not run
+    UNREADABLE = "unreadable"  # (*report): a chunk could not be unpickled
+
+    @classmethod
+    def of(cls, message: tuple[Any, ...]) -> Kind:
+        """The kind of ``message``; one we do not know is a bug, and raises.
+
+        Raises:
+            RuntimeError: an unknown kind (a worker and a parent that do not
+                speak the same protocol: a bug to report).
+        """
+        try:
+            return cls(message[0])
+        except (ValueError, IndexError, TypeError) as exc:
+            raise RuntimeError(
+                f"a worker sent a message of unknown kind ({describe(message)}): "
+                "a bug in singleton_proc, please report it"
+            ) from exc
+
+
+class Mode(enum.Enum):
+    """How a pool worker calls its function on each item of a chunk."""
+
+    ONE = "one"  # fn(item)
+    NONE = "none"  # fn(): run_in_pool without items, once per worker
+    STAR = "star"  # fn(*item): map() over several iterables
+    CALL = "call"  # the item is itself a call (fn, args, kwargs): submit()
+
+
+class RemoteTraceback(Exception):  # noqa: N818  (named like concurrent.futures')
+    """The worker's traceback, set as ``__cause__`` of an exception re-raised here.
+
+    Example:
+        >>> RemoteTraceback("Traceback (most recent call last): ...").text[:9]
+        'Traceback'
+    """
+
+    def __init__(self, text: str) -> None:
+        """Keep the formatted traceback text of the worker."""
+        super().__init__(text)
+        self.text = text
+
+    def __str__(self) -> str:
+        """The traceback, fenced so that it reads as quoted output."""
+        return f'\n"""\n{self.text}"""'
+
+
+def format_traceback(exc: BaseException) -> str:
+    """``exc`` with its traceback and chained causes, as Python prints it."""
+    return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+
+
+def dumps(obj: object) -> bytes:
+    """Pickle ``obj`` with the highest protocol."""
+    return pickle.dumps(obj, protocol=_PROTOCOL)
+
+
+def loads(data: bytes | memoryview) -> Any:
+    """Unpickle what :func:`dumps` made."""
+    return pickle.loads(data)  # noqa: S301  (our own worker's data)
+
+
+def dumps_checked(
+    obj: object, parts: Iterable[tuple[str, object]], whole: str
+) -> bytes:
+    """Pickle ``obj``, or raise naming which of its ``parts`` will not pickle.
+
+    Args:
+        obj: What to pickle.
+        parts: ``(what, part)`` pairs that make up ``obj``, looked at one by
+            one only when ``obj`` fails, to name the culprit.
+        whole: How to name ``obj`` if no single part is to blame.
+
+    Raises:
+        UnpicklableError: ``.what`` says which part; the original error is
+            the cause.
+    """
+    try:
+        return dumps(obj)
+    except Exception as error:  # pickle raises many types
+        for what, part in parts:
+            try:
+                dumps(part)
+            except Exception as exc:
+                raise _unpicklable(what, part, exc) from exc
+        raise _unpicklable(whole, obj, error) from error
+
+
+def dumps_call(fn: object, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
+    """Pickle a call for a worker, or raise naming the part that will not pickle.
+
+    Raises:
+        UnpicklableError: ``fn``, an argument or a keyword argument cannot be
+            pickled; ``.what`` says which, the original error is the cause.
+    """
+    parts: list[tuple[str, object]] = [("the function", fn)]
+    parts += [(f"argument {i}", arg) for i, arg in enumerate(args, 1)]
+    parts += [(f"keyword argument {key!r}", val) for key, val in kwargs.items()]
+    return dumps_checked((fn, args, kwargs), parts, "the call")
+
+
+def _unpicklable(what: str, obj: object, exc: BaseException) -> UnpicklableError:
+    """The error for ``obj`` (``what``) that could not be sent to a worker."""
+    advice = (
+        "pass a function defined at module level (not a lambda, a nested "
+        "function or a method of an object that cannot be pickled)"
+        if what in {"the function", "the initializer"}
+        else "pass plain data, or create the object inside the worker"
+    )
+    return UnpicklableError(
+        f"cannot send {what} ({describe(obj)}) to a worker process: it cannot "
+        f"be pickled ({type(exc).__name__}: {exc}); {advice}",
+        what=what,
+    )
+
+
+def report_exception(exc: BaseException) -> tuple[str | bytes, ...]:
+    """In a worker: ``exc`` as a message for the parent (see :func:`rebuild`).
+
+    ``("raised", exception, traceback)``, or, when the exception will not
+    cross, ``("failed", "the exception", message, traceback)``.
+    """
+    text = format_traceback(exc)
+    try:
+        payload = dumps(exc)
+        loads(payload)  # an __init__ with required arguments pickles, then fails
+    except Exception as bad:  # noqa: BLE001  (pickle raises many types)
+        message = (
+            f"the call raised {type(exc).__qualname__}: {exc}, which cannot be "
+            f"pickled to re-raise it in the parent ({type(bad).__name__}: {bad}); "
+            "give the exception class a __reduce__ or pass all its arguments "
+            "on to Exception.__init__"
+        )
+        return (Kind.FAILED.value, "the exception", message, text)
+    return (Kind.RAISED.value, payload, text)
+
+
+def rebuild(report: tuple[Any, ...]) -> BaseException:
+    """In the parent: the exception a worker reported, its traceback as the cause.
+
+    ``report`` is ``("raised", exception, traceback)`` or ``("failed", what,
+    message, traceback)``; the latter becomes an :class:`UnpicklableError`.
+    """
+    kind = Kind.of(report)
+    if kind is Kind.RAISED:
+        try:
+            error: BaseException = loads(report[1])
+        except Exception as exc:  # noqa: BLE001  # pragma: no cover - checked there
+            error = UnpicklableError(
+                f"the exception raised in a worker could not be unpickled here "
+                f"({type(exc).__name__}: {exc})",
+                what="the exception",
+            )
+    elif kind is Kind.FAILED:
+        _, what, message, _ = report
+        error = UnpicklableError(message, what=what)
+    else:
+        raise RuntimeError(f"{kind} is not an exception's report: a bug")
+    error.__cause__ = RemoteTraceback(report[-1])
+    return error
+
+
+def name_of(fn: object) -> str:
+    """A function's name for messages (a ``functools.partial``'s function's)."""
+    inner = getattr(fn, "func", fn)  # functools.partial
+    return getattr(inner, "__qualname__", None) or repr(inner)
+
+
+def describe(obj: object) -> str:
+    """``obj`` for messages: its type, and its repr cut to a readable length."""
+    try:
+        text = repr(obj)
+    except Exception:  # noqa: BLE001  (a broken __repr__ must not hide the error)
+        text = "?"
+    if len(text) > 80:  # noqa: PLR2004
+        text = text[:77] + "..."
+    return f"{type(obj).__name__}: {text}"

@@ -1,0 +1,107 @@
+"""One pool worker as the parent sees it: its link, board and chunks.
+
+The board is shared memory the worker writes as it goes (see
+``child_loop``): which chunk it runs, the item's offset (or the stage:
+unpickling the chunk, sending its results), and when that item started.
+Reading it costs no message; reading it twice guards against the worker
+moving on in between.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import deque
+from multiprocessing.sharedctypes import RawArray
+from typing import TYPE_CHECKING
+
+from .child_loop import (
+    BOARD_SIZE,
+    CHUNK,
+    OFFSET,
+    SENDING,
+    STARTED,
+    UNPACKING,
+    serve,
+)
+from .launch import launch
+from .link import WorkerLink
+
+if TYPE_CHECKING:
+    from .chunks import Chunk
+
+__all__ = ["Member", "Stage"]
+
+
+class Stage(enum.Enum):
+    """Where a worker is with the chunk it was given, as its board says."""
+
+    WAITING = "waiting"  # it has not started the chunk
+    UNPICKLING = "unpickling"  # the chunk's message, before any item runs
+    RUNNING = "running"  # an item
+    SENDING = "sending"  # every item ran: the results are pickled and sent
+
+
+class Member(WorkerLink):
+    """One pool worker: its link, its board, and the chunks it was given."""
+
+    def __init__(self, start_method: str, name: str, job: bytes) -> None:
+        """Start a worker running ``job`` (see ``child_loop.serve``)."""
+        self.memory = RawArray("q", BOARD_SIZE)
+        launched = launch(start_method, name, serve, job, self.memory, duplex=True)
+        super().__init__(launched, "pool worker")
+        self.board = memoryview(self.memory).cast("B").cast("q")
+        self.chunks: deque[Chunk] = deque()
+        self.exited = False  # its process ended: it takes no more chunks
+        self.used = False  # it was given a chunk
+        self.ready = False  # its initializer ran: it may be sent chunks
+        self.timed_out: int | None = None  # offset of the task its timeout killed
+
+    def send(self, payload: bytes) -> None:
+        """Send a message; a dead worker's is dropped (its death is noticed)."""
+        try:
+            self.conn.send_bytes(payload)
+        except OSError:
+            self.eof = True
+
+    def running(self) -> tuple[int, int] | None:
+        """``(offset, started_ns)`` of the item of ``chunks[0]`` it runs, if any."""
+        if not self.chunks:
+            return None
+        board = self.board
+        chunk, offset, started = board[CHUNK], board[OFFSET], board[STARTED]
+        if (
+            chunk != self.chunks[0].id
+            or offset < 0
+            or board[CHUNK] != chunk
+            or board[OFFSET] != offset
+        ):
+            return None  # not started yet, unpickling, or moving on right now
+        return offset, started
+
+    def seconds_left(self, timeout_ns: int, now_ns: int) -> float | None:
+        """Seconds until the item it runs passes ``timeout_ns``; ``None``: none runs."""
+        running = self.running()
+        return None if running is None else (running[1] + timeout_ns - now_ns) / 1e9
+
+    def overran(self, timeout_ns: int, now_ns: int) -> bool:
+        """Whether the item it runs has run ``timeout_ns``; if so, noted as killed."""
+        running = self.running()
+        if running is None or now_ns - running[1] < timeout_ns:
+            return False
+        self.timed_out = running[0]
+        return True
+
+    def stage(self) -> tuple[Stage, int]:
+        """Where it is with ``chunks[0]``, and the offset of the item it runs.
+
+        The board is read once: this is for a worker that has stopped (died,
+        or was killed for its timeout), whose board no longer moves.
+        """
+        chunk, offset = self.board[CHUNK], self.board[OFFSET]
+        if not self.chunks or chunk != self.chunks[0].id:
+            return Stage.WAITING, 0
+        if offset == UNPACKING:
+            return Stage.UNPICKLING, 0
+        if offset == SENDING:
+            return Stage.SENDING, 0
+        return Stage.RUNNING, offset
