@@ -109,5 +109,17 @@ def test_every_module_says_what_it_owns_and_stays_small() -> None:
     assert {name: n for name, n in sizes.items() if n > MAX_LINES} == {}
 
 
+def test_every_module_is_on_the_contributors_page_with_its_own_words() -> None:
+    """``docs/internals.md`` lists each module with its docstring's first line."""
+    page = (PACKAGE.parent / "docs" / "internals.md").read_text()
+    missing = []
+    for path in MODULES.values():
+        first = (_docstring(path) or "").splitlines()[0].replace("|", "\\|")
+        row = f"| `{path.relative_to(PACKAGE).as_posix()}` | {first} |"
+        if row not in page:
+            missing.append(row)
+    assert missing == [], "add or update these rows in docs/internals.md"
+
+
 def _docstring(path: Path) -> str | None:
     return ast.get_docstring(ast.parse(path.read_text()))

@@ -143,7 +143,6 @@ class Launched:
 
     process: BaseProcess
     conn: Connection
-    start_method: str
 
 
 def launch(
@@ -190,4 +189,4 @@ def launch(
         raise
     finally:
         theirs.close()  # the worker's copy is the last: its exit means EOF
-    return Launched(process=process, conn=mine, start_method=start_method)
+    return Launched(process=process, conn=mine)

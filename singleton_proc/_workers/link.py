@@ -51,7 +51,6 @@ class WorkerLink:
         """Hold ``launched``; ``label`` is followed by the pid in the log."""
         self.process = launched.process
         self.conn = launched.conn
-        self.start_method = launched.start_method
         pid = self.process.pid
         assert pid is not None  # noqa: S101  (started)
         self.pid: int = pid
