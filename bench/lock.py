@@ -26,6 +26,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import NamedTuple, cast
 
 import portalocker
 
@@ -33,6 +34,15 @@ import singleton_proc
 from singleton_proc import SingleInstance
 
 Cycle = Callable[[], None]
+BASELINE = "portalocker.Lock (baseline)"
+
+
+class Figure(NamedTuple):
+    """One contender's acquire+release figure in one directory."""
+
+    us: float  #: median µs per cycle
+    ratio: float  #: median, over the rounds, of its time / the baseline's
+
 
 HOLDER = """
 import signal, sys, time
@@ -48,16 +58,12 @@ sys.stdin.readline()
 """
 
 
-def median_us(cycle: Cycle, batch: int, repeats: int) -> float:
-    """Median over ``repeats`` batches of the time per call, in microseconds."""
-    cycle()  # warm up: first-time imports, caches, file creation
-    samples = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        for _ in range(batch):
-            cycle()
-        samples.append((time.perf_counter() - start) / batch * 1e6)
-    return statistics.median(samples)
+def batch_us(cycle: Cycle, batch: int) -> float:
+    """The time per call over one batch of ``batch`` calls, in microseconds."""
+    start = time.perf_counter()
+    for _ in range(batch):
+        cycle()
+    return (time.perf_counter() - start) / batch * 1e6
 
 
 # --- uncontended acquire + release -------------------------------------------
@@ -85,7 +91,7 @@ def contenders(directory: Path) -> dict[str, Cycle | str]:
         lock.acquire()
         lock.release()
 
-    found["portalocker.Lock (baseline)"] = bare_portalocker
+    found[BASELINE] = bare_portalocker
 
     reused = SingleInstance("bench-reused", directory=directory)
 
@@ -161,14 +167,31 @@ def _optional_contenders(directory: Path) -> dict[str, Cycle | str]:
     return found
 
 
-def bench_acquire(directory: Path, batch: int, repeats: int) -> dict[str, float | str]:
-    """Median µs per acquire+release of every contender in ``directory``."""
-    results: dict[str, float | str] = {}
-    for name, cycle in contenders(directory).items():
-        results[name] = (
-            cycle if isinstance(cycle, str) else median_us(cycle, batch, repeats)
+def bench_acquire(directory: Path, batch: int, repeats: int) -> dict[str, Figure | str]:
+    """The acquire+release figure of every contender in ``directory``.
+
+    The contenders take turns, one batch each per round, and each ratio is
+    the median of the ratios within a round: a noisy moment of the machine
+    (2 shared cores) falls on the contender and the baseline alike.
+    """
+    found = contenders(directory)
+    runnable = {name: c for name, c in found.items() if not isinstance(c, str)}
+    samples: dict[str, list[float]] = {name: [] for name in runnable}
+    for cycle in runnable.values():
+        cycle()  # warm up: first-time imports, caches, file creation
+    for _ in range(repeats):
+        for name, cycle in runnable.items():
+            samples[name].append(batch_us(cycle, batch))
+    base = samples[BASELINE]
+    return {
+        name: cycle
+        if isinstance(cycle, str)
+        else Figure(
+            statistics.median(samples[name]),
+            statistics.median(x / b for x, b in zip(samples[name], base, strict=True)),
         )
-    return results
+        for name, cycle in found.items()
+    }
 
 
 # --- import time ---------------------------------------------------------------
@@ -305,21 +328,23 @@ def _default_fs_dir() -> Path:
     return Path(tempfile.mkdtemp(prefix="bench-", dir=resolve_directory(None)))
 
 
-def _print_acquire(table: dict[str, dict[str, float | str]]) -> None:
+def _print_acquire(table: dict[str, dict[str, Figure | str]]) -> None:
     """The acquire+release table: µs and ratio to bare portalocker, per filesystem."""
     places = list(table)
     print("\nuncontended acquire + release")
-    print("(median µs per cycle; x = the ratio to portalocker.Lock of the same file)")
+    print(
+        "(median µs per cycle; x = the median ratio to portalocker.Lock of the "
+        "same file, batches taking turns)"
+    )
     print(f"{'':34}" + "".join(f"{place:>24}" for place in places))
     for name in table[places[0]]:
         cells = []
         for place in places:
             value = table[place][name]
-            base = table[place]["portalocker.Lock (baseline)"]
-            if isinstance(value, str) or isinstance(base, str):
-                cells.append(f"{value!s:>24}")
+            if isinstance(value, str):
+                cells.append(f"{value:>24}")
             else:
-                cells.append(f"{value:>12.1f} µs {value / base:>6.2f}x")
+                cells.append(f"{value.us:>12.1f} µs {value.ratio:>6.2f}x")
         print(f"{name:34}" + "".join(cells))
 
 
@@ -331,7 +356,7 @@ def _summary(samples: list[float]) -> str:
     return f"median {median:7.1f} ms   p90 {p90:7.1f} ms   n={len(ordered)}"
 
 
-def _plot(table: dict[str, dict[str, float | str]], path: Path) -> None:
+def _plot(table: dict[str, dict[str, Figure | str]], path: Path) -> None:
     """A horizontal bar chart of the acquire+release figures."""
     import matplotlib as mpl  # noqa: PLC0415
 
@@ -347,7 +372,7 @@ def _plot(table: dict[str, dict[str, float | str]], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(8, 0.5 * len(names) + 1.5))
     height = 0.8 / len(places)
     for index, place in enumerate(places):
-        values = [float(table[place][n]) for n in names]
+        values = [cast("Figure", table[place][n]).us for n in names]
         positions = [i + index * height for i in range(len(names))]
         ax.barh(positions, values, height=height, label=place)
     ax.set_yticks([i + height * (len(places) - 1) / 2 for i in range(len(names))])
@@ -373,7 +398,7 @@ def main() -> None:
         "--plot", type=Path, help="draw the acquire+release figures (PNG)"
     )
     args = parser.parse_args()
-    batch, repeats, runs = (50, 3, 3) if args.quick else (2000, 15, 30)
+    batch, repeats, runs = (200, 9, 3) if args.quick else (1000, 31, 30)
 
     system = os.uname()
     print(
@@ -431,7 +456,13 @@ def main() -> None:
         args.json.write_text(
             json.dumps(
                 {
-                    "acquire_release_us": table,
+                    "acquire_release": {
+                        place: {
+                            name: f if isinstance(f, str) else f._asdict()
+                            for name, f in figures.items()
+                        }
+                        for place, figures in table.items()
+                    },
                     "import_ms": imports,
                     "latency_ms": {
                         k: statistics.median(v) for k, v in latencies.items()
