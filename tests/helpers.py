@@ -18,7 +18,8 @@ import psutil
 import pytest
 
 from singleton_proc._lock.directory import NameFiles
-from singleton_proc._lock.record import read_record
+from singleton_proc._lock.identity import current_identity
+from singleton_proc._lock.record import decode_record, encode_own_record, read_record
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -172,6 +173,13 @@ def as_user(uid: int, work: Callable[[], object]) -> object:
 def record_of(directory: Path, name: str) -> Holder | None:
     """The record of ``name`` in ``directory``, as the library reads it."""
     return read_record(NameFiles.of(directory, name))
+
+
+def own_holder(name: str) -> Holder:
+    """The holder this process records when it takes ``name`` now."""
+    found = decode_record(encode_own_record(current_identity(), name), name)
+    assert found is not None
+    return found
 
 
 def open_lock_fds(directory: Path) -> list[str]:

@@ -17,12 +17,14 @@ from singleton_proc._lock.identity import (
     mismatch,
 )
 
+from helpers import own_holder
+
 if TYPE_CHECKING:
     from singleton_proc import Holder
 
 
 def _me() -> Holder:
-    return current_identity().holder("bot")
+    return own_holder("bot")
 
 
 def test_our_own_record_matches() -> None:

@@ -26,7 +26,6 @@ from singleton_proc import (
     terminate,
 )
 from singleton_proc._base.waits import run_blocking
-from singleton_proc._lock.identity import current_identity
 from singleton_proc._lock.stop import stopping
 
 from helpers import (
@@ -35,6 +34,7 @@ from helpers import (
     flock_holder,
     holding,
     needs_root,
+    own_holder,
     read_line,
     reap,
     record_of,
@@ -353,7 +353,7 @@ def test_a_pid_reused_before_the_stop_signals_nobody() -> None:
     )
     try:
         impostor = dataclasses.replace(
-            current_identity().holder("bot"),
+            own_holder("bot"),
             pid=unrelated.pid,
             create_time=psutil.Process(unrelated.pid).create_time() - 100,
         )

@@ -55,6 +55,7 @@ __all__ = [
     "deferred",
     "get_handler",
     "holds_itself_off",
+    "in_main_thread",
     "pending",
     "set_handler",
     "shielded",
@@ -88,6 +89,11 @@ _generation = 0
 #: Handlers that hold themselves off (they ask :func:`deferred` first): left
 #: in place, which saves two system calls a hold.
 _self_holding: list[Any] = []
+
+
+def in_main_thread() -> bool:
+    """Whether this is the main thread, where handlers run and may be set."""
+    return _get_ident() == _main_thread[0]
 
 
 def get_handler(signum: int) -> Any:

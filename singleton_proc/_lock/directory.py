@@ -138,19 +138,20 @@ def directory_key(directory: str | os.PathLike[str] | None) -> tuple[str, ...]:
     return ("explicit", os.fspath(directory))
 
 
-def absolute_directory(what: str, directory: str | os.PathLike[str]) -> Path:
-    """``directory`` as a ``Path``, refused unless absolute (``~`` is expanded).
+def absolute_directory(what: str, directory: str | os.PathLike[str]) -> str:
+    """``directory`` as a string, refused unless absolute (``~`` is expanded).
 
     One rule whichever way a directory comes (``directory=``, ``--dir``,
     ``$SINGLETON_PROC_DIR``): a relative path would name another directory
     from another working directory (cron and systemd start in ``/`` or the
-    home directory), and two copies would not see each other.
+    home directory), and two copies would not see each other. A string, not
+    a ``Path``: every ``SingleInstance()`` checks its directory here.
 
     Raises:
         ValueError: naming ``what`` and the path.
     """
-    path = Path(os.path.expanduser(os.fspath(directory)))
-    if not path.is_absolute():
+    path = os.path.expanduser(os.fspath(directory))
+    if not os.path.isabs(path):
         raise ValueError(
             f"{what} must be an absolute path (it is {os.fspath(directory)!r}): "
             "a relative one names another directory from another working "
@@ -173,7 +174,7 @@ def _resolve(directory: str | os.PathLike[str] | None, *, create: bool) -> Path 
     """Find and check the lock directory, creating it only if asked."""
     if directory is None:
         return _default_directory(create=create)
-    path = absolute_directory("directory", directory)
+    path = Path(absolute_directory("directory", directory))
     if not os.path.lexists(path):
         if not create:
             return None
@@ -186,7 +187,7 @@ def _default_directory(*, create: bool) -> Path | None:
     """The private per-user directory: the first candidate that works."""
     configured = os.environ.get(ENV_DIRECTORY)
     if configured:
-        candidates = [(absolute_directory(f"${ENV_DIRECTORY}", configured), True)]
+        candidates = [(Path(absolute_directory(f"${ENV_DIRECTORY}", configured)), True)]
     else:
         # Never create the home directory itself: a missing home means "use
         # the fallback", as does one we cannot write to.

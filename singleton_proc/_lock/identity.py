@@ -10,11 +10,13 @@ from __future__ import annotations
 import os
 import socket
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
+from typing import TYPE_CHECKING
 
 import psutil
 
-from singleton_proc._base.holder import Holder
+if TYPE_CHECKING:
+    from singleton_proc._base.holder import Holder
 
 __all__ = ["CREATE_TIME_TOLERANCE", "Identity", "current_identity", "mismatch"]
 
@@ -31,18 +33,6 @@ class Identity:
     cmdline: tuple[str, ...]
     user: str
     host: str
-
-    def holder(self, name: str) -> Holder:
-        """The record this process writes when it takes ``name`` now."""
-        return Holder(
-            name=name,
-            pid=self.pid,
-            create_time=self.create_time,
-            started_at=datetime.now(timezone.utc),
-            cmdline=self.cmdline,
-            user=self.user,
-            host=self.host,
-        )
 
 
 _current: Identity | None = None

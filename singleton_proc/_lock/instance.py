@@ -20,7 +20,7 @@ from .identity import current_identity
 from .inspection import Inspection, detached_holder
 from .names import derive_name, validate_name
 from .policy import tries
-from .record import load_record, remove_record, write_record
+from .record import encode_own_record, load_record, remove_record, write_record
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Generator
@@ -351,7 +351,7 @@ class SingleInstance:
                 self._held = held
             _registry.add(key, lock.key, self)
             held.record_written = write_record(
-                files, current_identity().holder(self.name)
+                files, encode_own_record(current_identity(), self.name)
             )
         except BaseException:
             with self._mutex:

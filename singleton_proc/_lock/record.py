@@ -17,7 +17,7 @@ import math
 import os
 import stat
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from singleton_proc._base import platform as _platform
 from singleton_proc._base.holder import Holder
@@ -25,9 +25,13 @@ from singleton_proc._errors import InsecureLockPathError
 
 from .directory import FILE_MODE, NameFiles, open_no_follow
 
+if TYPE_CHECKING:
+    from .identity import Identity
+
 __all__ = [
     "RECORD_VERSION",
     "decode_record",
+    "encode_own_record",
     "encode_record",
     "load_record",
     "read_record",
@@ -48,23 +52,45 @@ _STARTED_MARK = "\x00started_at\x00"  # cannot occur in any other field's JSON
 
 
 def encode_record(holder: Holder) -> bytes:
-    """Serialize ``holder`` as the JSON record.
+    """Serialize ``holder`` as the JSON record."""
+    fields = (
+        holder.name,
+        holder.pid,
+        holder.create_time,
+        holder.cmdline,
+        holder.user,
+        holder.host,
+    )
+    return _stamped(_template(fields), holder.started_at)
+
+
+def encode_own_record(identity: Identity, name: str) -> bytes:
+    """The record this process writes as it takes ``name``, stamped now.
+
+    The same bytes as :func:`encode_record` of a ``Holder`` built from
+    ``identity``, without building one: this runs at every acquire.
+    """
+    fields = (
+        name,
+        identity.pid,
+        identity.create_time,
+        identity.cmdline,
+        identity.user,
+        identity.host,
+    )
+    return _stamped(_template(fields), datetime.now(timezone.utc))
+
+
+def _stamped(template: tuple[str, str], started_at: datetime) -> bytes:
+    """The record from its template and its ``started_at``.
 
     Everything but ``started_at`` is the same at every acquire of a name in
-    a process, so that part is encoded once and the timestamp (an ISO 8601
-    string, which needs no JSON escaping) is put in its place.
+    a process, so that part is encoded once (:func:`_template`) and the
+    timestamp (an ISO 8601 string, which needs no JSON escaping) is put in
+    its place.
     """
-    head, tail = _template(
-        (
-            holder.name,
-            holder.pid,
-            holder.create_time,
-            holder.cmdline,
-            holder.user,
-            holder.host,
-        )
-    )
-    return f'{head}"{holder.started_at.isoformat()}"{tail}'.encode()
+    head, tail = template
+    return f'{head}"{started_at.isoformat()}"{tail}'.encode()
 
 
 @functools.lru_cache(maxsize=64)
@@ -186,8 +212,8 @@ def read_record(files: NameFiles) -> Holder | None:
         return None
 
 
-def write_record(files: NameFiles, holder: Holder) -> bool:
-    """Atomically replace the record of ``holder.name`` with ``holder``.
+def write_record(files: NameFiles, record: bytes) -> bool:
+    """Atomically replace the record of a name with ``record``.
 
     The data goes to the name's one temporary file, ``.<name>.pid.tmp``,
     which then replaces the record in one ``os.replace`` (which never
@@ -207,7 +233,7 @@ def write_record(files: NameFiles, holder: Holder) -> bool:
 
     Args:
         files: The name's files.
-        holder: What to record.
+        record: What to record (see :func:`encode_own_record`).
 
     Returns:
         Whether the record was written.
@@ -220,7 +246,7 @@ def write_record(files: NameFiles, holder: Holder) -> bool:
         try:
             if stat.S_IMODE(st.st_mode) != FILE_MODE:  # a umask took bits away
                 _platform.set_mode(fd, FILE_MODE)
-            _write_all(fd, encode_record(holder))
+            _write_all(fd, record)
         finally:
             os.close(fd)
         os.replace(files.temp, files.record)
@@ -255,12 +281,12 @@ def _write_all(fd: int, data: bytes) -> None:
     Writing the rest makes the OS say why it cannot (``ENOSPC``,
     ``EDQUOT``, ``EFBIG``), which is then the error reported.
     """
-    view = memoryview(data)
-    while view:
-        written = os.write(fd, view)
+    done = os.write(fd, data)
+    while done < len(data):
+        written = os.write(fd, data[done:])
         if written == 0:  # never for a regular file; a loop for ever if it were
             raise OSError(errno.EIO, "the record could not be written in full")
-        view = view[written:]
+        done += written
 
 
 def _not_written(files: NameFiles, exc: OSError) -> bool:

@@ -100,7 +100,7 @@ def hold() -> bool:
         false off the main thread, where handlers cannot be installed.
     """
     global _holds, _late  # noqa: PLW0603  (process-wide, guarded by _mutex)
-    if threading.current_thread() is not threading.main_thread():
+    if not _interrupts.in_main_thread():
         return False
     with _mutex:
         _late = ""  # held again: a SIGTERM still waiting is an ordinary one
@@ -123,7 +123,7 @@ def let_go() -> None:
         if (
             _holds == 0
             and _getsignal(_SIGTERM) is _exit_on_sigterm
-            and threading.current_thread() is threading.main_thread()
+            and _interrupts.in_main_thread()
         ):
             if not _interrupts.pending(_SIGTERM):
                 _setsignal(_SIGTERM, _SIG_DFL)  # runs pending handlers first:
