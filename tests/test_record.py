@@ -25,7 +25,8 @@ from singleton_proc import (
     holder,
     is_running,
 )
-from singleton_proc._lock.record import decode_record, encode_record
+from singleton_proc._lock.identity import current_identity
+from singleton_proc._lock.record import decode_record, encode_own_record, encode_record
 
 from helpers import DEADLINE, as_user, holding, needs_root, reap, record_of
 
@@ -55,6 +56,39 @@ def test_a_good_record_decodes() -> None:
     assert found.cmdline == ("python", "bot.py")
     assert found.started_at == datetime(2026, 11, 27, 13, 45, tzinfo=timezone.utc)
     assert decode_record(encode_record(found), "bot") == found
+
+
+def _own_record_now() -> tuple[bytes, datetime, datetime]:
+    before = datetime.now(timezone.utc)
+    data = encode_own_record(current_identity(), "bot")
+    return data, before, datetime.now(timezone.utc)
+
+
+def test_our_own_record_says_who_we_are_and_since_when() -> None:
+    data, before, after = _own_record_now()
+    found = decode_record(data, "bot")
+    assert found is not None
+    me = current_identity()
+    assert (found.pid, found.create_time, found.cmdline) == (
+        me.pid,
+        me.create_time,
+        me.cmdline,
+    )
+    assert (found.user, found.host) == (me.user, me.host)
+    assert before - timedelta(microseconds=1) <= found.started_at <= after
+    assert encode_record(found) == data  # one layout, whichever way it is written
+    stamp = json.loads(data)["started_at"]
+    assert len(stamp) == len("2026-11-27T13:45:00.000000+00:00"), stamp
+
+
+def test_the_time_in_our_record_moves_on_to_the_next_second() -> None:
+    """The date and time of day are formatted once a second, and not longer."""
+    _own_record_now()
+    time.sleep(1.05 - time.time() % 1)  # into the next second: a clock condition
+    data, before, after = _own_record_now()
+    found = decode_record(data, "bot")
+    assert found is not None
+    assert before - timedelta(microseconds=1) <= found.started_at <= after
 
 
 @pytest.mark.parametrize(

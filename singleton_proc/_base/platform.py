@@ -38,6 +38,7 @@ __all__ = [
     "at_fork",
     "cache_home",
     "current_uid",
+    "exists_no_follow",
     "fallback_directory",
     "filesystem_type",
     "is_link",
@@ -153,6 +154,21 @@ def is_link(st: os.stat_result) -> bool:
     """Whether an ``lstat`` result is a symlink (or, on Windows, a junction)."""
     attributes = getattr(st, "st_file_attributes", 0)
     return stat.S_ISLNK(st.st_mode) or bool(attributes & _REPARSE_POINT)
+
+
+def exists_no_follow(path: str) -> bool:
+    """Whether anything, a symlink included, is at ``path``, without an exception.
+
+    ``os.path.lexists`` raises and catches an ``OSError`` when nothing is
+    there, which costs more than the system call: where ``access`` can
+    leave a symlink unfollowed (Linux, macOS), it answers instead.
+    """
+    if _ACCESS_NO_FOLLOW:
+        return os.access(path, os.F_OK, follow_symlinks=False)
+    return os.path.lexists(path)  # pragma: no cover - Windows
+
+
+_ACCESS_NO_FOLLOW = os.access in os.supports_follow_symlinks
 
 
 def refused_symlink(exc: OSError) -> bool:

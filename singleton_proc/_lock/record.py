@@ -16,6 +16,7 @@ import logging
 import math
 import os
 import stat
+import time
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
@@ -61,14 +62,16 @@ def encode_record(holder: Holder) -> bytes:
         holder.user,
         holder.host,
     )
-    return _stamped(_template(fields), holder.started_at)
+    head, tail = _template(fields)
+    return b"%s%s%s" % (head, holder.started_at.isoformat().encode(), tail)
 
 
 def encode_own_record(identity: Identity, name: str) -> bytes:
     """The record this process writes as it takes ``name``, stamped now.
 
-    The same bytes as :func:`encode_record` of a ``Holder`` built from
-    ``identity``, without building one: this runs at every acquire.
+    What :func:`encode_record` writes for a ``Holder`` built from
+    ``identity``, without building one (nor a ``datetime``): this runs at
+    every acquire.
     """
     fields = (
         name,
@@ -78,26 +81,42 @@ def encode_own_record(identity: Identity, name: str) -> bytes:
         identity.user,
         identity.host,
     )
-    return _stamped(_template(fields), datetime.now(timezone.utc))
+    head, tail = _template(fields)
+    return b"%s%s%s" % (head, _utc_now_iso(), tail)
 
 
-def _stamped(template: tuple[str, str], started_at: datetime) -> bytes:
-    """The record from its template and its ``started_at``.
+#: The last whole second :func:`_utc_now_iso` wrote, and its date and time.
+_last_second: tuple[int, bytes] = (0, b"")
 
-    Everything but ``started_at`` is the same at every acquire of a name in
-    a process, so that part is encoded once (:func:`_template`) and the
-    timestamp (an ISO 8601 string, which needs no JSON escaping) is put in
-    its place.
+
+def _utc_now_iso() -> bytes:
+    """The time now, as ``datetime.now(timezone.utc).isoformat()`` writes it.
+
+    Always with microseconds (which ``isoformat`` leaves out when they are
+    zero; both read back alike). The date and time of day change once a
+    second, so they are formatted once a second.
     """
-    head, tail = template
-    return f'{head}"{started_at.isoformat()}"{tail}'.encode()
+    global _last_second  # noqa: PLW0603  (a cache; a tuple is swapped whole)
+    now = time.time()
+    second = int(now)
+    cached, text = _last_second
+    if second != cached:
+        when = datetime.fromtimestamp(second, timezone.utc)
+        text = when.strftime("%Y-%m-%dT%H:%M:%S").encode()
+        _last_second = (second, text)
+    return b"%s.%06d+00:00" % (text, int((now - second) * 1_000_000))
 
 
 @functools.lru_cache(maxsize=64)
 def _template(
     fields: tuple[str, int, float, tuple[str, ...], str, str],
-) -> tuple[str, str]:
-    """The JSON record around its ``started_at`` value: ``(before, after)``."""
+) -> tuple[bytes, bytes]:
+    """The JSON record around the text of its ``started_at``: ``(before, after)``.
+
+    Everything but ``started_at`` is the same at every acquire of a name in
+    a process, so it is encoded once; the timestamp (ISO 8601, which needs
+    no JSON escaping) goes between the two halves.
+    """
     name, pid, create_time, cmdline, user, host = fields
     text = json.dumps(
         {
@@ -113,7 +132,7 @@ def _template(
         separators=(", ", ": "),
     )
     head, _, tail = text.partition(json.dumps(_STARTED_MARK))
-    return head, tail
+    return f'{head}"'.encode(), f'"{tail}'.encode()
 
 
 def decode_record(data: bytes, name: str) -> Holder | None:
@@ -184,9 +203,11 @@ def load_record(files: NameFiles) -> Holder | None:
         InsecureLockPathError: the record path is a symlink (or not a regular
             file): someone is meddling, and we will not write through it.
     """
+    if not _platform.exists_no_follow(files.record):
+        return None  # the common case: the last holder removed it
     try:
         fd, _ = open_no_follow(files.record, os.O_RDONLY)
-    except FileNotFoundError:  # the common case: the last holder removed it
+    except FileNotFoundError:  # removed just now
         return None
     except InsecureLockPathError:
         raise
