@@ -67,6 +67,12 @@ def test_a_relative_directory_is_refused_everywhere(
     assert list(tmp_path.iterdir()) == []  # nothing made where it would have gone
 
 
+@pytest.mark.parametrize("directory", [b"/tmp/locks", b"locks"])
+def test_a_bytes_directory_is_refused_at_once(directory: bytes) -> None:
+    with pytest.raises(TypeError, match="directory must be a str or a path, not bytes"):
+        SingleInstance("bot", directory=directory)  # type: ignore[arg-type]
+
+
 def test_default_is_under_the_home_cache(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -76,7 +76,12 @@ def test_our_own_record_says_who_we_are_and_since_when() -> None:
     )
     assert (found.user, found.host) == (me.user, me.host)
     assert before - timedelta(microseconds=1) <= found.started_at <= after
-    assert encode_record(found) == data  # one layout, whichever way it is written
+    # One layout, whichever way it is written (isoformat leaves out zero
+    # microseconds, which our stamp always writes: both read back alike).
+    assert json.loads(encode_record(found)) == {
+        **json.loads(data),
+        "started_at": found.started_at.isoformat(),
+    }
     stamp = json.loads(data)["started_at"]
     assert len(stamp) == len("2026-11-27T13:45:00.000000+00:00"), stamp
 
@@ -307,6 +312,77 @@ def test_symlink_at_the_record_path_is_refused_and_its_target_untouched(
     assert (lock_dir / "bot.pid").is_symlink()
     assert not is_running("bot", lock_dir), "a refused acquire must not keep the lock"
     assert [p.name for p in lock_dir.iterdir() if p.name.endswith(".tmp")] == []
+
+
+LOOK_FROM_A_CHILD = r"""
+import ctypes, os, struct, sys
+situation, directory = sys.argv[1], sys.argv[2]
+if situation == "no faccessat2":  # as under older container runtimes' seccomp
+    libc = ctypes.CDLL(None, use_errno=True)
+    program = [  # (code, jt, jf, k): syscall 439 fails with EPERM, the rest runs
+        (0x20, 0, 0, 0),
+        (0x15, 0, 1, 439),
+        (0x06, 0, 0, 0x00050000 | 1),
+        (0x06, 0, 0, 0x7FFF0000),
+    ]
+    packed = b"".join(struct.pack("HBBI", *step) for step in program)
+    code = ctypes.create_string_buffer(packed)
+
+    class Program(ctypes.Structure):
+        _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+    assert libc.prctl(38, 1, 0, 0, 0) == 0  # PR_SET_NO_NEW_PRIVS
+    fprog = Program(len(program), ctypes.cast(code, ctypes.c_void_p))
+    assert libc.prctl(22, 2, ctypes.byref(fprog), 0, 0) == 0  # SECCOMP_MODE_FILTER
+if situation == "setuid":  # another real user, effective root
+    os.setresuid(65534, 0, 0)
+from singleton_proc import InsecureLockPathError, SingleInstance, holder
+found = holder("bot", directory=directory)
+print("holder:", found and found.pid)
+os.symlink(os.devnull, os.path.join(directory, "other.pid"))
+try:
+    SingleInstance("other", directory=directory).acquire()
+    print("symlinked record: taken")
+except InsecureLockPathError:
+    print("symlinked record: refused")
+"""
+
+
+@pytest.mark.skipif(
+    not sys.platform.startswith("linux"), reason="seccomp and setresuid: Linux"
+)
+@pytest.mark.parametrize(
+    "situation",
+    [
+        "plain",
+        "no faccessat2",
+        pytest.param("setuid", marks=needs_root),
+    ],
+)
+def test_the_record_is_seen_wherever_the_process_can_open_it(
+    situation: str, lock_dir: Path
+) -> None:
+    """Whether a record is there is asked of the OS the way an open would see it.
+
+    A sandbox that refuses the system call behind the question, or a
+    process whose real user cannot search the directory (setuid-style: the
+    lock directory is root's, 0700), must not make every record read as
+    missing: holders would go unseen, ``"replace"`` could not prove one,
+    and a symlink would go unrefused.
+    """
+    with holding("bot", lock_dir) as holder_process:
+        done = subprocess.run(
+            [sys.executable, "-c", LOOK_FROM_A_CHILD, situation, str(lock_dir)],
+            capture_output=True,
+            text=True,
+            timeout=DEADLINE,
+            check=False,
+        )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        f"holder: {holder_process.pid}",
+        "symlinked record: refused",
+    ]
 
 
 def test_a_live_process_named_by_a_record_without_the_lock_never_blocks(

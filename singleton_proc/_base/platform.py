@@ -20,7 +20,7 @@ import os
 import signal
 import stat
 import sys
-from pathlib import Path
+from pathlib import Path, PureWindowsPath
 from typing import TYPE_CHECKING
 
 from portalocker import exceptions as _pl_exceptions
@@ -41,6 +41,7 @@ __all__ = [
     "exists_no_follow",
     "fallback_directory",
     "filesystem_type",
+    "is_absolute",
     "is_link",
     "process_group",
     "refused_symlink",
@@ -161,14 +162,43 @@ def exists_no_follow(path: str) -> bool:
 
     ``os.path.lexists`` raises and catches an ``OSError`` when nothing is
     there, which costs more than the system call: where ``access`` can
-    leave a symlink unfollowed (Linux, macOS), it answers instead.
+    leave a symlink unfollowed and look with the effective ids (as an
+    ``open`` would), it answers instead.
     """
-    if _ACCESS_NO_FOLLOW:
-        return os.access(path, os.F_OK, follow_symlinks=False)
-    return os.path.lexists(path)  # pragma: no cover - Windows
+    if _ACCESS_ANSWERS:
+        return os.access(path, os.F_OK, effective_ids=True, follow_symlinks=False)
+    return os.path.lexists(path)  # pragma: no cover - tested in a sandboxed child
 
 
-_ACCESS_NO_FOLLOW = os.access in os.supports_follow_symlinks
+def _access_answers() -> bool:
+    """Whether ``access`` can answer :func:`exists_no_follow` in this process.
+
+    It needs ``faccessat2``, which a sandbox may refuse (seccomp profiles of
+    older container runtimes answer ``EPERM``; musl says ``EINVAL`` where
+    the kernel lacks it): every answer would then be "nothing there". One
+    look at ``/``, which always exists, tells.
+    """
+    supported = os.access in os.supports_follow_symlinks and (
+        os.access in os.supports_effective_ids
+    )
+    return supported and os.access(
+        "/", os.F_OK, effective_ids=True, follow_symlinks=False
+    )
+
+
+_ACCESS_ANSWERS = _access_answers()
+
+
+def is_absolute(path: str) -> bool:
+    r"""Whether ``path`` names the same place from every working directory.
+
+    On Windows a path needs a drive (or a UNC share) and a root: ``\locks``
+    depends on the current drive, which ``os.path.isabs`` accepts before
+    Python 3.13.
+    """
+    if IS_WINDOWS:  # pragma: no cover - Windows is correct by design
+        return PureWindowsPath(path).is_absolute()
+    return os.path.isabs(path)
 
 
 def refused_symlink(exc: OSError) -> bool:

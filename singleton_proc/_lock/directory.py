@@ -148,10 +148,14 @@ def absolute_directory(what: str, directory: str | os.PathLike[str]) -> str:
     a ``Path``: every ``SingleInstance()`` checks its directory here.
 
     Raises:
+        TypeError: ``directory`` is not text (bytes, for one).
         ValueError: naming ``what`` and the path.
     """
-    path = os.path.expanduser(os.fspath(directory))
-    if not os.path.isabs(path):
+    path = os.fspath(directory)
+    if not isinstance(path, str):
+        raise TypeError(f"{what} must be a str or a path, not {type(path).__name__}")
+    path = os.path.expanduser(path)
+    if not _platform.is_absolute(path):
         raise ValueError(
             f"{what} must be an absolute path (it is {os.fspath(directory)!r}): "
             "a relative one names another directory from another working "
