@@ -23,6 +23,8 @@ import sys
 import threading
 import time
 
+from daemon_tasks import start_daemon
+
 from singleton_proc import AlreadyRunningError, SingleInstance
 
 #: A grandchild that ignores SIGTERM, under a child that does not.
@@ -77,6 +79,11 @@ def main() -> int:
         help="double-fork a SIGTERM-deaf process that leaves the tree, not the group",
     )
     parser.add_argument(
+        "--daemon",
+        metavar="KIND",
+        help="start a daemon of this kind (see child_daemon.py) while holding",
+    )
+    parser.add_argument(
         "--thread", action="store_true", help="run a non-daemon thread that never ends"
     )
     parser.add_argument(
@@ -117,6 +124,8 @@ def main() -> int:
             print("tree", json.dumps(tree), flush=True)
         if args.daemon_child:
             print("daemon", _daemon_child(), flush=True)
+        if args.daemon:
+            print("daemon", start_daemon(args.daemon), flush=True)
         if args.thread:
             threading.Thread(target=threading.Event().wait, daemon=False).start()
         print("ready", flush=True)

@@ -1,7 +1,8 @@
 """What Linux's ``/proc`` tells without taking a lock: holders, mounts, namespaces.
 
 Who holds a ``flock`` (``/proc/locks``), which lock files a process has open
-(``/proc/<pid>/fd``), and which PID namespace a process sees. Where there is
+(``/proc/<pid>/fd``), which PID namespace a process sees, and which
+processes were started with a given environment variable. Where there is
 no ``/proc`` (macOS, Windows) every answer is "cannot tell" (``None``, ``()``
 or ``False``), and callers fall back to trying the lock for an instant.
 """
@@ -13,6 +14,7 @@ import os
 from pathlib import Path
 
 __all__ = [
+    "environ_pids",
     "flock_holders",
     "in_child_pid_namespace",
     "namespace_pids",
@@ -171,3 +173,35 @@ def open_lock_files(pid: int, path: str) -> frozenset[tuple[int, int]] | None:
         except OSError:  # closed meanwhile
             continue
     return frozenset(found)
+
+
+def environ_pids(variable: str, word: str) -> list[int] | None:
+    """The pids whose environment at start has ``word`` in ``variable``.
+
+    ``variable``'s value is read as words separated by spaces. Only the
+    processes we may look into are seen (our own user's, or all as root);
+    ``/proc/<pid>/environ`` is the environment the process was started
+    with, which its children inherit.
+
+    Returns:
+        The pids, or ``None`` where there is no ``/proc``.
+    """
+    try:
+        entries = os.listdir(_PROC)
+    except OSError:
+        return None
+    prefix = f"{variable}=".encode()
+    wanted = word.encode()
+    found = []
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            data = (_PROC / entry / "environ").read_bytes()
+        except OSError:  # gone, or not ours to read
+            continue
+        for setting in data.split(b"\0"):
+            if setting.startswith(prefix) and wanted in setting[len(prefix) :].split():
+                found.append(int(entry))
+                break
+    return found

@@ -1,10 +1,11 @@
 """Stopping a process tree: freeze, SIGTERM, grace, SIGKILL, one process at a time.
 
-The tree is frozen first: the root, its descendants and, when the root leads
-a process group of its own that holds neither us nor our ancestors, the rest
-of that group (daemonized children that left the tree) are suspended, and
-the tree is walked again until nothing new appears, so that nobody spawns a
-replacement behind our back. They get SIGTERM and are resumed (a stopped
+The tree is frozen first: the root, its descendants, the processes started
+with its mark (daemons that left the tree, see ``lineage``) and, when the
+root leads a process group of its own that holds neither us nor our
+ancestors, the rest of that group are suspended, and the tree is walked
+again until nothing new appears, so that nobody spawns a replacement behind
+our back. They get SIGTERM and are resumed (a stopped
 process, Ctrl-Z, would never see the SIGTERM otherwise), get ``grace``
 seconds while the walk goes on, and whatever is left is frozen, walked and
 SIGKILLed. Every signal goes to one process, identified by pid and start
@@ -26,12 +27,20 @@ import psutil
 from . import platform as _platform
 from .holder import command_line
 from .interrupts import signals_deferred
+from .lineage import marked
 from .waits import delays
 
 if TYPE_CHECKING:
     from collections.abc import Generator, Iterable
 
-__all__ = ["TreeStop", "ancestors", "listing", "stopping_tree", "stopping_trees"]
+__all__ = [
+    "TreeRoot",
+    "TreeStop",
+    "ancestors",
+    "listing",
+    "stopping_tree",
+    "stopping_trees",
+]
 
 _log = logging.getLogger("singleton_proc")
 #: How long SIGKILLed processes get to vanish (a process in uninterruptible
@@ -40,6 +49,25 @@ _KILL_WAIT = 5.0
 #: Walks of a frozen tree before we stop looking for newcomers (each walk
 #: suspends what it finds, so a tree settles in two or three).
 _MAX_WALKS = 10
+#: While waiting out the grace period, how often (seconds) to look for
+#: marked processes: a look reads the environment of every process.
+_MARK_LOOKS_EVERY = 0.1
+
+
+@dataclass(frozen=True)
+class TreeRoot:
+    """A process whose tree is to be stopped.
+
+    Attributes:
+        process: The root, verified (psutil refuses a reused pid).
+        label: How the log names it.
+        mark: The mark its descendants inherit (see ``lineage``), if any:
+            processes started with it belong to the tree wherever they are.
+    """
+
+    process: psutil.Process
+    label: str
+    mark: str | None = None
 
 
 def ancestors() -> list[psutil.Process]:
@@ -50,8 +78,10 @@ def ancestors() -> list[psutil.Process]:
 class _Tree:
     """The processes being stopped: found once, walked again, signalled one by one."""
 
-    def __init__(self, root: psutil.Process) -> None:
+    def __init__(self, root: psutil.Process, mark: str | None) -> None:
         """Start from the verified root; we and our ancestors are never members."""
+        self.mark = mark
+        self._next_mark_look = 0.0
         self.spared = {os.getpid()} | {proc.pid for proc in ancestors()}
         # The holder's own group counts as its tree, unless we or one of our
         # ancestors is in it (then signalling it could reach us).
@@ -77,14 +107,22 @@ class _Tree:
             new.append(proc)
         return new
 
-    def walk(self) -> list[psutil.Process]:
-        """Find descendants (and group members) not seen yet; return them."""
+    def walk(self, *, throttled: bool = False) -> list[psutil.Process]:
+        """Find descendants (group members, marked processes) not seen yet.
+
+        With ``throttled``, marked processes are looked for only if
+        :data:`_MARK_LOOKS_EVERY` has passed since the last look.
+        """
         found: list[psutil.Process] = []
         for proc in list(self.members.values()):
             if _alive(proc):
                 found.extend(_children(proc))
         if self.group is not None:
             found.extend(_group_members(self.group))
+        now = time.monotonic()
+        if self.mark is not None and not (throttled and now < self._next_mark_look):
+            self._next_mark_look = now + _MARK_LOOKS_EVERY
+            found.extend(proc for proc in marked(self.mark) if _alive(proc))
         return self._add(found)
 
     def alive(self) -> list[psutil.Process]:
@@ -144,19 +182,17 @@ class TreeStop:
     survivors: tuple[int, ...]
 
 
-def stopping_tree(
-    root: psutil.Process, grace: float, label: str
-) -> Generator[float, None, TreeStop]:
-    """Stop ``root`` and its whole tree: freeze, SIGTERM, ``grace``, SIGKILL.
+def stopping_tree(top: TreeRoot, grace: float) -> Generator[float, None, TreeStop]:
+    """Stop a root and its whole tree: freeze, SIGTERM, ``grace``, SIGKILL.
 
     The root gets SIGTERM first, and the time to stop its own children (a
     pool that terminates its workers does not respawn them, as it would if
     they died under it); what is left of the tree once it has exited gets
     SIGTERM in turn, and at ``grace`` everything still running is frozen,
-    walked and SIGKILLed. ``label`` names the root in the log. Yields how
-    long to sleep between looks.
+    walked and SIGKILLed. Yields how long to sleep between looks.
     """
-    tree = _Tree(root)
+    root, label = top.process, top.label
+    tree = _Tree(root, top.mark)
     left: list[psutil.Process] = []
     deadline = time.monotonic() + grace
     finished = killing = False
@@ -206,15 +242,15 @@ def stopping_tree(
 
 
 def stopping_trees(
-    roots: dict[psutil.Process, str], grace: float
+    roots: Iterable[TreeRoot], grace: float
 ) -> Generator[float, None, list[TreeStop]]:
-    """Stop several trees at once (``root: label``): one grace period for all.
+    """Stop several trees at once: one grace period for all.
 
     Each tree is stopped as :func:`stopping_tree` does; they take their
     steps in turn, so a pool's workers get SIGTERM together and the whole
     stop takes as long as the slowest tree, not the sum.
     """
-    running = [stopping_tree(root, grace, label) for root, label in roots.items()]
+    running = [stopping_tree(root, grace) for root in roots]
     done: list[TreeStop] = []
     try:
         while running:
@@ -246,7 +282,7 @@ def _wait(
     meanwhile are known; with ``signal_newcomers`` they also get that signal.
     """
     for delay in delays():
-        newcomers = tree.walk()
+        newcomers = tree.walk(throttled=True)
         if signal_newcomers:
             _each(newcomers, signal_newcomers)
         waiting_for = [only] if only is not None else list(tree.members.values())

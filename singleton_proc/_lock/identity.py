@@ -7,6 +7,7 @@ when the clock is adjusted, so it is compared within a small tolerance.
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
 from dataclasses import dataclass
@@ -14,6 +15,8 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 import psutil
+
+from singleton_proc._base.lineage import holder_mark
 
 if TYPE_CHECKING:
     from singleton_proc._base.holder import Holder
@@ -33,6 +36,11 @@ class Identity:
     cmdline: tuple[str, ...]
     user: str
     host: str
+
+    @functools.cached_property
+    def mark(self) -> str:
+        """What our descendants inherit while we hold a name (see ``lineage``)."""
+        return holder_mark(self.pid, self.create_time)
 
 
 _current: Identity | None = None

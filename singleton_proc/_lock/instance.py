@@ -8,7 +8,7 @@ import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, get_args, overload
 
-from singleton_proc._base import validate
+from singleton_proc._base import lineage, validate
 from singleton_proc._base.interrupts import shielded, signals_deferred
 from singleton_proc._base.waits import run_blocking
 
@@ -350,9 +350,9 @@ class SingleInstance:
             with self._mutex:
                 self._held = held
             _registry.add(key, lock.key, self)
-            held.record_written = write_record(
-                files, encode_own_record(current_identity(), self.name)
-            )
+            me = current_identity()
+            lineage.carry(me.mark)  # a stop of ours finds the daemons we start
+            held.record_written = write_record(files, encode_own_record(me, self.name))
         except BaseException:
             with self._mutex:
                 self._held = None

@@ -6,7 +6,9 @@ process with the recorded start time, command line, user and host, which
 this process nor one of its ancestors.
 
 Then its tree is stopped by :mod:`singleton_proc._base.tree`: frozen, SIGTERM,
-``grace`` seconds, SIGKILL, each process verified, bounded in time.
+``grace`` seconds, SIGKILL, each process verified, bounded in time. The tree
+includes the processes started with the holder's mark (``lineage``):
+daemons that its children forked off.
 """
 
 from __future__ import annotations
@@ -17,7 +19,14 @@ from typing import TYPE_CHECKING
 import psutil
 
 from singleton_proc._base import validate
-from singleton_proc._base.tree import TreeStop, ancestors, listing, stopping_tree
+from singleton_proc._base.lineage import holder_mark
+from singleton_proc._base.tree import (
+    TreeRoot,
+    TreeStop,
+    ancestors,
+    listing,
+    stopping_tree,
+)
 from singleton_proc._base.waits import run_blocking
 from singleton_proc._errors import ReplaceRefusedError, SingletonProcError
 
@@ -94,7 +103,10 @@ def stopping(holder: Holder, grace: float) -> Generator[float, None, TreeStop]:
     if root is None:
         stopped = TreeStop(signalled=(), killed=(), survivors=())
     else:
-        stopped = yield from stopping_tree(root, grace, repr(holder.name))
+        mark = holder_mark(holder.pid, holder.create_time)
+        stopped = yield from stopping_tree(
+            TreeRoot(root, repr(holder.name), mark), grace
+        )
     _log_report(holder, stopped, grace)
     return stopped
 

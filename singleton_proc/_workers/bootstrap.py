@@ -19,6 +19,7 @@ import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from singleton_proc._base import lineage
 from singleton_proc._base import platform as _platform
 
 from .logforward import LogLevels, forward
@@ -65,10 +66,13 @@ class WorkerSettings:
         death_signal: Whether to ask for ``PR_SET_PDEATHSIG``: only when the
             thread that creates the worker lives as long as its parent
             process (the signal fires when that *thread* exits).
+        mark: What the worker's descendants carry (see ``lineage``), so
+            that a stop of its tree finds the daemons they fork off.
     """
 
     levels: LogLevels
     death_signal: bool
+    mark: str
 
 
 class Channel:
@@ -108,7 +112,7 @@ class Channel:
 def prepare(
     conn: Connection, parent_alive: Connection, settings: WorkerSettings
 ) -> Channel:
-    """Set this worker up: SIGINT ignored, dying with the parent, logging forwarded.
+    """Set this worker up: SIGINT ignored, parent watched, tree marked, logs forwarded.
 
     Args:
         conn: The write end of the worker's pipe to its parent.
@@ -121,6 +125,7 @@ def prepare(
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _platform.unblock_sigint()  # blocked by the parent around our start
+    lineage.carry(settings.mark)
     if settings.death_signal:
         with contextlib.suppress(OSError):  # the pipe below is enough
             _platform.set_parent_death_signal()

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from singleton_proc._base import platform as _platform
+from singleton_proc._base.lineage import new_mark
 
 from .bootstrap import WorkerSettings
 from .logforward import snapshot
@@ -143,6 +144,7 @@ class Launched:
 
     process: BaseProcess
     conn: Connection
+    mark: str
 
 
 def launch(
@@ -164,8 +166,10 @@ def launch(
     """
     context = multiprocessing.get_context(start_method)
     mine, theirs = context.Pipe(duplex=duplex)
+    mark = new_mark()
     settings = WorkerSettings(
         levels=snapshot(),
+        mark=mark,
         # PR_SET_PDEATHSIG fires when the creating *thread* exits: only the
         # main thread (and the forkserver's) lives as long as the process.
         death_signal=start_method == "forkserver"
@@ -189,4 +193,4 @@ def launch(
         raise
     finally:
         theirs.close()  # the worker's copy is the last: its exit means EOF
-    return Launched(process=process, conn=mine)
+    return Launched(process=process, conn=mine, mark=mark)

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import psutil
 
-from singleton_proc._base.tree import stopping_trees
+from singleton_proc._base.tree import TreeRoot, stopping_trees
 from singleton_proc._base.waits import WORKER_LINGER, run_blocking
 
 from .logforward import dispatch
@@ -55,6 +55,7 @@ class WorkerLink:
         assert pid is not None  # noqa: S101  (started)
         self.pid: int = pid
         self.label = f"{label} {pid}"
+        self.mark = launched.mark  # what its descendants carry, daemons included
         self.eof = False
         # Nobody else reaps it, so the pid stays ours until we do: psutil can
         # look it up even if it died already.
@@ -123,7 +124,11 @@ def wait_for_any(
 
 def stop_trees(links: Iterable[WorkerLink], grace: float) -> None:
     """Stop these workers' trees together: SIGTERM, ``grace``, SIGKILL."""
-    roots = {link.root: link.label for link in links if link.root is not None}
+    roots = [
+        TreeRoot(link.root, link.label, link.mark)
+        for link in links
+        if link.root is not None
+    ]
     if roots:
         run_blocking(stopping_trees(roots, grace))
 

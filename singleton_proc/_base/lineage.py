@@ -1,0 +1,84 @@
+"""The mark our processes pass on to every descendant, and finding who carries it.
+
+A process tree is found by walking parent to children, which a daemon
+leaves: a child that forks again and exits (with or without ``setsid``)
+leaves its own child to init, and a stop that walks the tree no longer
+sees it. So the processes whose trees we stop carry a mark in their
+environment, ``SINGLETON_PROC_TREE``, that every process they start
+inherits, daemonized or not: a holder of a name marks itself with its
+identity (pid and start time, as its record says), a worker with a token
+its parent chose. A stop then also finds every live process started with
+that mark. A process that clears its environment (``env -i``, an
+``execve`` with an environment of its own) drops the mark and is not found
+this way; a process that merely shares a command line never has it.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+
+import psutil
+
+from . import procfs
+
+__all__ = ["MARK_VARIABLE", "carry", "holder_mark", "marked", "new_mark"]
+
+#: The environment variable: the marks of the trees a process belongs to,
+#: separated by spaces (a holder started by another holder has both).
+MARK_VARIABLE = "SINGLETON_PROC_TREE"
+
+
+def holder_mark(pid: int, create_time: float) -> str:
+    """The mark of the process ``pid`` that started at ``create_time``.
+
+    Written from the values of the holder's record, so that a stop finds it
+    from the record alone.
+    """
+    return f"{pid}-{create_time!r}"
+
+
+def new_mark() -> str:
+    """A fresh mark for a worker: its parent keeps it to find its descendants."""
+    return f"w{secrets.token_hex(8)}"
+
+
+def carry(mark: str) -> None:
+    """Add ``mark`` to our environment: whatever we start from now on inherits it."""
+    marks = os.environ.get(MARK_VARIABLE, "")
+    if mark not in marks.split():
+        os.environ[MARK_VARIABLE] = f"{marks} {mark}".strip()
+
+
+def marked(mark: str) -> list[psutil.Process]:
+    """The live processes started with ``mark`` in their environment.
+
+    On Linux ``/proc`` is read directly (a few microseconds a process); each
+    match is checked again through psutil, whose ``Process`` then refuses to
+    signal a pid that is reused later. Elsewhere psutil reads each
+    process's environment (macOS: our own user's processes).
+    """
+    pids = procfs.environ_pids(MARK_VARIABLE, mark)
+    candidates = _processes(pids) if pids is not None else list(psutil.process_iter())
+    return [proc for proc in candidates if _carries(proc, mark)]
+
+
+def _processes(pids: list[int]) -> list[psutil.Process]:
+    """A psutil handle of each of ``pids``, leaving out those gone meanwhile."""
+    found = []
+    for pid in pids:
+        try:
+            found.append(psutil.Process(pid))
+        except psutil.NoSuchProcess:
+            continue
+    return found
+
+
+def _carries(proc: psutil.Process, mark: str) -> bool:
+    """Whether ``proc`` was started with ``mark`` (``False`` when we cannot tell)."""
+    try:
+        return mark in proc.environ().get(MARK_VARIABLE, "").split()
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+        return False
+    except OSError:  # pragma: no cover - an environment psutil cannot parse
+        return False
