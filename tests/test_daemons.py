@@ -187,12 +187,17 @@ def _run(
 
 
 @pytest.mark.parametrize(
-    ("kind", "environment"), [(kind, "inherited") for kind in KINDS]
+    ("kind", "environment"),
+    [(kind, "inherited") for kind in KINDS] + [("detached", "cleared")],
 )
 def test_singleton_proc_run_then_stop_takes_the_commands_daemons(
     kind: str, environment: str, lock_dir: Path, daemons: list[int]
 ) -> None:
-    """``run``'s command started a daemon; ``stop`` ends it too."""
+    """``run``'s command started a daemon; ``stop`` ends it too.
+
+    Even one started with an empty environment, so without the mark: on
+    Linux ``run`` adopts the orphans of its command.
+    """
     bystander = _bystander(kind, daemons)
     run = _run(lock_dir, kind, environment)
     try:
@@ -210,6 +215,24 @@ def test_singleton_proc_run_then_stop_takes_the_commands_daemons(
         reap(run)
     assert _gone_within(daemons[1]), f"{kind} daemon {daemons[1]} escaped"
     assert _alive(bystander)
+
+
+def test_singleton_proc_run_reaps_the_orphans_it_adopts(
+    lock_dir: Path, daemons: list[int]
+) -> None:
+    """An adopted daemon that ends is reaped by ``run`` at once, by pid."""
+    run = _run(lock_dir, "detached", "cleared", "kill")
+    try:
+        daemons.append(int(read_line(run)))
+        assert read_line(run) == "killed"
+        deadline = time.monotonic() + DEADLINE
+        while psutil.pid_exists(daemons[0]):  # a zombie of run's until reaped
+            assert time.monotonic() < deadline, "run left its adopted child a zombie"
+            time.sleep(0.005)
+        run.communicate("", timeout=DEADLINE)
+        assert run.returncode == 0
+    finally:
+        reap(run)
 
 
 # --- the worker wing: a task's daemons go with its worker's stop ----------------

@@ -35,6 +35,7 @@ __all__ = [
     "HAS_NOFOLLOW",
     "IS_WINDOWS",
     "OPEN_FLAGS",
+    "adopt_orphans",
     "at_fork",
     "cache_home",
     "current_uid",
@@ -333,6 +334,7 @@ def filesystem_type(path: str) -> str:
 
 
 _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+_PR_SET_CHILD_SUBREAPER = 36
 
 
 def set_parent_death_signal() -> None:
@@ -352,10 +354,33 @@ def set_parent_death_signal() -> None:
     """
     if not sys.platform.startswith("linux"):  # pragma: no cover - Linux only
         return
-    import ctypes  # noqa: PLC0415  (only in the child, never on import)
+    _prctl("PR_SET_PDEATHSIG", _PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def adopt_orphans() -> bool:
+    """Become a child subreaper (Linux): our orphaned descendants become our children.
+
+    A daemon that double-forks is then re-parented to us instead of to init,
+    and stays in our tree, whatever it does with its environment. Our own
+    children do not inherit the setting. Elsewhere nothing happens.
+
+    Returns:
+        Whether this process adopts orphans now (the caller must reap them).
+    """
+    if not sys.platform.startswith("linux"):  # pragma: no cover - Linux only
+        return False
+    try:
+        _prctl("PR_SET_CHILD_SUBREAPER", _PR_SET_CHILD_SUBREAPER, 1)
+    except OSError:  # pragma: no cover - a kernel older than 3.4
+        return False
+    return True
+
+
+def _prctl(what: str, option: int, value: int) -> None:
+    """``prctl(option, value)`` (Linux); ``what`` names it in the error."""
+    import ctypes  # noqa: PLC0415  (only where it is used, never on import)
 
     libc = ctypes.CDLL(None, use_errno=True)
-    sigkill = ctypes.c_ulong(signal.SIGKILL)
-    if libc.prctl(_PR_SET_PDEATHSIG, sigkill, 0, 0, 0) != 0:
+    if libc.prctl(option, ctypes.c_ulong(value), 0, 0, 0) != 0:
         code = ctypes.get_errno()
-        raise OSError(code, f"prctl(PR_SET_PDEATHSIG): {os.strerror(code)}")
+        raise OSError(code, f"prctl({what}): {os.strerror(code)}")

@@ -2,8 +2,12 @@
 
 Signals the wrapper receives (SIGINT, SIGTERM, SIGHUP) are passed on to CMD,
 CMD's exit status becomes the wrapper's (128 + N for a death by signal N),
-and on Linux CMD dies with a SIGKILLed wrapper (``PR_SET_PDEATHSIG``). Its
-errors are classes of their own; ``main`` turns them into exit statuses.
+and on Linux CMD dies with a SIGKILLed wrapper (``PR_SET_PDEATHSIG``) and
+the daemons CMD forks off are re-parented to the wrapper, not to init
+(``PR_SET_CHILD_SUBREAPER``), so that a stop of the wrapper's tree finds
+them even if they dropped the mark in their environment; the wrapper reaps
+them by pid when they exit. Its errors are classes of their own; ``main``
+turns them into exit statuses.
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ import os
 import signal
 import subprocess
 from typing import TYPE_CHECKING
+
+import psutil
 
 from singleton_proc._base import platform as _platform
 from singleton_proc._errors import SingletonProcError
@@ -97,6 +103,49 @@ class Wrapper:
             raise Interrupted(signum)
 
     def run(self) -> int:
+        """Start CMD, pass on what arrived meanwhile, wait; return its status."""
+        with self._adopting():
+            return self._run()
+
+    @contextlib.contextmanager
+    def _adopting(self) -> Iterator[None]:
+        """Adopt CMD's orphaned descendants (Linux), reaping each when it exits.
+
+        The wrapper stays the subreaper when it is done: by then it exits.
+        """
+        if not hasattr(signal, "SIGCHLD") or not _platform.adopt_orphans():
+            yield  # pragma: no cover - not Linux
+            return
+        previous = signal.signal(signal.SIGCHLD, self._reap_adopted)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGCHLD, previous)
+            self._reap_adopted(signal.SIGCHLD, None)
+
+    def _reap_adopted(self, signum: int, frame: FrameType | None) -> None:  # noqa: ARG002
+        """Reap the adopted processes that have exited, by pid, never CMD.
+
+        Never ``waitpid(-1)``: CMD's exit status belongs to ``Popen.wait``.
+        Until CMD's pid is known, nothing is reaped (a zombie then could be
+        CMD's); those are reaped at the next SIGCHLD, or at the end.
+        """
+        if self.child is None or os.getpid() != self.pid:
+            return
+        try:
+            children = psutil.Process().children()
+        except psutil.Error:  # pragma: no cover - we always exist to ourselves
+            return
+        for child in children:
+            if child.pid == self.child.pid:
+                continue
+            with contextlib.suppress(psutil.Error):
+                if child.status() != psutil.STATUS_ZOMBIE:
+                    continue
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(child.pid, os.WNOHANG)
+
+    def _run(self) -> int:
         """Start CMD, pass on what arrived meanwhile, wait; return its status."""
         self.starting = True
         try:
