@@ -552,7 +552,7 @@ def main() -> None:
         tools=labels,
         columns={"kill -> exception": "{:.1f} ms"},
     )
-    cap = 5 if args.quick else 15
+    cap = 2 if args.quick else 15
     bench_per_tool(
         args,
         ctrl_c_once,

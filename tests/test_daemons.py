@@ -50,7 +50,17 @@ pytestmark = pytest.mark.skipif(
     not hasattr(os, "fork"), reason="daemons double-fork: POSIX only"
 )
 
-KINDS = ["double-fork", "setsid", "detached"]
+#: The textbook daemon runs on every Python CI tries; the two lighter kinds
+#: and the stop paths that share their code with another (marked slow) on
+#: the main run only, to keep CI within its time.
+SLOW = pytest.mark.slow
+KINDS = [
+    pytest.param("double-fork", marks=SLOW),
+    pytest.param("setsid", marks=SLOW),
+    "detached",
+]
+#: The grace of every stop, and the time limit of the tasks that time out
+#: (long enough for a task to start its daemon on a loaded machine).
 GRACE = 2.0
 
 
@@ -121,7 +131,14 @@ def _holder_with_daemon(
 
 
 @pytest.mark.parametrize("kind", KINDS)
-@pytest.mark.parametrize("path", ["replace", "terminate", "singleton-proc stop"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "replace",
+        pytest.param("terminate", marks=SLOW),  # the same stop as replace
+        pytest.param("singleton-proc stop", marks=SLOW),
+    ],
+)
 def test_a_stopped_holder_takes_its_daemons_along(
     path: str,
     kind: str,
@@ -188,7 +205,12 @@ def _run(
 
 @pytest.mark.parametrize(
     ("kind", "environment"),
-    [(kind, "inherited") for kind in KINDS] + [("detached", "cleared")],
+    [
+        pytest.param("double-fork", "inherited", marks=SLOW),
+        pytest.param("setsid", "inherited", marks=SLOW),
+        ("detached", "inherited"),
+        ("detached", "cleared"),
+    ],
 )
 def test_singleton_proc_run_then_stop_takes_the_commands_daemons(
     kind: str, environment: str, lock_dir: Path, daemons: list[int]
@@ -261,7 +283,13 @@ def _stop_a_worker(path: str, kind: str, report: str) -> None:
 
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize(
-    "path", ["run_process", "run_in_pool", "process_pool", "terminate_tree"]
+    "path",
+    [
+        "run_process",
+        pytest.param("run_in_pool", marks=SLOW),  # the same stop of a worker
+        pytest.param("process_pool", marks=SLOW),
+        pytest.param("terminate_tree", marks=SLOW),
+    ],
 )
 def test_a_stopped_worker_takes_the_tasks_daemons_along(
     path: str,

@@ -43,11 +43,21 @@ def new_mark() -> str:
     return f"w{secrets.token_hex(8)}"
 
 
+#: The marks this process has put in its environment: each is put there once
+#: (a holder carries its mark at every acquire, and reading the environment
+#: costs more than the rest of a check). A program that takes the variable
+#: out of its environment gives its marks up.
+_carried: set[str] = set()
+
+
 def carry(mark: str) -> None:
     """Add ``mark`` to our environment: whatever we start from now on inherits it."""
+    if mark in _carried:
+        return
     marks = os.environ.get(MARK_VARIABLE, "")
     if mark not in marks.split():
         os.environ[MARK_VARIABLE] = f"{marks} {mark}".strip()
+    _carried.add(mark)
 
 
 def marked(mark: str) -> list[psutil.Process]:
