@@ -63,6 +63,16 @@ def _daemon_child() -> int:
         return int(pipe.readline())
 
 
+def _start_daemon_on_sigterm(kind: str) -> None:
+    """On SIGTERM: start a daemon of ``kind``, print its pid, exit."""
+
+    def respawn(signum: int, frame: object) -> None:  # noqa: ARG001
+        print("daemon", start_daemon(kind), flush=True)
+        raise SystemExit(0)
+
+    signal.signal(signal.SIGTERM, respawn)
+
+
 def main() -> int:
     """Hold the name given on the command line until stdin closes."""
     parser = argparse.ArgumentParser()
@@ -84,6 +94,11 @@ def main() -> int:
         help="start a daemon of this kind (see child_daemon.py) while holding",
     )
     parser.add_argument(
+        "--daemon-on-term",
+        metavar="KIND",
+        help="on SIGTERM, start a daemon of this kind, print its pid, then exit",
+    )
+    parser.add_argument(
         "--thread", action="store_true", help="run a non-daemon thread that never ends"
     )
     parser.add_argument(
@@ -93,6 +108,8 @@ def main() -> int:
     args = parser.parse_args()
     if args.ignore_term:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if args.daemon_on_term:
+        _start_daemon_on_sigterm(args.daemon_on_term)
     instance = SingleInstance(
         args.name,
         directory=args.directory,

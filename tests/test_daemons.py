@@ -172,6 +172,23 @@ def test_a_stopped_holder_takes_its_daemons_along(
     assert _alive(bystander)
 
 
+def test_a_daemon_started_as_the_holder_exits_is_stopped_too(
+    lock_dir: Path, daemons: list[int]
+) -> None:
+    """A SIGTERM handler that starts a daemon, then exits: a last look finds it."""
+    holder = start_holder("bot", lock_dir, "--daemon-on-term", "detached")
+    try:
+        assert read_line(holder) == "ready"
+        assert terminate("bot", grace=GRACE, directory=lock_dir) is not None
+        word, pid = read_line(holder).split()
+        assert word == "daemon"
+        daemons.append(int(pid))
+        holder.wait(DEADLINE)
+    finally:
+        reap(holder)
+    assert _gone_within(daemons[0]), f"daemon {daemons[0]} escaped as its parent left"
+
+
 RUN_COMMAND = """
 import os, signal, sys
 sys.path.insert(0, sys.argv[1])
@@ -255,6 +272,28 @@ def test_singleton_proc_run_reaps_the_orphans_it_adopts(
         assert run.returncode == 0
     finally:
         reap(run)
+
+
+def test_singleton_proc_run_adopting_a_crowd_keeps_the_commands_status(
+    lock_dir: Path,
+) -> None:
+    """Orphans that end in a burst are reaped without losing CMD's exit status.
+
+    Each one's SIGCHLD may come while the wrapper reaps the one before.
+    """
+    # Each (... &) leaves an orphan that run adopts; all end before CMD does.
+    crowd = "for i in $(seq 1000); do (true &); done; sleep 1; exit 5"
+    done = subprocess.run(
+        [
+            *(sys.executable, "-m", "singleton_proc", "run", "--dir", str(lock_dir)),
+            *("bot", "--", "sh", "-c", crowd),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=DEADLINE,
+        check=False,
+    )
+    assert (done.returncode, done.stderr) == (5, "")
 
 
 # --- the worker wing: a task's daemons go with its worker's stop ----------------

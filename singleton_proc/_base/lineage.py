@@ -17,12 +17,20 @@ from __future__ import annotations
 
 import os
 import secrets
+import time
 
 import psutil
 
 from . import procfs
 
-__all__ = ["MARK_VARIABLE", "carry", "holder_mark", "marked", "new_mark"]
+__all__ = [
+    "MARK_VARIABLE",
+    "carries_here",
+    "carry",
+    "holder_mark",
+    "marked",
+    "new_mark",
+]
 
 #: The environment variable: the marks of the trees a process belongs to,
 #: separated by spaces (a holder started by another holder has both).
@@ -60,17 +68,50 @@ def carry(mark: str) -> None:
     _carried.add(mark)
 
 
-def marked(mark: str) -> list[psutil.Process]:
+def carries_here(mark: str) -> bool:
+    """Whether this process carries ``mark`` (it descends from that tree)."""
+    return mark in os.environ.get(MARK_VARIABLE, "").split()
+
+
+def marked(mark: str, *, fresh: bool = False) -> list[psutil.Process]:
     """The live processes started with ``mark`` in their environment.
 
-    On Linux ``/proc`` is read directly (a few microseconds a process); each
-    match is checked again through psutil, whose ``Process`` then refuses to
+    On Linux ``/proc`` is read directly (some 50 µs a process); each match
+    is checked again through psutil, whose ``Process`` then refuses to
     signal a pid that is reused later. Elsewhere psutil reads each
     process's environment (macOS: our own user's processes).
+
+    One reading serves every tree a stop looks at for a short while (twice
+    as long as it took, at least 50 ms), so that stopping many trees at
+    once reads it once; ``fresh`` asks for a new one (a last look).
     """
-    pids = procfs.environ_pids(MARK_VARIABLE, mark)
-    candidates = _processes(pids) if pids is not None else list(psutil.process_iter())
+    marks = _marks_by_pid(fresh=fresh)
+    candidates = (
+        _processes([pid for pid, words in marks.items() if mark in words])
+        if marks is not None
+        else list(psutil.process_iter())
+    )
     return [proc for proc in candidates if _carries(proc, mark)]
+
+
+#: The last reading of ``/proc``: when it may be reused until, and what it said.
+_reading: tuple[float, dict[int, frozenset[str]] | None] = (0.0, None)
+
+
+def _marks_by_pid(*, fresh: bool) -> dict[int, frozenset[str]] | None:
+    """``{pid: marks}`` from ``/proc`` (``None`` without one), maybe reused."""
+    global _reading  # noqa: PLW0603  (a short-lived cache; a tuple swapped whole)
+    now = time.monotonic()
+    until, marks = _reading
+    if fresh or now >= until or marks is None:
+        marks = procfs.environ_words(MARK_VARIABLE)
+        took = time.monotonic() - now
+        _reading = (now + max(_REUSE_FOR, 2 * took), marks)
+    return marks
+
+
+#: How long at least a reading of ``/proc`` is reused (seconds).
+_REUSE_FOR = 0.05
 
 
 def _processes(pids: list[int]) -> list[psutil.Process]:

@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 
 __all__ = [
-    "environ_pids",
+    "environ_words",
     "flock_holders",
     "in_child_pid_namespace",
     "namespace_pids",
@@ -175,8 +175,8 @@ def open_lock_files(pid: int, path: str) -> frozenset[tuple[int, int]] | None:
     return frozenset(found)
 
 
-def environ_pids(variable: str, word: str) -> list[int] | None:
-    """The pids whose environment at start has ``word`` in ``variable``.
+def environ_words(variable: str) -> dict[int, frozenset[str]] | None:
+    """Each process whose environment at start sets ``variable``: its words.
 
     ``variable``'s value is read as words separated by spaces. Only the
     processes we may look into are seen (our own user's, or all as root);
@@ -184,15 +184,14 @@ def environ_pids(variable: str, word: str) -> list[int] | None:
     with, which its children inherit.
 
     Returns:
-        The pids, or ``None`` where there is no ``/proc``.
+        ``{pid: words}``, or ``None`` where there is no ``/proc``.
     """
     try:
         entries = os.listdir(_PROC)
     except OSError:
         return None
     prefix = f"{variable}=".encode()
-    wanted = word.encode()
-    found = []
+    found: dict[int, frozenset[str]] = {}
     for entry in entries:
         if not entry.isdigit():
             continue
@@ -201,7 +200,8 @@ def environ_pids(variable: str, word: str) -> list[int] | None:
         except OSError:  # gone, or not ours to read
             continue
         for setting in data.split(b"\0"):
-            if setting.startswith(prefix) and wanted in setting[len(prefix) :].split():
-                found.append(int(entry))
+            if setting.startswith(prefix):
+                value = setting[len(prefix) :].decode(errors="replace")
+                found[int(entry)] = frozenset(value.split())
                 break
     return found

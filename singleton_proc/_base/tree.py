@@ -17,7 +17,6 @@ processes do with SIGTERM.
 from __future__ import annotations
 
 import logging
-import os
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -27,7 +26,7 @@ import psutil
 from . import platform as _platform
 from .holder import command_line
 from .interrupts import signals_deferred
-from .lineage import marked
+from .lineage import carries_here, marked
 from .waits import delays
 
 if TYPE_CHECKING:
@@ -82,7 +81,13 @@ class _Tree:
         """Start from the verified root; we and our ancestors are never members."""
         self.mark = mark
         self._next_mark_look = 0.0
-        self.spared = {os.getpid()} | {proc.pid for proc in ancestors()}
+        # We and our ancestors are never members; nor, when we descend from
+        # the tree (we carry its mark: a new copy started by the old one),
+        # the processes we started, which carry its mark too.
+        me = psutil.Process()
+        self.spared = {me.pid} | {proc.pid for proc in ancestors()}
+        if mark is not None and carries_here(mark):
+            self.spared |= {proc.pid for proc in _children(me)}
         # The holder's own group counts as its tree, unless we or one of our
         # ancestors is in it (then signalling it could reach us).
         groups = {_platform.process_group(pid) for pid in self.spared}
@@ -107,11 +112,14 @@ class _Tree:
             new.append(proc)
         return new
 
-    def walk(self, *, throttled: bool = False) -> list[psutil.Process]:
+    def walk(
+        self, *, throttled: bool = False, last: bool = False
+    ) -> list[psutil.Process]:
         """Find descendants (group members, marked processes) not seen yet.
 
         With ``throttled``, marked processes are looked for only if
-        :data:`_MARK_LOOKS_EVERY` has passed since the last look.
+        :data:`_MARK_LOOKS_EVERY` has passed since the last look; ``last``
+        (a look before declaring the tree gone) reads them afresh.
         """
         found: list[psutil.Process] = []
         for proc in list(self.members.values()):
@@ -122,7 +130,8 @@ class _Tree:
         now = time.monotonic()
         if self.mark is not None and not (throttled and now < self._next_mark_look):
             self._next_mark_look = now + _MARK_LOOKS_EVERY
-            found.extend(proc for proc in marked(self.mark) if _alive(proc))
+            marked_now = marked(self.mark, fresh=last)
+            found.extend(proc for proc in marked_now if _alive(proc))
         return self._add(found)
 
     def alive(self) -> list[psutil.Process]:
@@ -288,6 +297,13 @@ def _wait(
         waiting_for = [only] if only is not None else list(tree.members.values())
         remaining = deadline - time.monotonic()
         if not any(_alive(proc) for proc in waiting_for) or remaining <= 0:
+            # A last look, afresh: a process may have started a daemon as
+            # it exited, since the last look at the marked ones.
+            late = tree.walk(last=True)
+            if signal_newcomers:
+                _each(late, signal_newcomers)
+            if late and only is None and remaining > 0:
+                continue  # wait for those too
             return
         yield min(delay, remaining)
 

@@ -18,8 +18,6 @@ import signal
 import subprocess
 from typing import TYPE_CHECKING
 
-import psutil
-
 from singleton_proc._base import platform as _platform
 from singleton_proc._errors import SingletonProcError
 
@@ -71,6 +69,8 @@ class Wrapper:
         self.child: subprocess.Popen[bytes] | None = None
         self.starting = False
         self.pending: list[int] = []
+        self._reaping = False  # in _reap_adopted
+        self._look_again = False  # a SIGCHLD came while it ran
 
     @contextlib.contextmanager
     def forwarding(self) -> Iterator[None]:
@@ -124,26 +124,42 @@ class Wrapper:
             self._reap_adopted(signal.SIGCHLD, None)
 
     def _reap_adopted(self, signum: int, frame: FrameType | None) -> None:  # noqa: ARG002
-        """Reap the adopted processes that have exited, by pid, never CMD.
+        """Reap the adopted processes that have exited, one by pid, never CMD.
 
-        Never ``waitpid(-1)``: CMD's exit status belongs to ``Popen.wait``.
-        Until CMD's pid is known, nothing is reaped (a zombie then could be
-        CMD's); those are reaped at the next SIGCHLD, or at the end.
+        ``waitid(WNOWAIT)`` names an exited child without reaping it; CMD is
+        left to ``Popen.wait`` (its status is the wrapper's), so the look
+        stops there, and a last look after CMD finds the rest. Never
+        ``waitpid(-1)``. Until CMD's pid is known nothing is reaped (a
+        zombie then could be CMD). Not re-entered: a SIGCHLD that comes
+        while it runs makes it look once more instead.
         """
         if self.child is None or os.getpid() != self.pid:
             return
-        try:
-            children = psutil.Process().children()
-        except psutil.Error:  # pragma: no cover - we always exist to ourselves
+        if self._reaping:
+            self._look_again = True
             return
-        for child in children:
-            if child.pid == self.child.pid:
-                continue
-            with contextlib.suppress(psutil.Error):
-                if child.status() != psutil.STATUS_ZOMBIE:
-                    continue
+        self._reaping = True
+        try:
+            self._look_again = True
+            while self._look_again:
+                self._look_again = False
+                self._reap_exited(self.child.pid)
+        finally:
+            self._reaping = False
+
+    @staticmethod
+    def _reap_exited(cmd: int) -> None:
+        """Reap every exited child but ``cmd``, until none or ``cmd`` is next."""
+        flags = os.WEXITED | os.WNOHANG | os.WNOWAIT
+        while True:
+            try:
+                exited = os.waitid(os.P_ALL, 0, flags)
+            except ChildProcessError:  # no child at all
+                return
+            if exited is None or exited.si_pid == cmd:
+                return
             with contextlib.suppress(ChildProcessError):
-                os.waitpid(child.pid, os.WNOHANG)
+                os.waitpid(exited.si_pid, 0)  # exited already: returns at once
 
     def _run(self) -> int:
         """Start CMD, pass on what arrived meanwhile, wait; return its status."""
