@@ -30,6 +30,7 @@ from daemon_tasks import (
     step,
 )
 
+import singleton_proc
 from singleton_proc import (
     SingleInstance,
     TaskTimeoutError,
@@ -39,6 +40,7 @@ from singleton_proc import (
     start_process,
     terminate,
 )
+from singleton_proc._base.lineage import MARK_VARIABLE, holder_mark
 
 from helpers import DEADLINE, TESTS, read_line, reap, start_holder, wait_for_file
 
@@ -187,6 +189,43 @@ def test_a_daemon_started_as_the_holder_exits_is_stopped_too(
     finally:
         reap(holder)
     assert _gone_within(daemons[0]), f"daemon {daemons[0]} escaped as its parent left"
+
+
+NEW_COPY = """
+import subprocess, sys
+from singleton_proc import SingleInstance
+helper = subprocess.Popen(
+    [sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE
+)
+with SingleInstance("bot", directory=sys.argv[1], on_conflict="replace", grace=2):
+    print("helper alive:", helper.poll() is None, flush=True)
+helper.stdin.close()
+helper.wait()
+"""
+
+
+def test_a_new_copy_started_by_the_old_one_keeps_its_own_helpers(
+    lock_dir: Path,
+) -> None:
+    """A replacer that carries the old holder's mark spares what it started itself."""
+    holder = start_holder("bot", lock_dir)
+    try:
+        assert read_line(holder) == "ready"
+        old = singleton_proc.holder("bot", directory=lock_dir)
+        assert old is not None
+        env = {**os.environ, MARK_VARIABLE: holder_mark(old.pid, old.create_time)}
+        done = subprocess.run(
+            [sys.executable, "-c", NEW_COPY, str(lock_dir)],
+            capture_output=True,
+            text=True,
+            timeout=DEADLINE,
+            check=False,
+            env=env,  # as if the old copy had started it
+        )
+        assert (done.returncode, done.stdout) == (0, "helper alive: True\n"), done
+        holder.wait(DEADLINE)
+    finally:
+        reap(holder)
 
 
 RUN_COMMAND = """
