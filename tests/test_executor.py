@@ -326,6 +326,7 @@ def test_map_raises_what_the_input_raised_after_the_items_before_it() -> None:
     assert got == [0, 1, 4, 9, 16]
 
 
+@pytest.mark.slow  # 3 s of timing, the same on every Python
 def test_map_timeout_counts_from_the_call(tmp_path: Path) -> None:
     task = functools.partial(pool_tasks.hang_on, 2, str(tmp_path))
     got: list[int] = []

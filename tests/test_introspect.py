@@ -240,6 +240,7 @@ print("done", flush=True)
 """
 
 
+@pytest.mark.slow  # 2 s of churn, the same on every Python
 def test_holders_that_vanish_while_looked_at_are_a_normal_case(lock_dir: Path) -> None:
     """Every look and every acquire answers; none raises what psutil saw."""
     churn = subprocess.Popen(

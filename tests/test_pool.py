@@ -277,6 +277,7 @@ def test_without_return_exceptions_a_timeout_is_raised(tmp_path: Path) -> None:
     all_gone([int(pid) for pid in wait_for_file(str(tmp_path / "hung")).split()])
 
 
+@pytest.mark.slow  # 3.6 s of timing, the same on every Python
 def test_the_timeout_clock_starts_when_the_task_starts() -> None:
     # One worker, three tasks of 0.6 s each: the last starts 1.2 s after the
     # call (and its chunk 1.2 s after it started), past the timeout, but each
