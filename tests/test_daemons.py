@@ -66,12 +66,19 @@ KINDS = [
 GRACE = 2.0
 
 
-def _stop_command(directory: Path) -> list[str]:
-    """``singleton-proc stop bot`` for ``directory``."""
-    return [
-        *(sys.executable, "-m", "singleton_proc", "stop", "bot"),
-        *("--dir", str(directory), "--grace", str(GRACE)),
-    ]
+def _singleton_proc_stop(directory: Path) -> None:
+    """Run ``singleton-proc stop bot`` for ``directory``; it must succeed."""
+    done = subprocess.run(
+        [
+            *(sys.executable, "-m", "singleton_proc", "stop", "bot"),
+            *("--dir", str(directory), "--grace", str(GRACE)),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=DEADLINE,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
 
 
 def _alive(pid: int) -> bool:
@@ -159,14 +166,7 @@ def test_a_stopped_holder_takes_its_daemons_along(
         elif path == "terminate":
             assert terminate("bot", grace=GRACE, directory=lock_dir) is not None
         else:
-            done = subprocess.run(
-                _stop_command(lock_dir),
-                capture_output=True,
-                text=True,
-                timeout=DEADLINE,
-                check=False,
-            )
-            assert done.returncode == 0, done.stderr
+            _singleton_proc_stop(lock_dir)
         holder.wait(DEADLINE)
     finally:
         reap(holder)
@@ -280,14 +280,7 @@ def test_singleton_proc_run_then_stop_takes_the_commands_daemons(
     run = _run(lock_dir, kind, environment)
     try:
         daemons.append(int(read_line(run)))
-        done = subprocess.run(
-            _stop_command(lock_dir),
-            capture_output=True,
-            text=True,
-            timeout=DEADLINE,
-            check=False,
-        )
-        assert done.returncode == 0, done.stderr
+        _singleton_proc_stop(lock_dir)
         run.wait(DEADLINE)
     finally:
         reap(run)

@@ -63,14 +63,19 @@ def carry(mark: str) -> None:
     if mark in _carried:
         return
     marks = os.environ.get(MARK_VARIABLE, "")
-    if mark not in marks.split():
+    if not _lists(marks, mark):
         os.environ[MARK_VARIABLE] = f"{marks} {mark}".strip()
     _carried.add(mark)
 
 
 def carries_here(mark: str) -> bool:
     """Whether this process carries ``mark`` (it descends from that tree)."""
-    return mark in os.environ.get(MARK_VARIABLE, "").split()
+    return _lists(os.environ.get(MARK_VARIABLE, ""), mark)
+
+
+def _lists(marks: str, mark: str) -> bool:
+    """Whether the variable's value ``marks`` lists ``mark``."""
+    return mark in marks.split()
 
 
 def marked(mark: str, *, fresh: bool = False) -> list[psutil.Process]:
@@ -128,7 +133,7 @@ def _processes(pids: list[int]) -> list[psutil.Process]:
 def _carries(proc: psutil.Process, mark: str) -> bool:
     """Whether ``proc`` was started with ``mark`` (``False`` when we cannot tell)."""
     try:
-        return mark in proc.environ().get(MARK_VARIABLE, "").split()
+        return _lists(proc.environ().get(MARK_VARIABLE, ""), mark)
     except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
         return False
     except OSError:  # pragma: no cover - an environment psutil cannot parse
