@@ -78,9 +78,11 @@ def tries(
             found = take(files, key, lock)
             if found is None:
                 return
-        elif policy == "wait" and _remaining(timeout, start) > 0:
-            # Waiting needs no inspection: just try again shortly.
-            yield min(next(polls), _remaining(timeout, start))
+        elif policy == "wait" and (remaining := _remaining(timeout, start)) > 0:
+            # Waiting needs no inspection: just try again shortly. The time
+            # left is read once: read again, it may have run out, and a
+            # negative sleep is an error.
+            yield min(next(polls), remaining)
             continue
         else:
             found = inspect(files)
