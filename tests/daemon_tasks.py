@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+import child_daemon
 from child_tasks import say_ready
 
 from helpers import wait_for_file
@@ -19,8 +20,12 @@ def start_daemon(kind: str, *, clean_environment: bool = False) -> int:
     """Run ``child_daemon.py KIND``; return the pid of the daemon it left behind.
 
     With ``clean_environment`` it starts with an empty environment, as
-    ``env -i`` would run it: it carries no mark.
+    ``env -i`` would run it: it carries no mark. The ``forked`` kind is the
+    textbook ``detached`` daemon forked off this very process without
+    ``exec``, as ``python-daemon`` makes one.
     """
+    if kind == "forked":
+        return child_daemon.start("detached")
     done = subprocess.run(
         [sys.executable, str(DAEMON_SCRIPT), kind],
         capture_output=True,

@@ -1,9 +1,11 @@
 """No descendant escapes a stop: daemons that double-fork, on every stop path.
 
-Each stop path is tried with three kinds of daemon (see ``child_daemon.py``):
-a double fork, a double fork with ``setsid``, and the textbook daemon that
-also changes to ``/`` and closes every descriptor. Each leaves its parent's
-tree at once, re-parented to init, so only the mark it inherited (see
+Each stop path is tried with four kinds of daemon (see ``child_daemon.py``):
+a double fork, a double fork with ``setsid``, the textbook daemon that
+also changes to ``/`` and closes every descriptor, and that same daemon
+forked off the holder or the task itself without ``exec`` (as
+``python-daemon`` does). Each leaves its parent's tree at once,
+re-parented to init, so only the mark it inherited (see
 ``singleton_proc._base.lineage``) ties it to the tree being stopped. A
 bystander daemon of each kind, with the very same command line but started
 by the tests themselves, must outlive every stop. Daemons left by a task
@@ -60,6 +62,7 @@ KINDS = [
     pytest.param("double-fork", marks=SLOW),
     pytest.param("setsid", marks=SLOW),
     "detached",
+    "forked",
 ]
 #: The grace of every stop, and the time limit of the tasks that time out
 #: (long enough for a task to start its daemon on a loaded machine).
@@ -174,11 +177,12 @@ def test_a_stopped_holder_takes_its_daemons_along(
     assert _alive(bystander)
 
 
+@pytest.mark.parametrize("kind", ["detached", "forked"])
 def test_a_daemon_started_as_the_holder_exits_is_stopped_too(
-    lock_dir: Path, daemons: list[int]
+    kind: str, lock_dir: Path, daemons: list[int]
 ) -> None:
     """A SIGTERM handler that starts a daemon, then exits: a last look finds it."""
-    holder = start_holder("bot", lock_dir, "--daemon-on-term", "detached")
+    holder = start_holder("bot", lock_dir, "--daemon-on-term", kind)
     try:
         assert read_line(holder) == "ready"
         assert terminate("bot", grace=GRACE, directory=lock_dir) is not None
@@ -381,6 +385,34 @@ def test_a_stopped_worker_takes_the_tasks_daemons_along(
     assert _alive(bystander)
 
 
+@pytest.mark.parametrize("start_method", ["fork", "spawn"])
+def test_a_daemon_forked_off_a_task_is_found_under_every_start_method(
+    start_method: str, tmp_path: Path, daemons: list[int]
+) -> None:
+    """A task's fork without ``exec`` carries its worker's mark, however it started.
+
+    The bystander, forked off this process, starts with the very environment
+    a ``fork``-started worker shows: only the worker's mark tells them apart.
+    """
+    bystander = _bystander("forked", daemons)
+    report = str(tmp_path / "daemon")
+    try:
+        with pytest.raises(TaskTimeoutError):
+            run_process(
+                daemon_then_block,
+                "forked",
+                report,
+                timeout=GRACE,
+                start_method=start_method,
+            )
+    finally:
+        if os.path.exists(report):
+            daemons.append(int(wait_for_file(report)))
+    assert len(daemons) == 2, "the task never started its daemon"
+    assert _gone_within(daemons[1]), f"daemon {daemons[1]} escaped ({start_method})"
+    assert _alive(bystander)
+
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_a_pool_stopped_by_an_error_takes_the_daemons_along(
     kind: str, tmp_path: Path, daemons: list[int]
@@ -403,13 +435,16 @@ def test_a_pool_stopped_by_an_error_takes_the_daemons_along(
     assert _alive(bystander)
 
 
+@pytest.mark.parametrize("kind", ["detached", "forked"])
 @pytest.mark.parametrize("path", ["run_process", "run_in_pool"])
-def test_a_task_that_returns_keeps_its_daemon(path: str, daemons: list[int]) -> None:
+def test_a_task_that_returns_keeps_its_daemon(
+    path: str, kind: str, daemons: list[int]
+) -> None:
     """A normal end stops nothing: the daemon is what the task was for."""
     if path == "run_process":
-        daemons.append(run_process(daemon_then_return, "detached"))
+        daemons.append(run_process(daemon_then_return, kind))
     else:
-        daemons.extend(run_in_pool(daemon_then_return, ["detached"], n=1))
+        daemons.extend(run_in_pool(daemon_then_return, [kind], n=1))
     assert _alive(daemons[0])
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -166,3 +167,65 @@ def test_set_parent_death_signal_kills_the_child_with_its_parent() -> None:
         assert not psutil.pid_exists(child)
     finally:
         reap(parent)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_start_environments_read_the_variable_and_tell_equal_environments() -> None:
+    """Its words, not a look-alike's; equal environments, equal digests."""
+    marked = {"XSINGLETON_PROC_TREE": "look-alike", "SINGLETON_PROC_TREE": "a1 b2"}
+    settings = [marked, {"XSINGLETON_PROC_TREE": "look-alike"}, dict(marked)]
+    children = [
+        subprocess.Popen(
+            [sys.executable, "-c", "import sys; sys.stdin.read()"],
+            stdin=subprocess.PIPE,
+            env=env,
+            text=True,
+        )
+        for env in settings
+    ]
+    try:
+        seen = procfs.start_environments("SINGLETON_PROC_TREE")
+        assert seen is not None
+        (words, digest), (other_words, other), (_, same) = (
+            seen[child.pid] for child in children
+        )
+        assert (words, other_words) == (frozenset({"a1", "b2"}), frozenset())
+        assert digest == same != other
+    finally:
+        for child in children:
+            reap(child)
+
+
+@pytest.mark.skipif(not hasattr(os, "memfd_create"), reason="Linux memory files")
+def test_a_named_memory_mapping_is_seen_in_a_fork_not_after_exec() -> None:
+    """What ``lineage`` relies on for a daemon forked off without ``exec``."""
+    from singleton_proc._base import platform  # noqa: PLC0415
+
+    mapping = platform.map_named_memory("singleton-proc-test:m1")
+    assert mapping is not None
+    read_end, write_end = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - the child
+        try:
+            os.close(write_end)
+            os.read(read_end, 1)
+            sleeper = [sys.executable, "-c", "import time; time.sleep(60)"]
+            os.execv(sys.executable, sleeper)  # noqa: S606
+        finally:
+            os._exit(1)
+    os.close(read_end)
+    try:
+        assert procfs.mapped_memory_names(child, "singleton-proc-test:") == frozenset(
+            {"singleton-proc-test:m1"}
+        )
+        assert procfs.mapped_memory_names(child, "other:") == frozenset()
+        os.write(write_end, b"x")  # exec now: a new program maps nothing of ours
+        deadline = time.monotonic() + DEADLINE
+        while procfs.mapped_memory_names(child, "singleton-proc-test:"):
+            assert time.monotonic() < deadline, "the mapping survived exec"
+            time.sleep(0.005)
+    finally:
+        os.close(write_end)
+        os.kill(child, signal.SIGKILL)
+        os.waitpid(child, 0)
+        mapping.close()

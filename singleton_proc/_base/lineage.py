@@ -3,14 +3,27 @@
 A process tree is found by walking parent to children, which a daemon
 leaves: a child that forks again and exits (with or without ``setsid``)
 leaves its own child to init, and a stop that walks the tree no longer
-sees it. So the processes whose trees we stop carry a mark in their
-environment, ``SINGLETON_PROC_TREE``, that every process they start
-inherits, daemonized or not: a holder of a name marks itself with its
-identity (pid and start time, as its record says), a worker with a token
-its parent chose. A stop then also finds every live process started with
-that mark. A process that clears its environment (``env -i``, an
-``execve`` with an environment of its own) drops the mark and is not found
-this way; a process that merely shares a command line never has it.
+sees it. So the processes whose trees we stop carry a mark that every
+process they start inherits, daemonized or not: a holder of a name marks
+itself with its identity (pid and start time, as its record says), a
+worker with a token its parent chose. A stop then also finds every live
+process that carries that mark.
+
+The mark is carried twice, since a process can start another in two ways:
+
+* through ``exec`` (``subprocess``, a shell, ``os.exec*``): in the
+  environment, ``SINGLETON_PROC_TREE``, which ``/proc/<pid>/environ``
+  shows. A process that clears its environment (``env -i``, an ``execve``
+  with an environment of its own) drops it;
+* by forking without ``exec`` (``os.fork()`` twice, ``python-daemon``),
+  which keeps the environment the parent *started* with: on Linux, in a
+  mapped memory file named for the mark, which ``/proc/<pid>/maps`` shows
+  in every process forked from the carrier. Only processes whose starting
+  environment is the carrier's are looked at, so this costs a few reads.
+
+A process that merely shares a command line never has either. Where there
+is no ``/proc`` (macOS, Windows) psutil reads environments, and a fork
+without ``exec`` that leaves the tree is not found.
 """
 
 from __future__ import annotations
@@ -18,16 +31,22 @@ from __future__ import annotations
 import os
 import secrets
 import time
+from typing import TYPE_CHECKING
 
 import psutil
 
+from . import platform as _platform
 from . import procfs
+
+if TYPE_CHECKING:
+    import mmap
 
 __all__ = [
     "MARK_VARIABLE",
     "carries_here",
     "carry",
     "holder_mark",
+    "kin_of",
     "marked",
     "new_mark",
 ]
@@ -35,6 +54,8 @@ __all__ = [
 #: The environment variable: the marks of the trees a process belongs to,
 #: separated by spaces (a holder started by another holder has both).
 MARK_VARIABLE = "SINGLETON_PROC_TREE"
+#: What the memory file carrying a mark is named: this, then the mark.
+_MEMORY_PREFIX = "singleton-proc-tree:"
 
 
 def holder_mark(pid: int, create_time: float) -> str:
@@ -51,21 +72,22 @@ def new_mark() -> str:
     return f"w{secrets.token_hex(8)}"
 
 
-#: The marks this process has put in its environment: each is put there once
-#: (a holder carries its mark at every acquire, and reading the environment
-#: costs more than the rest of a check). A program that takes the variable
-#: out of its environment gives its marks up.
-_carried: set[str] = set()
+#: The marks this process carries, each with the memory file mapped for it
+#: (kept mapped for as long as we live; ``None`` where there is none). Each
+#: is taken once: a holder carries its mark at every acquire, and reading
+#: the environment costs more than the rest of a check. A program that
+#: takes the variable out of its environment gives up the first half.
+_carried: dict[str, mmap.mmap | None] = {}
 
 
 def carry(mark: str) -> None:
-    """Add ``mark`` to our environment: whatever we start from now on inherits it."""
+    """Carry ``mark``: whatever we start from now on inherits it, forked or exec'd."""
     if mark in _carried:
         return
     marks = os.environ.get(MARK_VARIABLE, "")
     if not _lists(marks, mark):
         os.environ[MARK_VARIABLE] = f"{marks} {mark}".strip()
-    _carried.add(mark)
+    _carried[mark] = _platform.map_named_memory(f"{_MEMORY_PREFIX}{mark}")
 
 
 def carries_here(mark: str) -> bool:
@@ -78,41 +100,73 @@ def _lists(marks: str, mark: str) -> bool:
     return mark in marks.split()
 
 
-def marked(mark: str, *, fresh: bool = False) -> list[psutil.Process]:
-    """The live processes started with ``mark`` in their environment.
+def kin_of(pid: int) -> int | None:
+    """What ``pid``'s starting environment is known by, for :func:`marked`.
 
-    On Linux ``/proc`` is read directly (some 50 µs a process); each match
-    is checked again through psutil, whose ``Process`` then refuses to
-    signal a pid that is reused later. Elsewhere psutil reads each
-    process's environment (macOS: our own user's processes).
+    Taken while the process runs: the carrier of a mark may be gone by the
+    time its tree is last looked at. ``None`` when it cannot be read.
+    """
+    environments = _environments(fresh=False)
+    if environments is None or pid not in environments:
+        return None
+    return environments[pid][1]
+
+
+def marked(
+    mark: str, *, kin: int | None = None, fresh: bool = False
+) -> list[psutil.Process]:
+    """The live processes that carry ``mark``.
+
+    Those started with it in their environment, and (Linux) those of the
+    starting environment ``kin`` (:func:`kin_of` the carrier) that map its
+    memory file: forked from the carrier without ``exec``. On Linux
+    ``/proc`` is read directly (some 50 µs a process); each match is
+    checked again through psutil, whose ``Process`` then refuses to signal
+    a pid that is reused later. Elsewhere psutil reads each process's
+    environment (macOS: our own user's processes).
 
     One reading serves every tree a stop looks at for a short while (twice
     as long as it took, at least 50 ms), so that stopping many trees at
     once reads it once; ``fresh`` asks for a new one (a last look).
     """
-    marks = _marks_by_pid(fresh=fresh)
-    candidates = (
-        _processes([pid for pid, words in marks.items() if mark in words])
-        if marks is not None
-        else list(psutil.process_iter())
-    )
-    return [proc for proc in candidates if _carries(proc, mark)]
+    environments = _environments(fresh=fresh)
+    if environments is None:
+        return [proc for proc in psutil.process_iter() if _carries(proc, mark)]
+    found = [
+        proc
+        for proc in _processes(
+            [pid for pid, (words, _) in environments.items() if mark in words]
+        )
+        if _carries(proc, mark)
+    ]
+    if kin is not None:
+        name = f"{_MEMORY_PREFIX}{mark}"
+        found.extend(proc for proc, names in _kin(kin, environments) if name in names)
+    return found
 
 
-#: The last reading of ``/proc``: when it may be reused until, and what it said.
-_reading: tuple[float, dict[int, frozenset[str]] | None] = (0.0, None)
+#: The last reading of ``/proc``: when it may be reused until, what it said,
+#: and what :func:`_kin` found in it, by starting environment.
+_reading: tuple[
+    float,
+    dict[int, procfs.StartEnvironment] | None,
+    dict[int, list[tuple[psutil.Process, frozenset[str]]]],
+] = (0.0, None, {})
 
 
-def _marks_by_pid(*, fresh: bool) -> dict[int, frozenset[str]] | None:
-    """``{pid: marks}`` from ``/proc`` (``None`` without one), maybe reused."""
+def _environments(*, fresh: bool) -> dict[int, procfs.StartEnvironment] | None:
+    """What ``/proc`` says of how each process started (``None``: no ``/proc``)."""
     global _reading  # noqa: PLW0603  (a short-lived cache; a tuple swapped whole)
     now = time.monotonic()
-    until, marks = _reading
-    if fresh or now >= until or marks is None:
-        marks = procfs.environ_words(MARK_VARIABLE)
+    until, environments, _ = _reading
+    if fresh or now >= until or environments is None:
+        environments = procfs.start_environments(MARK_VARIABLE)
         took = time.monotonic() - now
-        _reading = (now + max(_REUSE_FOR, 2 * took), marks)
-    return marks
+        _reading = (now + max(_REUSE_FOR, 2 * took), environments, {})
+        if environments is not None:
+            for key in [key for key in _memory_names if key[0] not in environments]:
+                del _memory_names[key]  # that process has ended
+    return environments
 
 
 #: How long at least a reading of ``/proc`` is reused (seconds).
@@ -138,3 +192,37 @@ def _carries(proc: psutil.Process, mark: str) -> bool:
         return False
     except OSError:  # pragma: no cover - an environment psutil cannot parse
         return False
+
+
+#: The memory files of ours each process maps, by pid and start time: what
+#: a process maps of ours is fixed when it is forked (``exec`` also changes
+#: its starting environment, so it is no longer looked at), so it is read
+#: once per process, however many trees and looks ask.
+_memory_names: dict[tuple[int, float], frozenset[str]] = {}
+
+
+def _kin(
+    kin: int, environments: dict[int, procfs.StartEnvironment]
+) -> list[tuple[psutil.Process, frozenset[str]]]:
+    """The processes of starting environment ``kin``, with the memory files they map.
+
+    Found once per reading, whichever tree asks. Each is identified before
+    its maps are read, so that the answer is about it and not about a
+    process that reused its pid; one whose maps cannot be read is left out.
+    """
+    seen = _reading[2]
+    if kin not in seen:
+        seen[kin] = []
+        pids = [pid for pid, (_, digest) in environments.items() if digest == kin]
+        for proc in _processes(pids):
+            try:
+                key = (proc.pid, proc.create_time())
+            except psutil.Error:
+                continue
+            if key not in _memory_names:
+                names = procfs.mapped_memory_names(proc.pid, _MEMORY_PREFIX)
+                if names is None:
+                    continue
+                _memory_names[key] = names
+            seen[kin].append((proc, _memory_names[key]))
+    return seen[kin]

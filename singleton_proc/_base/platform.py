@@ -9,13 +9,15 @@ package never tests ``os.name`` or ``sys.platform`` itself:
   portalocker's global, mutable ``LOCKER`` setting;
 * open flags (``O_NOFOLLOW``, ``O_CLOEXEC``, ``O_NONBLOCK``) and file modes;
 * where the per-user cache directory and its fallback are;
-* symlinks and junctions, fork hooks, filesystem types.
+* symlinks and junctions, fork hooks, filesystem types, Linux's ``prctl``
+  and memory files.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import mmap
 import os
 import signal
 import stat
@@ -44,6 +46,7 @@ __all__ = [
     "filesystem_type",
     "is_absolute",
     "is_link",
+    "map_named_memory",
     "process_group",
     "refused_symlink",
     "set_directory_mode",
@@ -82,9 +85,8 @@ _UNLOCK_BITS = int(LockFlags.UNBLOCK)
 #: Windows has no such flag; callers ``lstat`` first there.
 HAS_NOFOLLOW = hasattr(os, "O_NOFOLLOW")
 
-#: Flags added to every ``os.open`` of our files: never follow a symlink,
-#: never leak the descriptor into an exec'd program, never block on a FIFO
-#: planted where a regular file should be.
+#: Flags of every ``os.open`` of our files: never follow a symlink, leak
+#: the descriptor into an exec'd program, or block on a planted FIFO.
 OPEN_FLAGS = (
     getattr(os, "O_NOFOLLOW", 0)
     | getattr(os, "O_CLOEXEC", 0)
@@ -98,10 +100,8 @@ _REPARSE_POINT = 0x400  # FILE_ATTRIBUTE_REPARSE_POINT: symlinks and junctions
 def try_lock(fd: int) -> bool:
     """Take the exclusive OS lock on ``fd`` without waiting.
 
-    On POSIX the call goes straight to the primitive portalocker's
-    ``FlockLocker`` wraps (``fcntl.flock``): its wrapper re-validates
-    enum flags on every call, a quarter of what ``flock`` itself costs
-    again, on every acquire and release.
+    On POSIX it calls ``fcntl.flock`` as portalocker's ``FlockLocker`` holds
+    it: the wrapper re-validates its flags, +25% on every acquire and release.
 
     Returns:
         ``True`` when the lock is now held through this open file,
@@ -174,10 +174,9 @@ def exists_no_follow(path: str) -> bool:
 def _access_answers() -> bool:
     """Whether ``access`` can answer :func:`exists_no_follow` in this process.
 
-    It needs ``faccessat2``, which a sandbox may refuse (seccomp profiles of
-    older container runtimes answer ``EPERM``; musl says ``EINVAL`` where
-    the kernel lacks it): every answer would then be "nothing there". One
-    look at ``/``, which always exists, tells.
+    It needs ``faccessat2``, which a sandbox may refuse (older container
+    runtimes' seccomp says ``EPERM``, musl ``EINVAL``): every answer would
+    be "nothing there". One look at ``/``, which always exists, tells.
     """
     supported = os.access in os.supports_follow_symlinks and (
         os.access in os.supports_effective_ids
@@ -193,9 +192,8 @@ _ACCESS_ANSWERS = _access_answers()
 def is_absolute(path: str) -> bool:
     r"""Whether ``path`` names the same place from every working directory.
 
-    On Windows a path needs a drive (or a UNC share) and a root: ``\locks``
-    depends on the current drive, which ``os.path.isabs`` accepts before
-    Python 3.13.
+    On Windows that needs a drive (or a UNC share) and a root: ``\locks``
+    depends on the current drive (``os.path.isabs`` takes it before 3.13).
     """
     if IS_WINDOWS:  # pragma: no cover - Windows is correct by design
         return PureWindowsPath(path).is_absolute()
@@ -340,14 +338,11 @@ _PR_SET_CHILD_SUBREAPER = 36
 def set_parent_death_signal() -> None:
     """Ask the kernel to SIGKILL this process when its parent dies (Linux).
 
-    Meant for a child between fork and exec (``subprocess.Popen``'s
-    ``preexec_fn``): the ``singleton-proc run`` wrapper holds the name for its
-    command, so the command must not outlive a wrapper killed by SIGKILL.
-    The setting survives ``exec`` (except of set-user-ID programs) and
-    fires when the *thread* that forked the child exits. The caller must
-    then check ``os.getppid()``: a parent that died before this call leaves
-    nothing to fire. Elsewhere a no-op: macOS and Windows have no such
-    setting.
+    For a child between fork and exec (``preexec_fn``): a command must not
+    outlive the ``singleton-proc run`` wrapper holding its name. It survives
+    ``exec`` (not of set-user-ID programs), fires when the *thread* that
+    forked us exits, and misses a parent dead before this call (check
+    ``os.getppid()`` after). Elsewhere a no-op.
 
     Raises:
         OSError: ``prctl`` refused.
@@ -360,9 +355,8 @@ def set_parent_death_signal() -> None:
 def adopt_orphans() -> bool:
     """Become a child subreaper (Linux): our orphaned descendants become our children.
 
-    A daemon that double-forks is then re-parented to us instead of to init,
-    and stays in our tree, whatever it does with its environment. Our own
-    children do not inherit the setting. Elsewhere nothing happens.
+    A daemon that double-forks is then re-parented to us, not to init, and
+    stays in our tree. Our children do not inherit it. Elsewhere a no-op.
 
     Returns:
         Whether this process adopts orphans now (the caller must reap them).
@@ -374,6 +368,26 @@ def adopt_orphans() -> bool:
     except OSError:  # pragma: no cover - a kernel older than 3.4
         return False
     return True
+
+
+def map_named_memory(name: str) -> mmap.mmap | None:
+    """Map a page of memory named ``name`` (Linux: a memory file), or ``None``.
+
+    While the result is kept, ``/proc/<pid>/maps`` names it here and in what
+    we fork without ``exec``. ``None`` without memory files (macOS, Windows).
+    """
+    create = getattr(os, "memfd_create", None)
+    if create is None:  # pragma: no cover - Linux only
+        return None
+    try:
+        fd = create(name, os.MFD_CLOEXEC)
+        try:
+            os.ftruncate(fd, mmap.PAGESIZE)
+            return mmap.mmap(fd, mmap.PAGESIZE, prot=mmap.PROT_READ)
+        finally:
+            os.close(fd)
+    except OSError:  # pragma: no cover - refused by a sandbox
+        return None
 
 
 def _prctl(what: str, option: int, value: int) -> None:

@@ -1,8 +1,9 @@
 """What Linux's ``/proc`` tells without taking a lock: holders, mounts, namespaces.
 
 Who holds a ``flock`` (``/proc/locks``), which lock files a process has open
-(``/proc/<pid>/fd``), which PID namespace a process sees, and which
-processes were started with a given environment variable. Where there is
+(``/proc/<pid>/fd``), which PID namespace a process sees, which
+processes were started with a given environment variable, and which
+memory files a process maps. Where there is
 no ``/proc`` (macOS, Windows) every answer is "cannot tell" (``None``, ``()``
 or ``False``), and callers fall back to trying the lock for an instant.
 """
@@ -14,14 +15,18 @@ import os
 from pathlib import Path
 
 __all__ = [
-    "environ_words",
+    "StartEnvironment",
     "flock_holders",
     "in_child_pid_namespace",
+    "mapped_memory_names",
     "namespace_pids",
     "open_lock_files",
+    "start_environments",
 ]
 
 _PROC = Path("/proc")
+#: What :func:`start_environments` tells of one process: words and digest.
+StartEnvironment = tuple[frozenset[str], int]
 _PROC_LOCKS = _PROC / "locks"
 _MOUNTINFO = _PROC / "self" / "mountinfo"
 
@@ -175,23 +180,26 @@ def open_lock_files(pid: int, path: str) -> frozenset[tuple[int, int]] | None:
     return frozenset(found)
 
 
-def environ_words(variable: str) -> dict[int, frozenset[str]] | None:
-    """Each process whose environment at start sets ``variable``: its words.
+def start_environments(variable: str) -> dict[int, StartEnvironment] | None:
+    """Each process's environment at start, as far as a mark needs it.
 
-    ``variable``'s value is read as words separated by spaces. Only the
-    processes we may look into are seen (our own user's, or all as root);
     ``/proc/<pid>/environ`` is the environment the process was started
-    with, which its children inherit.
+    with: its children inherit it through ``exec``, and what it forks
+    without ``exec`` shows the very same bytes. Only the processes we may
+    look into are seen (our own user's, or all as root).
 
     Returns:
-        ``{pid: words}``, or ``None`` where there is no ``/proc``.
+        ``{pid: (words, digest)}``: ``variable``'s value as words separated
+        by spaces (none when unset), and a digest of the whole environment
+        (equal for equal environments, within this process); ``None``
+        where there is no ``/proc``.
     """
     try:
         entries = os.listdir(_PROC)
     except OSError:
         return None
     prefix = f"{variable}=".encode()
-    found: dict[int, frozenset[str]] = {}
+    found: dict[int, StartEnvironment] = {}
     for entry in entries:
         if not entry.isdigit():
             continue
@@ -199,9 +207,37 @@ def environ_words(variable: str) -> dict[int, frozenset[str]] | None:
             data = (_PROC / entry / "environ").read_bytes()
         except OSError:  # gone, or not ours to read
             continue
-        for setting in data.split(b"\0"):
-            if setting.startswith(prefix):
-                value = setting[len(prefix) :].decode(errors="replace")
-                found[int(entry)] = frozenset(value.split())
-                break
+        words: frozenset[str] = frozenset()
+        start = data.find(prefix)
+        while start > 0 and data[start - 1] != 0:  # inside another setting
+            start = data.find(prefix, start + 1)
+        if start >= 0:
+            end = data.find(b"\0", start)
+            value = data[start + len(prefix) : end if end >= 0 else None]
+            words = frozenset(value.decode(errors="replace").split())
+        found[int(entry)] = (words, hash(data))
     return found
+
+
+def mapped_memory_names(pid: int, prefix: str) -> frozenset[str] | None:
+    """The names starting with ``prefix`` of the memory files ``pid`` maps.
+
+    A memory file (``memfd_create``) shows in ``/proc/<pid>/maps`` as
+    ``/memfd:<name> (deleted)``, in its creator and in every process that
+    inherited the mapping by forking without ``exec``.
+
+    Returns:
+        The names, or ``None`` when we cannot tell (gone, not ours to read,
+        or no ``/proc``).
+    """
+    try:
+        text = (_PROC / str(pid) / "maps").read_bytes().decode(errors="replace")
+    except OSError:
+        return None
+    wanted = f"/memfd:{prefix}"
+    names = set()
+    for line in text.splitlines():
+        fields = line.split(maxsplit=5)
+        if len(fields) == 6 and fields[5].startswith(wanted):  # noqa: PLR2004
+            names.add(fields[5][len("/memfd:") :].removesuffix(" (deleted)"))
+    return frozenset(names)

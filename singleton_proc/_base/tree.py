@@ -1,7 +1,7 @@
 """Stopping a process tree: freeze, SIGTERM, grace, SIGKILL, one process at a time.
 
-The tree is frozen first: the root, its descendants, the processes started
-with its mark (daemons that left the tree, see ``lineage``) and, when the
+The tree is frozen first: the root, its descendants, the processes that
+carry its mark (daemons that left the tree, see ``lineage``) and, when the
 root leads a process group of its own that holds neither us nor our
 ancestors, the rest of that group are suspended, and the tree is walked
 again until nothing new appears, so that nobody spawns a replacement behind
@@ -26,7 +26,7 @@ import psutil
 from . import platform as _platform
 from .holder import command_line
 from .interrupts import signals_deferred
-from .lineage import carries_here, marked
+from .lineage import carries_here, kin_of, marked
 from .waits import delays
 
 if TYPE_CHECKING:
@@ -80,6 +80,8 @@ class _Tree:
     def __init__(self, root: psutil.Process, mark: str | None) -> None:
         """Start from the verified root; we and our ancestors are never members."""
         self.mark = mark
+        #: The root's starting environment: what it forks shares it.
+        self.kin = kin_of(root.pid) if mark is not None else None
         self._next_mark_look = 0.0
         # We and our ancestors are never members; nor, when we descend from
         # the tree (we carry its mark: a new copy started by the old one),
@@ -130,7 +132,7 @@ class _Tree:
         now = time.monotonic()
         if self.mark is not None and not (throttled and now < self._next_mark_look):
             self._next_mark_look = now + _MARK_LOOKS_EVERY
-            marked_now = marked(self.mark, fresh=last)
+            marked_now = marked(self.mark, kin=self.kin, fresh=last)
             found.extend(proc for proc in marked_now if _alive(proc))
         return self._add(found)
 
