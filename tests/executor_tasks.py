@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
+from typing import Any
 
 from helpers import wait_for_file
 
@@ -19,3 +21,24 @@ def gate_then_mark(directory: str, x: int) -> int:
 def greet(name: str, *, greeting: str = "hello") -> str:
     """``"<greeting> <name>"``: a call with a keyword argument."""
     return f"{greeting} {name}"
+
+
+class ExitWhenPickled:
+    """An argument whose pickling, in the parent, calls ``sys.exit(3)``."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Exit: a ``__reduce__`` may run any code of the user's."""
+        raise SystemExit(3)
+
+
+class ExitWhenUnpickled:
+    """A result whose unpickling, in the parent, calls ``sys.exit(4)``."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Rebuilt by calling ``sys.exit(4)``."""
+        return (sys.exit, (4,))
+
+
+def exit_when_unpickled() -> ExitWhenUnpickled:
+    """A task whose result exits the parent's thread that unpickles it."""
+    return ExitWhenUnpickled()

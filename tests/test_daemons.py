@@ -62,7 +62,7 @@ KINDS = [
     pytest.param("double-fork", marks=SLOW),
     pytest.param("setsid", marks=SLOW),
     "detached",
-    "forked",
+    pytest.param("forked", marks=SLOW),  # on the main run: Linux memory files
 ]
 #: The grace of every stop, and the time limit of the tasks that time out
 #: (long enough for a task to start its daemon on a loaded machine).
@@ -385,7 +385,7 @@ def test_a_stopped_worker_takes_the_tasks_daemons_along(
     assert _alive(bystander)
 
 
-@pytest.mark.parametrize("start_method", ["fork", "spawn"])
+@pytest.mark.parametrize("start_method", ["fork", pytest.param("spawn", marks=SLOW)])
 def test_a_daemon_forked_off_a_task_is_found_under_every_start_method(
     start_method: str, tmp_path: Path, daemons: list[int]
 ) -> None:

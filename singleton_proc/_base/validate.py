@@ -59,9 +59,9 @@ def grace(value: object) -> float:
     return seconds
 
 
-def worker_count(value: object) -> int:
-    """How many workers: an ``int`` >= 1."""
-    return _count("n", value)
+def worker_count(value: object, name: str = "n") -> int:
+    """How many workers: an ``int`` >= 1 (``name``: as the caller spelled it)."""
+    return _count(name, value)
 
 
 def chunk_size(value: object) -> int:

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from singleton_proc._errors import UnpicklableError
 
 from .child_loop import HEADER, STOP
-from .protocol import Mode, dumps_checked, loads, rebuild
+from .protocol import Mode, dumps_checked, loads, rebuild, task_alone
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -150,7 +150,9 @@ def unpack(chunk: Chunk, done: tuple[Any, ...], *, pool_name: str, pid: int) -> 
     values, errors, seconds = done
     try:
         results = loads(values)
-    except Exception as exc:  # noqa: BLE001  (named, never raised raw)
+    except BaseException as exc:  # named, never raised raw (SystemExit too)
+        if not task_alone(exc):
+            raise
         error = UnpicklableError(
             f"the results of {pool_name} on items {chunk.first}-"
             f"{chunk.first + len(chunk.items) - 1} from worker {pid} "

@@ -19,7 +19,7 @@ from singleton_proc._base import validate
 
 from .chunks import ChunkSizer
 from .engine import WorkerPool
-from .executor_jobs import Job, MapFeed, map_results
+from .executor_jobs import Job, MapFeed, TaskFuture, map_results
 from .executor_thread import Manager
 from .options import check_workers
 from .protocol import Mode
@@ -79,7 +79,7 @@ class PoolExecutor(Executor):
             RuntimeError: after shutdown.
             BrokenProcessPool: the initializer raised (the cause).
         """
-        future: Future[_T] = Future()
+        future: Future[_T] = TaskFuture()
         self._manager.post(Job(future, [(fn, args, kwargs)]), _AFTER_SHUTDOWN)
         return future
 
@@ -168,6 +168,7 @@ class PoolExecutor(Executor):
 def process_pool(
     n: int | None = None,
     *,
+    max_workers: int | None = None,
     initializer: Callable[..., Any] | None = None,
     initargs: Iterable[Any] = (),
     start_method: str | None = None,
@@ -186,6 +187,7 @@ def process_pool(
 
     Args:
         n: How many workers; default: the CPUs this process may use.
+        max_workers: ``n`` as ``ProcessPoolExecutor`` spells it (not both).
         initializer: Called with ``initargs`` in each worker before its
             first task; if it raises, the tasks fail with that exception and
             ``submit`` raises ``BrokenProcessPool``.
@@ -200,7 +202,8 @@ def process_pool(
 
     Raises:
         ValueError: ``n``, ``timeout`` or ``start_method`` is wrong (named).
-        TypeError: ``n`` is not an int, or ``initializer`` not callable.
+        TypeError: ``n`` is not an int, both ``n`` and ``max_workers`` are
+            given, or ``initializer`` is not callable.
         UnpicklableError: the initializer or its arguments will not pickle.
 
     Example:
@@ -211,7 +214,14 @@ def process_pool(
         >>> future.result(), squares[-1]
         (1024, 81)
     """
-    workers = check_workers(n, timeout, initializer)
+    if n is not None and max_workers is not None:
+        raise TypeError(
+            "process_pool() takes n or max_workers (the same thing), not both"
+        )
+    name = "n" if max_workers is None else "max_workers"
+    workers = check_workers(
+        max_workers if n is None else n, timeout, initializer, name=name
+    )
     pool = WorkerPool(None, workers, initializer=initializer, initargs=initargs,
                       start_method=start_method, timeout=timeout,
                       keep_going=True, threaded=True)  # fmt: skip

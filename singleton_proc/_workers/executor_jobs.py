@@ -8,28 +8,61 @@ the results before it.
 
 from __future__ import annotations
 
+import functools
 import itertools
+import logging
+import threading
 import time
 from collections import deque
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .chunks import CHUNKS_AHEAD
 from .errors import WorkerDiedError
-from .protocol import Mode, name_of
+from .protocol import Mode, name_of, task_alone
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Generator, Iterator
 
     from .chunks import ChunkSizer, Outcome
 
-__all__ = ["Job", "MapFeed", "map_results"]
+__all__ = ["Job", "MapFeed", "TaskFuture", "map_results"]
+
+_log = logging.getLogger("singleton_proc")
+_T = TypeVar("_T")
 
 _MAP_AFTER_SHUTDOWN = (
     "the process_pool was shut down before its map() results were read (map "
     "sends its input as they are read): read them inside the with block"
 )
+
+
+class TaskFuture(Future[_T]):
+    """A submitted task's future: whatever a done-callback raises is logged.
+
+    ``concurrent.futures`` logs an ``Exception`` from a callback and lets
+    anything else (``SystemExit``) escape into the thread that settles the
+    future: ours runs the whole pool. Here that is logged too, and reaches
+    no other future; a Ctrl-C in the main thread stays a Ctrl-C.
+    """
+
+    def add_done_callback(self, fn: Callable[[Future[_T]], object]) -> None:
+        """Call ``fn(self)`` once done (now, if done), logging what it raises."""
+        super().add_done_callback(functools.partial(_call_logged, fn))
+
+
+def _call_logged(fn: Callable[[Future[Any]], object], future: Future[Any]) -> None:
+    """``fn(future)``; what it raises is logged, but for a Ctrl-C (main thread)."""
+    try:
+        fn(future)
+    except BaseException as exc:
+        if (
+            not task_alone(exc)
+            and threading.current_thread() is threading.main_thread()
+        ):
+            raise
+        _log.exception("exception calling callback for %r", future)
 
 
 @dataclass(eq=False)

@@ -120,11 +120,13 @@ def check_workers(
     timeout: float | None,
     initializer: object,
     executor: Executor | None = None,
+    *,
+    name: str = "n",
 ) -> int:
     """Check what every pool takes (``process_pool`` too); return ``n``.
 
     ``n`` defaults to the executor's worker count when it has one, else to
-    the CPUs this process may use.
+    the CPUs this process may use; ``name`` is how the caller spelled it.
     """
     if initializer is not None and not callable(initializer):
         raise TypeError(
@@ -133,7 +135,7 @@ def check_workers(
     validate.task_timeout(timeout)
     if n is None:
         n = getattr(executor, "_max_workers", None) or usable_cpus()
-    return validate.worker_count(n)
+    return validate.worker_count(n, name)
 
 
 def _check_executor(

@@ -39,6 +39,7 @@ __all__ = [
     "name_of",
     "rebuild",
     "report_exception",
+    "task_alone",
 ]
 
 _PROTOCOL = pickle.HIGHEST_PROTOCOL
@@ -133,13 +134,28 @@ def dumps_checked(
     """
     try:
         return dumps(obj)
-    except Exception as error:  # pickle raises many types
+    except BaseException as error:  # pickle raises many types, SystemExit too
+        if not task_alone(error):
+            raise
         for what, part in parts:
             try:
                 dumps(part)
-            except Exception as exc:
+            except BaseException as exc:
+                if not task_alone(exc):
+                    raise
                 raise _unpicklable(what, part, exc) from exc
         raise _unpicklable(whole, obj, error) from error
+
+
+def task_alone(error: BaseException) -> bool:
+    """Whether ``error``, raised here while handling one task, is that task's alone.
+
+    Pickling a task's arguments or unpickling its result runs the user's
+    code (``__reduce__``, ``__setstate__``), which may raise anything, even
+    ``SystemExit``: that fails the task, never the pool or the program. A
+    ``KeyboardInterrupt`` is a Ctrl-C wherever it lands, and stays one.
+    """
+    return not isinstance(error, KeyboardInterrupt)
 
 
 def dumps_call(fn: object, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
@@ -201,7 +217,9 @@ def rebuild(report: tuple[Any, ...]) -> BaseException:
     if kind is Kind.RAISED:
         try:
             error: BaseException = loads(report[1])
-        except Exception as exc:  # noqa: BLE001  # pragma: no cover - checked there
+        except BaseException as exc:  # pragma: no cover - checked in the worker
+            if not task_alone(exc):
+                raise
             error = UnpicklableError(
                 f"the exception raised in a worker could not be unpickled here "
                 f"({type(exc).__name__}: {exc})",
