@@ -10,18 +10,22 @@ run ``pool_tasks.block``, which writes the worker's pid to
 * ``shutdown``: two submitted tasks, then ``shutdown(wait=True)`` (SIGINT);
 * ``stream``: ``map`` over a million 50 ms tasks; it prints "ready" at the
   first result (the tests send bursts of SIGINT);
-* ``exit``: two submitted tasks; once both run, it prints "ready" and, at
-  the end of its stdin, ends without shutting the executor down, which
-  interpreter exit must do.
+* ``exit``: two submitted ``executor_tasks.started_then_gated`` tasks (each
+  finishes once the file ``go`` exists); once both run, it prints "ready"
+  and, at the end of its stdin, ends without shutting the executor down.
+  The library's debug log goes to stdout: at exit, a line saying that
+  interpreter exit waits for the work is the cue for the test.
 """
 
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import signal
 import sys
 
+from executor_tasks import started_then_gated
 from pool_tasks import block, take
 
 from singleton_proc._workers.executor import PoolExecutor, process_pool
@@ -39,14 +43,15 @@ def main() -> None:
     mode, method, directory = sys.argv[1:4]
     task = functools.partial(block, directory)
     if mode == "exit":
+        logging.basicConfig(stream=sys.stdout, level=logging.DEBUG)
         pool = process_pool(2, start_method=method)
         _kept.append(pool)
         for item in range(2):
-            pool.submit(task, item)
+            pool.submit(started_then_gated, directory, item)
         for item in range(2):
             wait_for_file(os.path.join(directory, str(item)))
         print("ready", flush=True)
-        sys.stdin.read()  # until the test has seen our helper processes
+        sys.stdin.read()  # until the test closes it
         return
     if mode == "shutdown":
         pool = process_pool(2, start_method=method)

@@ -7,6 +7,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from child_tasks import say_ready
+
 from helpers import wait_for_file
 
 
@@ -15,6 +17,14 @@ def gate_then_mark(directory: str, x: int) -> int:
     if x == 0:
         wait_for_file(os.path.join(directory, "go"))
     Path(directory, f"ran-{x}").write_text(str(os.getpid()))
+    return x
+
+
+def started_then_gated(directory: str, x: int) -> int:
+    """Say ready in ``<x>``, wait until the file ``go`` exists, mark ``done-<x>``."""
+    say_ready(os.path.join(directory, str(x)))
+    wait_for_file(os.path.join(directory, "go"))
+    Path(directory, f"done-{x}").write_text(str(os.getpid()))
     return x
 
 

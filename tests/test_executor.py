@@ -40,7 +40,6 @@ from helpers import (
     pids_in,
     press_ctrl_c,
     read_line,
-    reap,
     wait_for_file,
 )
 
@@ -472,7 +471,7 @@ def test_an_executor_dropped_without_shutdown_ends_by_itself() -> None:
     # no_thread_left and no_child_left check that it ended.
 
 
-# -- leaving by an exception, Ctrl-C, a killed parent, interpreter exit --------
+# -- leaving by an exception, Ctrl-C, a killed parent ---------------------------
 
 
 @forking_with_threads
@@ -589,21 +588,3 @@ def test_workers_exit_by_themselves_when_the_parent_is_killed(
     _, alive = psutil.wait_procs(left, timeout=ORPHAN_BOUND)
     assert not alive
     assert set(workers) <= {proc.pid for proc in left}
-
-
-@pytest.mark.parametrize("method", METHODS)
-def test_interpreter_exit_stops_an_executor_still_running(
-    method: str, tmp_path: Path
-) -> None:
-    parent = _start_runner("exit", method, tmp_path)
-    try:
-        assert read_line(parent) == "ready"
-        workers = pids_in(tmp_path, ["0", "1"])
-        helpers = psutil.Process(parent.pid).children(recursive=True)
-        _, err = parent.communicate("", timeout=DEADLINE)
-    finally:
-        reap(parent)
-    assert parent.returncode == 0, err
-    assert not err
-    all_gone(workers)
-    psutil.wait_procs(helpers, timeout=DEADLINE)  # the forkserver ends with it

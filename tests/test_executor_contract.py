@@ -10,16 +10,29 @@ what ``ProcessPoolExecutor`` takes, ``max_tasks_per_child`` and
 from __future__ import annotations
 
 import logging
+import os
+import signal
+import subprocess
 import sys
 import threading
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import psutil
 import pytest
 from executor_tasks import ExitWhenPickled, exit_when_unpickled
 
 from singleton_proc import UnpicklableError, process_pool, run_in_pool
 
-from helpers import DEADLINE, METHODS, forking_with_threads
+from helpers import (
+    DEADLINE,
+    METHODS,
+    assert_one_keyboard_interrupt,
+    forking_with_threads,
+    pids_in,
+    read_line,
+    reap,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -109,3 +122,112 @@ def test_max_workers_is_n_as_the_stdlib_spells_it() -> None:
         process_pool(max_workers=0)
     with pytest.raises(TypeError, match="max_workers must be an int"):
         process_pool(max_workers="2")  # type: ignore[arg-type]
+
+
+# -- interpreter exit ----------------------------------------------------------
+
+RUNNER = Path(__file__).with_name("child_executor.py")
+#: What the library logs as interpreter exit begins to wait for the work.
+_WAITS = "interpreter exit waits for the work"
+
+
+def _started_at_exit(
+    method: str, directory: Path
+) -> tuple[subprocess.Popen[str], list[psutil.Process]]:
+    """A program whose executor runs two gated tasks, and the processes below it.
+
+    Its workers and the helpers of ``multiprocessing`` (a forkserver, a
+    resource tracker), which end with it; the test reaps them, adopted.
+    """
+    parent = subprocess.Popen(
+        [sys.executable, str(RUNNER), "exit", method, str(directory)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True)  # fmt: skip
+    try:
+        _read_until(parent, "ready")
+        workers = pids_in(directory, ["0", "1"])
+        below = psutil.Process(parent.pid).children(recursive=True)
+        assert set(workers) <= {proc.pid for proc in below}
+    except BaseException:
+        reap(parent)
+        raise
+    return parent, below
+
+
+def _read_until(parent: subprocess.Popen[str], text: str) -> None:
+    """Read ``parent``'s stdout until a line holding ``text`` (its log lines too)."""
+    while text not in read_line(parent):
+        pass
+
+
+def _ended(parent: subprocess.Popen[str]) -> str:
+    """Wait for ``parent`` (whose stdin is closed) to exit; its stderr."""
+    parent.wait(DEADLINE)
+    assert parent.stderr
+    return parent.stderr.read()
+
+
+def _all_gone(processes: list[psutil.Process]) -> None:
+    """Fail unless every one ends within the deadline (reaping those adopted)."""
+    _, alive = psutil.wait_procs(processes, timeout=DEADLINE)
+    assert not alive
+
+
+def _done(directory: Path) -> list[bool]:
+    """Which of the two tasks finished."""
+    return [(directory / f"done-{item}").exists() for item in range(2)]
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_interpreter_exit_finishes_the_work_submitted(
+    method: str, tmp_path: Path
+) -> None:
+    """As ProcessPoolExecutor does: the tasks end after the program's last line."""
+    parent, below = _started_at_exit(method, tmp_path)
+    try:
+        assert parent.stdin
+        parent.stdin.close()  # the program returns from main
+        _read_until(parent, _WAITS)
+        assert _done(tmp_path) == [False, False]
+        (tmp_path / "go").touch()
+        err = _ended(parent)
+    finally:
+        reap(parent)
+    assert parent.returncode == 0, err
+    assert not err
+    assert _done(tmp_path) == [True, True]
+    _all_gone(below)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_ctrl_c_at_interpreter_exit_stops_the_work(method: str, tmp_path: Path) -> None:
+    """Waiting for the work at exit, one Ctrl-C stops the workers at once."""
+    parent, below = _started_at_exit(method, tmp_path)
+    try:
+        assert parent.stdin
+        parent.stdin.close()
+        _read_until(parent, _WAITS)
+        os.kill(parent.pid, signal.SIGINT)
+        err = _ended(parent)
+    finally:
+        reap(parent)
+    assert parent.returncode == 0, err  # the program itself had ended well
+    assert "Traceback" not in err
+    _all_gone(below)
+    assert _done(tmp_path) == [False, False]
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_a_program_ended_by_ctrl_c_does_not_wait_for_its_work(
+    method: str, tmp_path: Path
+) -> None:
+    """An unhandled KeyboardInterrupt ends the program and stops its executor."""
+    parent, below = _started_at_exit(method, tmp_path)
+    try:
+        os.kill(parent.pid, signal.SIGINT)  # in sys.stdin.read()
+        _, err = parent.communicate(timeout=DEADLINE)
+    finally:
+        reap(parent)
+    assert_one_keyboard_interrupt(parent, err)
+    _all_gone(below)
+    assert _done(tmp_path) == [False, False]

@@ -2,9 +2,9 @@
 
 A manager thread (``executor_thread``) owns one ``engine.WorkerPool``;
 ``submit`` and ``map`` queue jobs for it. ``map`` reads its input in the
-caller's thread, a bounded window ahead. Shutdown lets the work finish; an
-exception leaving the ``with`` block (Ctrl-C too), or interpreter exit, stops
-the workers at once.
+caller's thread, a bounded window ahead. Shutdown, and interpreter exit with
+an executor still open, let the work finish; an exception leaving the
+``with`` block (Ctrl-C too) stops the workers at once.
 """
 
 from __future__ import annotations
@@ -182,8 +182,10 @@ def process_pool(
     replaced, logging records reach this process's handlers, no worker
     outlives this process. Leaving the ``with`` block normally waits for the
     work; leaving it by an exception or Ctrl-C cancels what waits and stops
-    the workers at once (the running tasks fail with ``WorkerDiedError``), as
-    does interpreter exit for an executor still running.
+    the workers at once (the running tasks fail with ``WorkerDiedError``).
+    At interpreter exit, an executor still open finishes the work submitted
+    to it, as ``ProcessPoolExecutor`` does, unless Ctrl-C ended the program
+    or comes meanwhile: then its workers are stopped at once.
 
     Args:
         n: How many workers; default: the CPUs this process may use.

@@ -18,6 +18,7 @@ import atexit
 import contextlib
 import logging
 import os
+import sys
 import threading
 import time
 from collections import deque
@@ -29,6 +30,9 @@ from typing import TYPE_CHECKING, Any
 from singleton_proc._base.interrupts import signals_deferred
 from singleton_proc._errors import UnpicklableError
 
+# Its exit handler stops every pool at once: registered before ours, it runs
+# after ours, once the executors have finished their work.
+from . import pool_registry  # noqa: F401
 from .chunks import Outcome
 from .protocol import Mode, dumps_call
 
@@ -265,10 +269,45 @@ def _named(job: Job, error: BaseException) -> BaseException:
     return error
 
 
-def _stop_all_at_exit() -> None:
-    """At interpreter exit, stop the executors still running (bounded)."""
-    for manager in list(_live):
-        manager.terminate("the interpreter is exiting", interrupted=True)
+def _finish_all_at_exit() -> None:
+    """At interpreter exit, let the executors still open finish the work submitted.
+
+    As ``ProcessPoolExecutor`` does: a program that submits and ends without
+    waiting still gets its work done. A Ctrl-C stops them at once instead,
+    whether it ended the program (an unhandled ``KeyboardInterrupt``) or
+    comes while they finish.
+    """
+    managers = list(_live)
+    if not managers:
+        return
+    try:
+        if not _ended_by_ctrl_c():
+            # A Ctrl-C inside a logging handler can leave its lock held,
+            # and the manager threads log as they stop the workers.
+            with signals_deferred():
+                _log.debug(
+                    "interpreter exit waits for the work submitted to %d "
+                    "process_pool(s); Ctrl-C stops it", len(managers))  # fmt: skip
+            for manager in managers:
+                manager.shutdown(cancel=False)
+            for manager in managers:
+                manager.join(None)
+            return
+    except KeyboardInterrupt:
+        pass
+    for manager in managers:
+        manager.terminate("the interpreter is exiting on Ctrl-C", interrupted=True)
 
 
-atexit.register(_stop_all_at_exit)
+def _ended_by_ctrl_c() -> bool:
+    """Whether the program ends by an unhandled ``KeyboardInterrupt``.
+
+    The interpreter notes an exception it prints as unhandled in
+    ``sys.last_value`` (and ``sys.last_exc`` from Python 3.12) before exit
+    handlers run.
+    """
+    last = getattr(sys, "last_exc", None) or getattr(sys, "last_value", None)
+    return isinstance(last, KeyboardInterrupt)
+
+
+atexit.register(_finish_all_at_exit)
