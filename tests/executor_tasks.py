@@ -52,3 +52,42 @@ class ExitWhenUnpickled:
 def exit_when_unpickled() -> ExitWhenUnpickled:
     """A task whose result exits the parent's thread that unpickles it."""
     return ExitWhenUnpickled()
+
+
+class Tracked:
+    """An object that marks its collection by a file ``freed-<name>-<pid>``.
+
+    Each process's copy marks its own: a worker's copy of an argument, a
+    function or a result says when the worker let it go.
+    """
+
+    def __init__(self, directory: str, name: str) -> None:
+        """Mark in ``directory`` under ``name``."""
+        self.directory, self.name = directory, name
+
+    def __del__(self) -> None:
+        """Collected: say so, with our pid."""
+        Path(self.directory, f"freed-{self.name}-{os.getpid()}").touch()
+
+
+def tracked_call(held: Tracked, arg: Tracked) -> tuple[int, Tracked, Tracked]:
+    """Our pid, ``held`` (bound to the function), a new ``<arg>-result``."""
+    return os.getpid(), held, Tracked(arg.directory, f"{arg.name}-result")
+
+
+def tracked_item(arg: Tracked) -> tuple[int, Tracked]:
+    """Our pid, and a new ``<arg>-result``: a map's item."""
+    return os.getpid(), Tracked(arg.directory, f"{arg.name}-result")
+
+
+class Blob:
+    """A result that the parent can watch with a weak reference."""
+
+    def __init__(self, x: int) -> None:
+        """Blob number ``x``."""
+        self.x = x
+
+
+def make_blob(x: int) -> Blob:
+    """``Blob(x)``."""
+    return Blob(x)

@@ -9,20 +9,32 @@ what ``ProcessPoolExecutor`` takes, ``max_tasks_per_child`` and
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import gc
 import logging
 import os
 import signal
 import subprocess
 import sys
 import threading
+import time
+import weakref
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import psutil
 import pytest
-from executor_tasks import ExitWhenPickled, exit_when_unpickled
+from executor_tasks import (
+    ExitWhenPickled,
+    Tracked,
+    exit_when_unpickled,
+    make_blob,
+    tracked_call,
+    tracked_item,
+)
 
-from singleton_proc import UnpicklableError, process_pool, run_in_pool
+from singleton_proc import UnpicklableError, iter_in_pool, process_pool, run_in_pool
 
 from helpers import (
     DEADLINE,
@@ -32,6 +44,7 @@ from helpers import (
     pids_in,
     read_line,
     reap,
+    wait_for_file,
 )
 
 if TYPE_CHECKING:
@@ -231,3 +244,63 @@ def test_a_program_ended_by_ctrl_c_does_not_wait_for_its_work(
     assert_one_keyboard_interrupt(parent, err)
     _all_gone(below)
     assert _done(tmp_path) == [False, False]
+
+
+# -- no references kept ----------------------------------------------------------
+
+
+def _let_go(ref: weakref.ref[Any]) -> bool:
+    """Whether ``ref``'s object is collected within a few seconds (a safety net).
+
+    Polled: the thread that settled its future may still be returning.
+    """
+    deadline = time.monotonic() + 5
+    while ref() is not None:
+        if time.monotonic() > deadline:
+            return False
+        gc.collect()
+        time.sleep(0.005)
+    return True
+
+
+def test_nothing_of_ours_keeps_a_result_the_caller_dropped() -> None:
+    """A future's result, and each value of map() and iter_in_pool(), as it is read."""
+    with process_pool(1) as pool:
+        future = pool.submit(make_blob, 0)
+        ref = weakref.ref(future.result(DEADLINE))
+        del future
+        assert _let_go(ref)
+        results = pool.map(make_blob, range(4), chunksize=4)
+        for x in range(4):  # one chunk: the rest of it is still to be read
+            ref = weakref.ref(next(results))
+            assert _let_go(ref), f"value {x} of map() is kept"
+        assert next(results, None) is None
+    with contextlib.closing(
+        iter_in_pool(make_blob, range(4), n=1, chunksize=4)
+    ) as values:
+        for x in range(4):
+            ref = weakref.ref(next(values))
+            assert _let_go(ref), f"value {x} of iter_in_pool() is kept"
+        assert next(values, None) is None
+
+
+@forking_with_threads
+@pytest.mark.parametrize("method", METHODS)
+def test_an_idle_worker_keeps_nothing_of_its_last_task(
+    method: str, tmp_path: Path
+) -> None:
+    """The function, arguments and results are let go as the worker answers."""
+    directory = str(tmp_path)
+
+    def freed(pid: int, *names: str) -> None:
+        for name in names:
+            wait_for_file(str(tmp_path / f"freed-{name}-{pid}"), timeout=DEADLINE)
+        assert psutil.Process(pid).status() != psutil.STATUS_ZOMBIE  # idle, alive
+
+    with process_pool(1, start_method=method) as pool:
+        task = functools.partial(tracked_call, Tracked(directory, "fn"))
+        pid, *_ = pool.submit(task, Tracked(directory, "arg")).result(DEADLINE)
+        freed(pid, "fn", "arg", "arg-result")
+        items = [Tracked(directory, f"item{x}") for x in range(2)]
+        pids = {pid for pid, _ in pool.map(tracked_item, items, chunksize=2)}
+        freed(pids.pop(), "item0", "item1", "item0-result", "item1-result")

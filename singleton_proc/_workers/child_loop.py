@@ -118,25 +118,38 @@ def serve(
             channel.send(Kind.INIT, *report_exception(exc))
             return
     channel.send(Kind.READY)
-    while True:
-        try:
-            data = conn.recv_bytes()
-        except (EOFError, OSError):  # the parent closed its end: it is gone
-            return
-        chunk_id = int.from_bytes(data[:HEADER], "little", signed=True)
-        if chunk_id == STOP:
-            return
-        board[OFFSET] = UNPACKING  # if an item kills us now, the parent knows
-        board[CHUNK] = chunk_id
-        try:
-            chunk_fn, mode, items, keep_going, timed = loads(memoryview(data)[HEADER:])
-        except Exception as exc:  # noqa: BLE001  (reported, and named)
-            board[CHUNK] = 0
-            channel.send(Kind.UNREADABLE, *unpickling_failed("the items", exc))
-            continue
-        del data
-        call = caller(fn if chunk_fn is None else chunk_fn, mode)
-        _run_chunk(channel, board, call, items, keep_going=keep_going, timed=timed)
+    while _serve_one(conn, channel, board, fn):
+        pass
+
+
+def _serve_one(conn: Connection, channel: Channel, board: memoryview, fn: Any) -> bool:
+    """Read one chunk, run it and answer; ``False`` when told to stop or orphaned.
+
+    ``fn`` is the pool's function, or ``None`` when each chunk brings its own.
+
+    A function of its own so that the chunk (its function, items and results)
+    is let go as it returns: an idle worker keeps nothing of its last task (a
+    shared-memory handle, an open file, a large array).
+    """
+    try:
+        data = conn.recv_bytes()
+    except (EOFError, OSError):  # the parent closed its end: it is gone
+        return False
+    chunk_id = int.from_bytes(data[:HEADER], "little", signed=True)
+    if chunk_id == STOP:
+        return False
+    board[OFFSET] = UNPACKING  # if an item kills us now, the parent knows
+    board[CHUNK] = chunk_id
+    try:
+        chunk_fn, mode, items, keep_going, timed = loads(memoryview(data)[HEADER:])
+    except Exception as exc:  # noqa: BLE001  (reported, and named)
+        board[CHUNK] = 0
+        channel.send(Kind.UNREADABLE, *unpickling_failed("the items", exc))
+        return True
+    del data
+    call = caller(fn if chunk_fn is None else chunk_fn, mode)
+    _run_chunk(channel, board, call, items, keep_going=keep_going, timed=timed)
+    return True
 
 
 def _run_chunk(

@@ -139,10 +139,14 @@ def map_results(feed: MapFeed, deadline: float | None) -> Generator[Any, None, N
             feed.sizer.observe(outcome)
             feed.sizer.observe_payload(job.payload, len(job.items))
             feed.fill()
-            for offset, value in enumerate(outcome.values):
-                if offset in outcome.errors:
-                    raise outcome.errors[offset]
-                yield value
+            # Each value is let go as it is handed on: held here, a value
+            # the caller dropped would live until the chunk's last is read.
+            values, errors = deque(outcome.values), outcome.errors
+            del job, outcome
+            for offset in range(len(values)):
+                if offset in errors:
+                    raise errors[offset]
+                yield values.popleft()
         if feed.error is not None:
             raise feed.error
     finally:

@@ -203,8 +203,7 @@ class Manager:
             if done and not self._running:
                 pool.close()
                 return
-            for outcome in pool.step(also):
-                self._settle(outcome)
+            self._settle(pool.step(also))
 
     def _feed(self, pool: WorkerPool) -> None:
         """Put queued jobs while a worker is free; skip those cancelled."""
@@ -222,7 +221,16 @@ class Manager:
             pool.put(job.first, job.items, job.fn, job.mode)
             job.payload = pool.last_payload
 
-    def _settle(self, outcome: Outcome) -> None:
+    def _settle(self, outcomes: list[Outcome]) -> None:
+        """Note each outcome in its job; resolve the jobs made whole.
+
+        The outcomes are let go on return: no value stays referenced by
+        this thread once its future has it.
+        """
+        for outcome in outcomes:
+            self._note(outcome)
+
+    def _note(self, outcome: Outcome) -> None:
         """Note ``outcome`` in its job (it may come in pieces); resolve it if whole."""
         at = outcome.first
         job = next(j for j in self._running if j.first <= at < j.first + len(j.items))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 import time
+from collections import deque
 from collections.abc import Iterable, Sized
 from typing import TYPE_CHECKING, Any
 
@@ -199,13 +200,21 @@ def iter_in_pool(
 
 
 def _flatten(outcomes: Iterator[Outcome]) -> Generator[Any, None, None]:
-    """The values of ``outcomes``, each error in its item's place."""
+    """The values of ``outcomes``, each error in its item's place.
+
+    Each value is taken out of its outcome as it is handed on: held there (or
+    here), a value the consumer dropped would live until the chunk's last is
+    read.
+    """
     for outcome in outcomes:
-        if not outcome.errors:
-            yield from outcome.values
-            continue
-        for offset, value in enumerate(outcome.values):
-            yield outcome.errors.get(offset, value)
+        values, errors = deque(outcome.values), outcome.errors
+        outcome.values.clear()
+        for offset in range(len(values)):
+            if offset in errors:
+                values.popleft()
+                yield errors[offset]
+            else:
+                yield values.popleft()
 
 
 def _in_each(options: PoolOptions) -> list[Any]:
