@@ -176,14 +176,17 @@ def test_start_environments_read_the_variable_and_tell_equal_environments() -> N
     settings = [marked, {"XSINGLETON_PROC_TREE": "look-alike"}, dict(marked)]
     children = [
         subprocess.Popen(
-            [sys.executable, "-c", "import sys; sys.stdin.read()"],
+            [sys.executable, "-c", "print('ready', flush=True); input()"],
             stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
             env=env,
             text=True,
         )
         for env in settings
     ]
     try:
+        # Running, past exec: while it execs, a process's environ reads empty.
+        assert [read_line(child) for child in children] == ["ready"] * 3
         seen = procfs.start_environments("SINGLETON_PROC_TREE")
         assert seen is not None
         (words, digest), (other_words, other), (_, same) = (
