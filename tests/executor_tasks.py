@@ -91,3 +91,26 @@ class Blob:
 def make_blob(x: int) -> Blob:
     """``Blob(x)``."""
     return Blob(x)
+
+
+#: What :func:`keep_shared` was given, in a worker.
+_shared: dict[str, Any] = {}
+
+
+def keep_shared(  # noqa: PLR0917  (initargs come by position)
+    queue: Any, lock: Any, event: Any, semaphore: Any, value: Any, array: Any
+) -> None:
+    """An initializer that keeps ``multiprocessing`` objects for the tasks."""
+    _shared.update(queue=queue, lock=lock, event=event, semaphore=semaphore,
+                   value=value, array=array)  # fmt: skip
+
+
+def use_shared(x: int) -> int:
+    """Use each object :func:`keep_shared` kept; return ``x``."""
+    with _shared["lock"]:
+        _shared["value"].value += x
+    with _shared["semaphore"]:
+        _shared["array"][x] = 10 * x
+    _shared["queue"].put(x)
+    _shared["event"].set()
+    return x

@@ -13,6 +13,7 @@ import contextlib
 import functools
 import gc
 import logging
+import multiprocessing
 import os
 import signal
 import subprocess
@@ -29,9 +30,11 @@ from executor_tasks import (
     ExitWhenPickled,
     Tracked,
     exit_when_unpickled,
+    keep_shared,
     make_blob,
     tracked_call,
     tracked_item,
+    use_shared,
 )
 
 from singleton_proc import UnpicklableError, iter_in_pool, process_pool, run_in_pool
@@ -304,3 +307,38 @@ def test_an_idle_worker_keeps_nothing_of_its_last_task(
         items = [Tracked(directory, f"item{x}") for x in range(2)]
         pids = {pid for pid, _ in pool.map(tracked_item, items, chunksize=2)}
         freed(pids.pop(), "item0", "item1", "item0-result", "item1-result")
+
+
+# -- initargs as ProcessPoolExecutor takes them ----------------------------------
+
+
+@forking_with_threads
+@pytest.mark.parametrize("method", METHODS)
+def test_initargs_take_multiprocessing_queues_locks_events_and_shared_memory(
+    method: str,
+) -> None:
+    """Passed as each worker starts, as ProcessPoolExecutor passes them."""
+    context = multiprocessing.get_context(method)
+    queue, event = context.Queue(), context.Event()
+    value, array = context.Value("i", 0), context.Array("i", 4)
+    initargs = (queue, context.Lock(), event, context.Semaphore(1), value, array)
+    with process_pool(2, initializer=keep_shared, initargs=initargs,
+                      start_method=method) as pool:  # fmt: skip
+        assert list(pool.map(use_shared, range(4), chunksize=1)) == [0, 1, 2, 3]
+        assert sorted(queue.get(timeout=DEADLINE) for _ in range(4)) == [0, 1, 2, 3]
+    assert event.is_set()
+    assert (value.value, array[:]) == (6, [0, 10, 20, 30])
+    assert run_in_pool(use_shared, [3], n=1, initializer=keep_shared,
+                       initargs=initargs, start_method=method) == [3]  # fmt: skip
+    assert (queue.get(timeout=DEADLINE), value.value) == (3, 9)
+    queue.close()
+    queue.join_thread()
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="3.10 lets locks change context")
+def test_a_queue_made_for_another_start_method_is_refused_saying_how() -> None:
+    queue = multiprocessing.get_context("fork").Queue()
+    with pytest.raises(RuntimeError, match=r"get_context\('spawn'\)"):
+        process_pool(1, initializer=keep_shared, initargs=(queue,) * 6,
+                     start_method="spawn")  # fmt: skip
+    queue.close()

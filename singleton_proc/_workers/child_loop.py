@@ -34,13 +34,14 @@ from typing import TYPE_CHECKING, Any
 
 from .bootstrap import prepare, unpicklable_result, unpickling_failed
 from .logforward import forward
-from .protocol import Kind, Mode, dumps, loads, report_exception
+from .protocol import Kind, Mode, dumps, loads, report_exception, with_inherited
 
 if TYPE_CHECKING:
     from collections.abc import Callable
     from multiprocessing.connection import Connection
 
     from .bootstrap import Channel, WorkerSettings
+    from .protocol import Inherited
 
 __all__ = [
     "BOARD_SIZE",
@@ -84,12 +85,13 @@ def caller(fn: Callable[..., Any], mode: Mode) -> Callable[[Any], Any]:
     return lambda item: item[0](*item[1], **item[2])  # Mode.CALL
 
 
-def serve(
+def serve(  # noqa: PLR0917  (multiprocessing passes a worker's arguments by position)
     conn: Connection,
     parent_alive: Connection,
     settings: WorkerSettings,
     job: bytes,
     board_memory: Any,
+    inherited: Inherited = (),
 ) -> None:
     """Run the initializer, then chunks, until told to stop or the parent is gone.
 
@@ -100,11 +102,14 @@ def serve(
         job: ``(fn, initializer, initargs)``, pickled by the parent.
         board_memory: Shared memory (a ``RawArray`` of :data:`BOARD_SIZE`
             64-bit integers) the parent reads.
+        inherited: The initializer arguments left out of ``job``, passed as
+            the process started (see ``protocol.dumps_job``).
     """
     channel = prepare(conn, parent_alive, settings)
     board = memoryview(board_memory).cast("B").cast("q")
     try:
         fn, initializer, initargs = loads(job)
+        initargs = with_inherited(initargs, inherited)
     except Exception as exc:  # noqa: BLE001  (reported, and named)
         channel.send(
             Kind.INIT, *unpickling_failed("the function or the initializer", exc)

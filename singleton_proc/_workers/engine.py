@@ -23,6 +23,7 @@ process that started a pool stops its workers (``pool_registry``).
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import time
@@ -38,7 +39,7 @@ from .deaths import Loss, settle, start_failure
 from .launch import choose_start_method
 from .link import linger_warning, stop_trees, wait_for_any
 from .pool_registry import live
-from .protocol import Kind, Mode, dumps_checked, name_of, rebuild
+from .protocol import Kind, Mode, dumps_job, name_of, rebuild
 from .worker_view import Member, Stage
 
 if TYPE_CHECKING:
@@ -88,12 +89,12 @@ class WorkerPool:
     ) -> None:
         """Pickle the job and start the workers."""
         self.start_method = choose_start_method(start_method, threaded=threaded)
-        args = tuple(initargs)
-        parts = [("the function", fn), ("the initializer", initializer)]
-        parts += [(f"initializer argument {i}", arg) for i, arg in enumerate(args, 1)]
-        self.job = dumps_checked((fn, initializer, args), parts, "the pool's job")
+        job, inherited = dumps_job(fn, initializer, tuple(initargs))
         self.what = "process_pool" if fn is None else name_of(fn)
         self.name = f"singleton_proc pool: {self.what}"
+        self._new_member = functools.partial(
+            Member, self.start_method, self.name, job, inherited
+        )
         self._start_up = f"the start-up (initializer) of a {self.what} pool worker"
         self._n = n
         self._timeout_ns = None if timeout is None else int(timeout * 1e9)
@@ -112,7 +113,7 @@ class WorkerPool:
         live.add(self)
         try:
             for _ in range(n):
-                self._workers.append(Member(self.start_method, self.name, self.job))
+                self._workers.append(self._new_member())
         except BaseException:
             self.terminate()
             raise
@@ -281,7 +282,7 @@ class WorkerPool:
             if not (self._single_use and w.used and not w.chunks)
         ]
         for _ in range(min(len(self._pending), self._n - len(available))):
-            self._workers.append(Member(self.start_method, self.name, self.job))
+            self._workers.append(self._new_member())
 
     def _takes(self, worker: Member) -> bool:
         """Whether ``worker`` can take a chunk now."""

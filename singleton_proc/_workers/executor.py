@@ -193,7 +193,10 @@ def process_pool(
         initializer: Called with ``initargs`` in each worker before its
             first task; if it raises, the tasks fail with that exception and
             ``submit`` raises ``BrokenProcessPool``.
-        initargs: Arguments for ``initializer``.
+        initargs: Arguments for ``initializer``; ``multiprocessing`` queues,
+            locks, events, semaphores and shared values and arrays among them
+            are passed as each worker starts, as ``ProcessPoolExecutor``
+            passes them (made for the pool's start method).
         start_method: ``"fork"``, ``"spawn"`` or ``"forkserver"``; ``None``
             picks a safe one (never ``fork``: a thread runs the pool).
         timeout: Seconds each task may run, from when it starts; then its

@@ -74,7 +74,8 @@ def run_in_pool(
             on, instead of raising the first one and stopping.
         initializer: Called with ``initargs`` in each worker before its
             first task; if it raises, so does this function.
-        initargs: Arguments for ``initializer``.
+        initargs: Arguments for ``initializer``; ``multiprocessing``
+            queues, locks and shared memory are passed as each worker starts.
         start_method: ``"fork"``, ``"spawn"`` or ``"forkserver"``; ``None``
             picks a safe one (``fork`` only in a single-threaded parent).
         progress: Show a tqdm bar on stderr counting finished items (the

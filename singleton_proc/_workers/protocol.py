@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterable
 
 __all__ = [
+    "Inherited",
     "Kind",
     "Mode",
     "RemoteTraceback",
@@ -34,15 +35,19 @@ __all__ = [
     "dumps",
     "dumps_call",
     "dumps_checked",
+    "dumps_job",
     "format_traceback",
     "loads",
     "name_of",
     "rebuild",
     "report_exception",
     "task_alone",
+    "with_inherited",
 ]
 
 _PROTOCOL = pickle.HIGHEST_PROTOCOL
+#: Initializer arguments passed as a worker starts: ``(position, object)``.
+Inherited = tuple[tuple[int, Any], ...]
 
 
 class Kind(enum.Enum):
@@ -145,6 +150,53 @@ def dumps_checked(
                     raise
                 raise _unpicklable(what, part, exc) from exc
         raise _unpicklable(whole, obj, error) from error
+
+
+def dumps_job(
+    fn: object, initializer: object, initargs: tuple[Any, ...]
+) -> tuple[bytes, Inherited]:
+    """Pickle a pool's job (its function, initializer and initializer arguments).
+
+    ``multiprocessing``'s queues, locks, events, semaphores and shared values
+    and arrays refuse to be pickled but while a process starts ("shared
+    between processes through inheritance"): that is how
+    ``ProcessPoolExecutor`` passes them. Such arguments are left out of the
+    job (``None`` in their place) and returned, to go with each worker's
+    start; :func:`with_inherited` puts them back.
+
+    Raises:
+        UnpicklableError: which part will not pickle; the cause is the error.
+    """
+    try:
+        return dumps((fn, initializer, initargs)), ()
+    except BaseException as error:  # pickle raises many types, SystemExit too
+        if not task_alone(error):
+            raise
+    inherited = tuple((i, arg) for i, arg in enumerate(initargs) if _inherited(arg))
+    kept = with_inherited(initargs, tuple((i, None) for i, _ in inherited))
+    parts = [("the function", fn), ("the initializer", initializer)]
+    parts += [(f"initializer argument {i}", arg) for i, arg in enumerate(kept, 1)]
+    return dumps_checked((fn, initializer, kept), parts, "the pool's job"), inherited
+
+
+def with_inherited(args: tuple[Any, ...], inherited: Inherited) -> tuple[Any, ...]:
+    """``args`` with each ``(position, object)`` of ``inherited`` in its place."""
+    merged = list(args)
+    for position, obj in inherited:
+        merged[position] = obj
+    return tuple(merged)
+
+
+def _inherited(obj: object) -> bool:
+    """Whether ``obj`` pickles only as a process starts (see :func:`dumps_job`)."""
+    try:
+        dumps(obj)
+    except RuntimeError as exc:
+        return "through inheritance" in str(exc)
+    except BaseException as exc:
+        if not task_alone(exc):
+            raise
+    return False
 
 
 def task_alone(error: BaseException) -> bool:

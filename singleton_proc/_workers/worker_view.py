@@ -28,6 +28,7 @@ from .link import WorkerLink
 
 if TYPE_CHECKING:
     from .chunks import Chunk
+    from .protocol import Inherited
 
 __all__ = ["Member", "Stage"]
 
@@ -44,10 +45,24 @@ class Stage(enum.Enum):
 class Member(WorkerLink):
     """One pool worker: its link, its board, and the chunks it was given."""
 
-    def __init__(self, start_method: str, name: str, job: bytes) -> None:
+    def __init__(
+        self, start_method: str, name: str, job: bytes, inherited: Inherited = ()
+    ) -> None:
         """Start a worker running ``job`` (see ``child_loop.serve``)."""
         self.memory = RawArray("q", BOARD_SIZE)
-        launched = launch(start_method, name, serve, job, self.memory, duplex=True)
+        try:
+            launched = launch(
+                start_method, name, serve, job, self.memory, inherited, duplex=True
+            )
+        except RuntimeError as exc:  # multiprocessing's words, on a queue or lock
+            if "SemLock created in" not in str(exc):
+                raise
+            raise RuntimeError(
+                f"{exc} The pool starts its workers by {start_method!r}: make the "
+                "queues, locks, events and semaphores passed in initargs with "
+                f"multiprocessing.get_context({start_method!r}), or pass the pool "
+                "the start_method they were made for"
+            ) from exc
         super().__init__(launched, "pool worker")
         self.board = memoryview(self.memory).cast("B").cast("q")
         self.chunks: deque[Chunk] = deque()
