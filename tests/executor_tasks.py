@@ -114,3 +114,11 @@ def use_shared(x: int) -> int:
     _shared["queue"].put(x)
     _shared["event"].set()
     return x
+
+
+def pid_once(directory: str, x: int) -> tuple[int, int]:
+    """``(our pid, x)``; raises if ``x`` ran before (``ran-<x>`` exists); 7 fails."""
+    Path(directory, f"ran-{x}").touch(exist_ok=False)
+    if x == 7:
+        raise ValueError("seven")
+    return os.getpid(), x

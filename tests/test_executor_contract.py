@@ -9,6 +9,7 @@ what ``ProcessPoolExecutor`` takes, ``max_tasks_per_child`` and
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import functools
 import gc
@@ -21,8 +22,10 @@ import sys
 import threading
 import time
 import weakref
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from unittest import mock
 
 import psutil
 import pytest
@@ -32,6 +35,7 @@ from executor_tasks import (
     exit_when_unpickled,
     keep_shared,
     make_blob,
+    pid_once,
     tracked_call,
     tracked_item,
     use_shared,
@@ -52,7 +56,6 @@ from helpers import (
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
-    from concurrent.futures import Future
 
 
 @pytest.fixture(autouse=True)
@@ -342,3 +345,63 @@ def test_a_queue_made_for_another_start_method_is_refused_saying_how() -> None:
         process_pool(1, initializer=keep_shared, initargs=(queue,) * 6,
                      start_method="spawn")  # fmt: skip
     queue.close()
+
+
+# -- max_tasks_per_child -----------------------------------------------------------
+
+
+def _check_budget(outcomes: list[Any], items: int, budget: int) -> None:
+    """Every item once, in order, 7 failed in its place, no worker over ``budget``."""
+    assert isinstance(outcomes[7], ValueError)
+    assert [x for _, x in outcomes[:7] + outcomes[8:]] == [*range(7), *range(8, items)]
+    pids = collections.Counter(pid for pid, _ in outcomes[:7] + outcomes[8:])
+    assert max(pids.values()) <= budget
+    assert len(pids) >= (items - 1) // budget
+
+
+def _outcome(future: Future[Any]) -> Any:
+    return future.exception(DEADLINE) or future.result()
+
+
+@forking_with_threads
+@pytest.mark.parametrize("method", METHODS)
+def test_process_pool_replaces_a_worker_after_max_tasks_per_child(
+    method: str, tmp_path: Path
+) -> None:
+    """Nothing lost or run twice, order and errors kept, no worker over budget."""
+    task = functools.partial(pid_once, str(tmp_path))
+    with process_pool(2, max_tasks_per_child=2, start_method=method) as pool:
+        assert pool.max_tasks_per_child == 2
+        futures = [pool.submit(task, x) for x in range(12)]
+        _check_budget([_outcome(f) for f in futures], 12, 2)
+    for path in tmp_path.iterdir():
+        path.unlink()
+    with process_pool(2, max_tasks_per_child=3, start_method=method) as pool:
+        results = pool.map(task, range(20), chunksize=10)  # chunks of 3 at most
+        assert [next(results) for _ in range(7)] == [(mock.ANY, x) for x in range(7)]
+        with pytest.raises(ValueError, match="seven"):
+            next(results)
+
+
+def test_run_in_pool_and_iter_in_pool_replace_workers_after_max_tasks_per_child(
+    tmp_path: Path,
+) -> None:
+    task = functools.partial(pid_once, str(tmp_path))
+    outcomes = run_in_pool(task, range(30), n=2, chunksize=10, max_tasks_per_child=3,
+                           return_exceptions=True)  # fmt: skip
+    _check_budget(outcomes, 30, 3)
+    for path in tmp_path.iterdir():
+        path.unlink()
+    stream = iter_in_pool(task, iter(range(30)), n=2, max_tasks_per_child=4,
+                          return_exceptions=True)  # fmt: skip
+    _check_budget(list(stream), 30, 4)
+
+
+def test_max_tasks_per_child_is_refused_with_another_executor() -> None:
+    with (
+        ThreadPoolExecutor(1) as threads,
+        pytest.raises(ValueError, match="max_tasks_per_child= configures our own"),
+    ):
+        run_in_pool(abs, [1], executor=threads, max_tasks_per_child=2)
+    with pytest.raises(ValueError, match="max_tasks_per_child must be at least 1"):
+        process_pool(1, max_tasks_per_child=0)

@@ -466,7 +466,7 @@ def test_a_logging_initializer_and_large_items_do_not_deadlock() -> None:
 
 
 def test_chunks_stay_small_after_a_death_of_slow_items() -> None:
-    sizer = ChunkSizer(None, workers=2, length=400)
+    sizer = ChunkSizer(None, workers=2, length=400, limit=None)
     assert sizer.size() == 1
     sizer.observe(Outcome(0, [1], seconds=1e-6))  # fast: chunks grow to the cap
     assert sizer.size() == 50  # 400 items / (2 workers x 4 chunks each)

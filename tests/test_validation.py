@@ -40,6 +40,7 @@ EXPECTED: dict[str, list[Any]] = {
     "grace": [T, OK, V, V, V, T, T],
     "worker count": [OK, V, V, T, T, T, T],
     "chunk size": [OK, V, V, T, T, T, T],
+    "tasks per child": [OK, V, V, T, T, T, T],
 }
 
 #: The message that names what was wrong, per meaning.
@@ -49,6 +50,7 @@ NAMED = {
     "grace": "grace must be",
     "worker count": "n must be",
     "chunk size": "chunksize must be",
+    "tasks per child": "max_tasks_per_child must be",
 }
 
 
@@ -109,6 +111,11 @@ ENTRY_POINTS: dict[str, dict[str, Callable[[Any, Path], object]]] = {
         "run_in_pool": lambda v, _: _run(n=1, chunksize=v),
         "iter_in_pool": lambda v, _: _iter(n=1, chunksize=v),
         "PoolExecutor.map": lambda v, _: _map(chunksize=v),
+    },
+    "tasks per child": {
+        "run_in_pool": lambda v, _: _run(n=1, max_tasks_per_child=v),
+        "iter_in_pool": lambda v, _: _iter(n=1, max_tasks_per_child=v),
+        "process_pool": lambda v, _: process_pool(1, max_tasks_per_child=v).shutdown(),
     },
 }
 

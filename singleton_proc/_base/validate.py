@@ -22,7 +22,14 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["chunk_size", "grace", "task_timeout", "wait_timeout", "worker_count"]
+__all__ = [
+    "chunk_size",
+    "grace",
+    "task_timeout",
+    "tasks_per_worker",
+    "wait_timeout",
+    "worker_count",
+]
 
 
 def task_timeout(value: object) -> float | None:
@@ -67,6 +74,11 @@ def worker_count(value: object, name: str = "n") -> int:
 def chunk_size(value: object) -> int:
     """How many items a chunk holds: an ``int`` >= 1."""
     return _count("chunksize", value)
+
+
+def tasks_per_worker(value: object) -> int | None:
+    """``max_tasks_per_child``: ``None`` (no limit) or an ``int`` >= 1."""
+    return None if value is None else _count("max_tasks_per_child", value)
 
 
 def _seconds(name: str, value: object, alternative: str = "") -> float:

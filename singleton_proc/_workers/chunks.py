@@ -173,9 +173,10 @@ class ChunkSizer:
         fixed: The user's ``chunksize``, used as is; or ``None`` to adapt.
         workers: How many workers share the input.
         length: How many items there are, when known.
+        limit: The most items a chunk may hold, if any.
 
     Example:
-        >>> sizer = ChunkSizer(None, workers=2, length=200_000)
+        >>> sizer = ChunkSizer(None, workers=2, length=200_000, limit=None)
         >>> sizer.size()
         1
         >>> sizer.observe(Outcome(0, [1], seconds=1e-6))
@@ -186,13 +187,21 @@ class ChunkSizer:
         25000
     """
 
-    def __init__(self, fixed: int | None, workers: int, length: int | None) -> None:
-        """Start with one item per chunk, unless ``fixed``."""
-        self._fixed = fixed
+    def __init__(
+        self, fixed: int | None, workers: int, length: int | None, limit: int | None
+    ) -> None:
+        """Start with one item per chunk, unless ``fixed``; never above ``limit``.
+
+        ``limit``: a worker's budget of tasks (``max_tasks_per_child``).
+        """
         if length is None:
             self._cap = _STREAM_CAP
         else:
             self._cap = max(1, math.ceil(length / (workers * _CHUNKS_PER_WORKER)))
+        if limit is not None:
+            self._cap = min(self._cap, limit)
+            fixed = fixed and min(fixed, limit)
+        self._fixed = fixed
         self._size = fixed or 1
         self._byte_cap = self._cap
         #: Items in flight or buffered, at most (for streams).

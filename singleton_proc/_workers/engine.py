@@ -68,8 +68,9 @@ class WorkerPool:
         timeout: Seconds each task may run, or ``None``.
         keep_going: Whether a worker goes on with its chunk after an item
             raised (``return_exceptions``) rather than stopping there.
-        single_use: Whether each worker runs one chunk at most (``fn()``
-            once in each of ``n`` distinct workers, even if one dies first).
+        max_tasks: How many items a worker runs before it is replaced
+            (``max_tasks_per_child``; 1: ``fn()`` once in each of ``n``
+            distinct workers); ``None``: no limit.
         threaded: Whether the pool will be run by a thread of its own, beside
             others (then ``fork`` is never the default).
     """
@@ -84,7 +85,7 @@ class WorkerPool:
         start_method: str | None = None,
         timeout: float | None = None,
         keep_going: bool = False,
-        single_use: bool = False,
+        max_tasks: int | None = None,
         threaded: bool = False,
     ) -> None:
         """Pickle the job and start the workers."""
@@ -100,7 +101,7 @@ class WorkerPool:
         self._timeout_ns = None if timeout is None else int(timeout * 1e9)
         self._timeout = timeout
         self._keep_going = keep_going
-        self._single_use = single_use
+        self.max_tasks = max_tasks
         self._packer = Packer(keep_going=keep_going, timed=timeout is not None)
         self._workers: list[Member] = []
         self._pending: deque[Chunk] = deque()
@@ -262,33 +263,26 @@ class WorkerPool:
                 self._outcomes.append(Outcome(index, [None], {0: exc}))
 
     def _dispatch(self) -> None:
-        """Hand waiting chunks to ready idle workers; start workers if too few."""
+        """Hand waiting chunks to ready idle workers; replace spent ones; start more."""
         while self._pending:
-            worker = next((w for w in self._workers if self._takes(w)), None)
+            size = len(self._pending[0].items)
+            taker = (w for w in self._workers if w.takes(size, self.max_tasks))
+            worker = next(taker, None)
             if worker is None:
+                for spent in self._workers:
+                    spent.retire_if_short(size, self.max_tasks)
                 self._grow()
                 return
             chunk = self._pending.popleft()
             worker.chunks.append(chunk)
-            worker.used = True
+            worker.tasks += size
             worker.send(chunk.payload)
 
     def _grow(self) -> None:
         """Start workers (up to ``n``) for waiting chunks; they take them when ready."""
-        # Single use: a worker that has run its chunk is idle, not available.
-        available = [
-            w
-            for w in self._workers
-            if not (self._single_use and w.used and not w.chunks)
-        ]
+        available = [w for w in self._workers if not w.retiring]
         for _ in range(min(len(self._pending), self._n - len(available))):
             self._workers.append(self._new_member())
-
-    def _takes(self, worker: Member) -> bool:
-        """Whether ``worker`` can take a chunk now."""
-        if worker.chunks or worker.eof or worker.exited or not worker.ready:
-            return False
-        return not (self._single_use and worker.used)
 
     def _wait_for_any(self, timeout: float, also: Sequence[Connection] = ()) -> None:
         """Wait up to ``timeout`` for a message or an exit; read what came."""
@@ -335,6 +329,7 @@ class WorkerPool:
         if kind not in _ANSWERS:
             raise RuntimeError(f"a pool worker sent a {kind} message: a bug")
         chunk = worker.chunks.popleft()
+        worker.retire_if_short(1, self.max_tasks)
         self._dispatch()  # the worker is idle: its next chunk first
         if kind is Kind.DONE:
             answer = unpack(chunk, message[1:], pool_name=self.what, pid=worker.pid)

@@ -46,6 +46,8 @@ class PoolExecutor(Executor):
     Attributes:
         n: How many workers.
         start_method: How they are started.
+        max_tasks_per_child: How many tasks a worker runs before it is
+            replaced (``None``: no limit).
 
     Example:
         >>> from singleton_proc import PoolExecutor, process_pool
@@ -61,6 +63,7 @@ class PoolExecutor(Executor):
         self._manager = manager = Manager(pool, n)
         self.n = n
         self.start_method = pool.start_method
+        self.max_tasks_per_child = pool.max_tasks
         # Dropped without shutdown: let the work finish, then end.
         weakref.finalize(self, manager.shutdown, cancel=False).atexit = False
 
@@ -117,7 +120,7 @@ class PoolExecutor(Executor):
             iter(iterables[0]) if len(iterables) == 1 else zip(*iterables, strict=False)
         )
         mode = Mode.ONE if len(iterables) == 1 else Mode.STAR
-        sizer = ChunkSizer(fixed, self.n, length)
+        sizer = ChunkSizer(fixed, self.n, length, self.max_tasks_per_child)
         feed = MapFeed(
             self,
             post=self._manager.post,
@@ -173,6 +176,7 @@ def process_pool(
     initargs: Iterable[Any] = (),
     start_method: str | None = None,
     timeout: float | None = None,
+    max_tasks_per_child: int | None = None,
 ) -> PoolExecutor:
     """Start ``n`` worker processes behind a ``concurrent.futures`` executor.
 
@@ -201,6 +205,9 @@ def process_pool(
             picks a safe one (never ``fork``: a thread runs the pool).
         timeout: Seconds each task may run, from when it starts; then its
             worker's tree is killed and the task fails with ``TaskTimeoutError``.
+        max_tasks_per_child: How many tasks (a ``map`` item is one) a worker
+            runs before it is replaced by a fresh one, as in
+            ``ProcessPoolExecutor``; ``None``: no limit.
 
     Returns:
         The executor, also a context manager.
@@ -229,6 +236,7 @@ def process_pool(
     )
     pool = WorkerPool(None, workers, initializer=initializer, initargs=initargs,
                       start_method=start_method, timeout=timeout,
+                      max_tasks=validate.tasks_per_worker(max_tasks_per_child),
                       keep_going=True, threaded=True)  # fmt: skip
     try:
         return PoolExecutor(pool, workers)

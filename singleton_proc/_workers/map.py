@@ -52,6 +52,7 @@ def run_in_pool(
     start_method: str | None = None,
     progress: bool = False,
     executor: Executor | None = None,
+    max_tasks_per_child: int | None = None,
 ) -> list[Any]:
     """Return ``[fn(x) for x in items]``, computed by ``n`` worker processes.
 
@@ -87,6 +88,10 @@ def run_in_pool(
             ``initializer`` or ``start_method``, workers that are the
             executor's to manage, and ``items=None`` means ``n`` calls
             that may share a worker.
+        max_tasks_per_child: How many items a worker runs before it is
+            replaced by a fresh one (for tasks that leak memory or file
+            descriptors); chunks then hold at most that many. ``None``: no
+            limit.
 
     Returns:
         The results in input order.
@@ -118,6 +123,7 @@ def run_in_pool(
         start_method=start_method,
         progress=progress,
         executor=executor,
+        max_tasks_per_child=max_tasks_per_child,
     )
     if items is None:
         return _in_each(options)
@@ -146,6 +152,7 @@ def iter_in_pool(
     start_method: str | None = None,
     progress: bool = False,
     executor: Executor | None = None,
+    max_tasks_per_child: int | None = None,
 ) -> Generator[Any, None, None]:
     """Yield ``fn(x)`` for each of ``items`` as workers compute them, lazily.
 
@@ -169,6 +176,7 @@ def iter_in_pool(
         start_method: As for :func:`run_in_pool`.
         progress: As for :func:`run_in_pool`.
         executor: As for :func:`run_in_pool`.
+        max_tasks_per_child: As for :func:`run_in_pool`.
 
     Yields:
         The results, in input order unless ``ordered=False``.
@@ -195,6 +203,7 @@ def iter_in_pool(
         start_method=start_method,
         progress=progress,
         executor=executor,
+        max_tasks_per_child=max_tasks_per_child,
     )
     source = iter(items)  # a TypeError now, not at the first next()
     return _flatten(_outcomes(options, source, None, ordered=bool(ordered)))
@@ -252,9 +261,10 @@ def _outcomes(
     workers = options.n if length is None else min(options.n, length)
     if workers == 0:
         return
-    feed = _Feed(items, ChunkSizer(1 if each else options.chunksize, workers, length),
-                 mode, windowed=length is None)  # fmt: skip
-    pool = options.pool(workers, single_use=each)
+    sizer = ChunkSizer(1 if each else options.chunksize, workers, length,
+                       options.max_tasks_per_child)  # fmt: skip
+    feed = _Feed(items, sizer, mode, windowed=length is None)
+    pool = options.pool(workers, each=each)
     bar = None
     try:
         # After the workers start: tqdm's monitor thread would rule out fork.

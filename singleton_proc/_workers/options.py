@@ -20,7 +20,7 @@ from .engine import WorkerPool
 from .progress import require_tqdm
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable
+    from collections.abc import Callable, Iterable, Mapping
 
     from .chunks import Outcome
     from .protocol import Mode
@@ -61,9 +61,13 @@ class PoolOptions:
     start_method: str | None
     progress: bool
     executor: Executor | None
+    max_tasks_per_child: int | None
 
-    def pool(self, workers: int, *, single_use: bool = False) -> Runner:
-        """Start a pool of ``workers`` with these options (or use the executor)."""
+    def pool(self, workers: int, *, each: bool = False) -> Runner:
+        """Start a pool of ``workers`` with these options (or use the executor).
+
+        ``each``: every worker runs one item (``fn()`` in each of ``n``).
+        """
         if self.executor is not None:
             return ExecutorPool(
                 self.executor, self.fn, workers, keep_going=self.return_exceptions
@@ -76,7 +80,7 @@ class PoolOptions:
             start_method=self.start_method,
             timeout=self.timeout,
             keep_going=self.return_exceptions,
-            single_use=single_use,
+            max_tasks=1 if each else self.max_tasks_per_child,
         )
 
 
@@ -92,11 +96,15 @@ def check_options(
     start_method: str | None,
     progress: bool,
     executor: Executor | None,
+    max_tasks_per_child: int | None,
 ) -> PoolOptions:
     """Check the arguments; raise naming the one that is wrong."""
     initargs = tuple(initargs)
     if executor is not None:
-        _check_executor(executor, timeout, initializer, initargs, start_method)
+        ours = {"initializer": initializer, "initargs": initargs or None,
+                "start_method": start_method,
+                "max_tasks_per_child": max_tasks_per_child}  # fmt: skip
+        _check_executor(executor, timeout, ours)
     if progress:
         require_tqdm()
     if not callable(fn):
@@ -112,6 +120,7 @@ def check_options(
         start_method=start_method,
         progress=bool(progress),
         executor=executor,
+        max_tasks_per_child=validate.tasks_per_worker(max_tasks_per_child),
     )
 
 
@@ -139,13 +148,12 @@ def check_workers(
 
 
 def _check_executor(
-    executor: object,
-    timeout: float | None,
-    initializer: object,
-    initargs: tuple[Any, ...],
-    start_method: str | None,
+    executor: object, timeout: float | None, ours: Mapping[str, object]
 ) -> None:
-    """``executor`` must be an Executor, without the options of our own pool."""
+    """``executor`` must be an Executor, without the options of our own pool.
+
+    ``ours``: those options by name, ``None`` where not given.
+    """
     if not isinstance(executor, Executor):
         raise TypeError(
             "executor must be a concurrent.futures.Executor (or None for our "
@@ -156,8 +164,6 @@ def _check_executor(
             "timeout= needs our own pool (executor=None): another executor "
             "cannot kill a task that runs too long"
         )
-    ours = {"initializer": initializer, "initargs": initargs or None,
-            "start_method": start_method}  # fmt: skip
     for name, value in ours.items():
         if value is not None:
             raise ValueError(

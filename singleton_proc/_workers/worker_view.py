@@ -23,6 +23,7 @@ from .child_loop import (
     UNPACKING,
     serve,
 )
+from .chunks import STOP_MESSAGE
 from .launch import launch
 from .link import WorkerLink
 
@@ -67,9 +68,28 @@ class Member(WorkerLink):
         self.board = memoryview(self.memory).cast("B").cast("q")
         self.chunks: deque[Chunk] = deque()
         self.exited = False  # its process ended: it takes no more chunks
-        self.used = False  # it was given a chunk
+        self.tasks = 0  # items it was given (its budget: max_tasks_per_child)
+        self.retiring = False  # told to exit, its budget spent
         self.ready = False  # its initializer ran: it may be sent chunks
         self.timed_out: int | None = None  # offset of the task its timeout killed
+
+    def takes(self, size: int, budget: int | None) -> bool:
+        """Whether it can take a chunk of ``size`` items now (``budget``: in all)."""
+        idle = self.ready and not (self.chunks or self.eof or self.exited)
+        if not idle or self.retiring:
+            return False
+        return budget is None or self.tasks + size <= budget
+
+    def retire_if_short(self, size: int, budget: int | None) -> None:
+        """Tell it to exit if idle with a ``budget`` too short for ``size`` more tasks.
+
+        Its exit is then no death: it has no chunk.
+        """
+        if budget is None or self.chunks or self.retiring or self.exited:
+            return
+        if self.tasks + size > budget:
+            self.send(STOP_MESSAGE)
+            self.retiring = True
 
     def send(self, payload: bytes) -> None:
         """Send a message; a dead worker's is dropped (its death is noticed)."""
