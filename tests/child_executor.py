@@ -10,9 +10,12 @@ run ``pool_tasks.block``, which writes the worker's pid to
 * ``shutdown``: two submitted tasks, then ``shutdown(wait=True)`` (SIGINT);
 * ``stream``: ``map`` over a million 50 ms tasks; it prints "ready" at the
   first result (the tests send bursts of SIGINT);
-* ``exit``: two submitted ``executor_tasks.started_then_gated`` tasks (each
-  finishes once the file ``go`` exists); once both run, it prints "ready"
-  and, at the end of its stdin, ends without shutting the executor down.
+* ``exit``: four submitted :func:`gated_here` tasks (each finishes once the
+  file ``go`` exists) on two workers that each run one task
+  (``max_tasks_per_child=1``: the last two run on workers started while
+  interpreter exit waits, which must import this script's functions); once
+  the first two run, it prints "ready" and, at the end of its stdin, ends
+  without shutting the executor down.
   The library's debug log goes to stdout: at exit, a line saying that
   interpreter exit waits for the work is the cue for the test.
 """
@@ -44,10 +47,10 @@ def main() -> None:
     task = functools.partial(block, directory)
     if mode == "exit":
         logging.basicConfig(stream=sys.stdout, level=logging.DEBUG)
-        pool = process_pool(2, start_method=method)
+        pool = process_pool(2, start_method=method, max_tasks_per_child=1)
         _kept.append(pool)
-        for item in range(2):
-            pool.submit(started_then_gated, directory, item)
+        for item in range(4):
+            pool.submit(gated_here, directory, item)
         for item in range(2):
             wait_for_file(os.path.join(directory, str(item)))
         print("ready", flush=True)
@@ -61,6 +64,11 @@ def main() -> None:
         return
     with process_pool(2, start_method=method) as pool:
         use(pool, mode, task)
+
+
+def gated_here(directory: str, x: int) -> int:
+    """``started_then_gated``, from a function of this script (``__main__``)."""
+    return started_then_gated(directory, x)
 
 
 def use(pool: PoolExecutor, mode: str, task: functools.partial[int]) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -122,3 +123,20 @@ def pid_once(directory: str, x: int) -> tuple[int, int]:
     if x == 7:
         raise ValueError("seven")
     return os.getpid(), x
+
+
+def fill_shared() -> int:
+    """Fill what :func:`keep_shared` kept: ``array``, and ``lock`` holding one too.
+
+    ``queue`` holds the write end of a pipe, ``value`` a number returned.
+    """
+    _shared["array"][:] = [1, 2]
+    _shared["lock"][:] = [3, 4]
+    _shared["queue"].send("filled")
+    return int(_shared["value"].value)
+
+
+def leave_a_thread() -> int:
+    """Start a thread that keeps the worker from exiting (as some libraries do)."""
+    threading.Thread(target=threading.Event().wait, daemon=False).start()
+    return os.getpid()

@@ -33,7 +33,9 @@ from executor_tasks import (
     ExitWhenPickled,
     Tracked,
     exit_when_unpickled,
+    fill_shared,
     keep_shared,
+    leave_a_thread,
     make_blob,
     pid_once,
     tracked_call,
@@ -153,7 +155,7 @@ _WAITS = "interpreter exit waits for the work"
 def _started_at_exit(
     method: str, directory: Path
 ) -> tuple[subprocess.Popen[str], list[psutil.Process]]:
-    """A program whose executor runs two gated tasks, and the processes below it.
+    """A program whose executor runs gated tasks (two so far), and the processes below.
 
     Its workers and the helpers of ``multiprocessing`` (a forkserver, a
     resource tracker), which end with it; the test reaps them, adopted.
@@ -193,28 +195,32 @@ def _all_gone(processes: list[psutil.Process]) -> None:
 
 
 def _done(directory: Path) -> list[bool]:
-    """Which of the two tasks finished."""
-    return [(directory / f"done-{item}").exists() for item in range(2)]
+    """Which of the four tasks finished."""
+    return [(directory / f"done-{item}").exists() for item in range(4)]
 
 
 @pytest.mark.parametrize("method", METHODS)
 def test_interpreter_exit_finishes_the_work_submitted(
     method: str, tmp_path: Path
 ) -> None:
-    """As ProcessPoolExecutor does: the tasks end after the program's last line."""
+    """As ProcessPoolExecutor does: the tasks end after the program's last line.
+
+    Two of them on workers started after it (max_tasks_per_child=1), which
+    import the script's functions though the interpreter forgot its file.
+    """
     parent, below = _started_at_exit(method, tmp_path)
     try:
         assert parent.stdin
         parent.stdin.close()  # the program returns from main
         _read_until(parent, _WAITS)
-        assert _done(tmp_path) == [False, False]
+        assert _done(tmp_path) == [False] * 4
         (tmp_path / "go").touch()
         err = _ended(parent)
     finally:
         reap(parent)
     assert parent.returncode == 0, err
     assert not err
-    assert _done(tmp_path) == [True, True]
+    assert _done(tmp_path) == [True] * 4
     _all_gone(below)
 
 
@@ -233,7 +239,7 @@ def test_ctrl_c_at_interpreter_exit_stops_the_work(method: str, tmp_path: Path) 
     assert parent.returncode == 0, err  # the program itself had ended well
     assert "Traceback" not in err
     _all_gone(below)
-    assert _done(tmp_path) == [False, False]
+    assert _done(tmp_path) == [False] * 4
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -249,7 +255,7 @@ def test_a_program_ended_by_ctrl_c_does_not_wait_for_its_work(
         reap(parent)
     assert_one_keyboard_interrupt(parent, err)
     _all_gone(below)
-    assert _done(tmp_path) == [False, False]
+    assert _done(tmp_path) == [False] * 4
 
 
 # -- no references kept ----------------------------------------------------------
@@ -338,13 +344,37 @@ def test_initargs_take_multiprocessing_queues_locks_events_and_shared_memory(
     queue.join_thread()
 
 
-@pytest.mark.skipif(sys.version_info < (3, 11), reason="3.10 lets locks change context")
 def test_a_queue_made_for_another_start_method_is_refused_saying_how() -> None:
-    queue = multiprocessing.get_context("fork").Queue()
-    with pytest.raises(RuntimeError, match=r"get_context\('spawn'\)"):
-        process_pool(1, initializer=keep_shared, initargs=(queue,) * 6,
-                     start_method="spawn")  # fmt: skip
+    """Its locks would crash a spawned worker (Python 3.10), or be refused late."""
+    fork = multiprocessing.get_context("fork")
+    queue, value = fork.Queue(), fork.Value("i", 0)
+    for method in ("spawn", "forkserver"):
+        with pytest.raises(
+            RuntimeError, match=rf"argument 1 .*get_context\('{method}'\)"
+        ):
+            process_pool(1, initializer=keep_shared, initargs=(queue,) * 6,
+                         start_method=method)  # fmt: skip
+        with pytest.raises(RuntimeError, match=r"argument 2 \(list\)"):
+            run_in_pool(abs, [1], initializer=keep_shared, start_method=method,
+                        initargs=(1, [value], 3, 4, 5, 6))  # fmt: skip
     queue.close()
+
+
+@forking_with_threads
+@pytest.mark.parametrize("method", METHODS)
+def test_initargs_take_raw_shared_memory_and_pipe_ends(method: str) -> None:
+    """Which multiprocessing's own pickler passes as a worker starts."""
+    context = multiprocessing.get_context(method)
+    raw, unlocked = context.RawArray("i", 2), context.Array("i", 2, lock=False)
+    reader, writer = context.Pipe(duplex=False)
+    initargs = (writer, unlocked, None, None, context.RawValue("i", 5), raw)
+    with process_pool(1, initializer=keep_shared, initargs=initargs,
+                      start_method=method) as pool:  # fmt: skip
+        assert pool.submit(fill_shared).result(DEADLINE) == 5
+    assert reader.poll(DEADLINE)
+    assert (reader.recv(), raw[:], unlocked[:]) == ("filled", [1, 2], [3, 4])
+    reader.close()
+    writer.close()
 
 
 # -- max_tasks_per_child -----------------------------------------------------------
@@ -405,3 +435,17 @@ def test_max_tasks_per_child_is_refused_with_another_executor() -> None:
         run_in_pool(abs, [1], executor=threads, max_tasks_per_child=2)
     with pytest.raises(ValueError, match="max_tasks_per_child must be at least 1"):
         process_pool(1, max_tasks_per_child=0)
+
+
+@pytest.mark.slow  # 5 s: how long a retired worker may take to exit
+def test_a_retired_worker_that_will_not_exit_is_stopped_before_its_successor(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Never more than n workers: the next task waits, the pool goes on."""
+    caplog.set_level(logging.WARNING, logger="singleton_proc")
+    with process_pool(1, max_tasks_per_child=1) as pool:
+        first = pool.submit(leave_a_thread).result(DEADLINE)
+        second = pool.submit(leave_a_thread).result(DEADLINE)
+        assert second != first
+        assert not psutil.pid_exists(first)  # stopped and reaped before
+    assert "max_tasks_per_child" in caplog.text

@@ -90,7 +90,7 @@ class WorkerPool:
     ) -> None:
         """Pickle the job and start the workers."""
         self.start_method = choose_start_method(start_method, threaded=threaded)
-        job, inherited = dumps_job(fn, initializer, tuple(initargs))
+        job, inherited = dumps_job(fn, initializer, tuple(initargs), self.start_method)
         self.what = "process_pool" if fn is None else name_of(fn)
         self.name = f"singleton_proc pool: {self.what}"
         self._new_member = functools.partial(
@@ -279,9 +279,11 @@ class WorkerPool:
             worker.send(chunk.payload)
 
     def _grow(self) -> None:
-        """Start workers (up to ``n``) for waiting chunks; they take them when ready."""
-        available = [w for w in self._workers if not w.retiring]
-        for _ in range(min(len(self._pending), self._n - len(available))):
+        """Start workers (up to ``n``) for waiting chunks; they take them when ready.
+
+        A retired worker counts until it has exited: never more than ``n``.
+        """
+        for _ in range(min(len(self._pending), self._n - len(self._workers))):
             self._workers.append(self._new_member())
 
     def _wait_for_any(self, timeout: float, also: Sequence[Connection] = ()) -> None:
@@ -382,12 +384,14 @@ class WorkerPool:
         return min([WORKER_PROBE, *(max(x, 0.0) for x in left if x is not None)])
 
     def _enforce_timeouts(self) -> None:
-        """Kill (tree and all) each worker whose task ran over its timeout."""
-        if self._timeout_ns is None:
-            return
+        """Kill each worker past its timeout, or retired and lingering."""
         now = time.monotonic_ns()
-        late = [w for w in self._workers if w.overran(self._timeout_ns, now)]
-        if late:
-            stop_trees(late, 0.0)
+        timeout = self._timeout_ns
+        late = [w for w in self._workers if timeout and w.overran(timeout, now)]
+        lingering = [w for w in self._workers if w.lingering(now)]
+        if lingering:
+            linger_warning(lingering, "its last task (max_tasks_per_child)")
+        if late or lingering:
+            stop_trees([*late, *lingering], 0.0)
             for worker in late:
                 self._lost(worker)

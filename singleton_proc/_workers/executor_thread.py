@@ -52,6 +52,11 @@ _JOIN_BOUND = 30.0
 _SAME_PRESS = 0.1
 #: The managers whose thread runs (in the process that started them).
 _live: set[Manager] = set()
+#: ``__main__.__file__`` when a pool started: the interpreter deletes it once
+#: the script ends, before exit handlers run, and a worker started by spawn
+#: or forkserver while the work finishes needs it to import the functions
+#: defined in the script.
+_main_file: list[str] = []
 
 
 class Manager:
@@ -80,6 +85,9 @@ class Manager:
             target=self._run, args=(pool,), name="singleton_proc-process_pool",
             daemon=True)  # fmt: skip
         _live.add(self)
+        main_file = getattr(sys.modules.get("__main__"), "__file__", None)
+        if isinstance(main_file, str) and not _main_file:
+            _main_file.append(main_file)
         self.thread.start()
 
     def ours(self) -> bool:
@@ -288,6 +296,9 @@ def _finish_all_at_exit() -> None:
     managers = list(_live)
     if not managers:
         return
+    main = sys.modules.get("__main__")
+    if _main_file and main is not None and not hasattr(main, "__file__"):
+        main.__file__ = _main_file[0]  # for the workers still to start
     try:
         if not _ended_by_ctrl_c():
             # A Ctrl-C inside a logging handler can leave its lock held,

@@ -18,9 +18,13 @@ from __future__ import annotations
 
 import enum
 import pickle
+import socket
 import traceback
+from multiprocessing.connection import Connection
+from multiprocessing.reduction import ForkingPickler
 from typing import TYPE_CHECKING, Any
 
+from singleton_proc._base.platform import IS_WINDOWS
 from singleton_proc._errors import UnpicklableError
 
 if TYPE_CHECKING:
@@ -46,6 +50,9 @@ __all__ = [
 ]
 
 _PROTOCOL = pickle.HIGHEST_PROTOCOL
+#: Pipe ends and sockets: pickled as they are, their descriptor's number
+#: would mean nothing in a worker; passed as it starts, it is duplicated.
+_DESCRIPTORS = (Connection, socket.socket)
 #: Initializer arguments passed as a worker starts: ``(position, object)``.
 Inherited = tuple[tuple[int, Any], ...]
 
@@ -153,26 +160,40 @@ def dumps_checked(
 
 
 def dumps_job(
-    fn: object, initializer: object, initargs: tuple[Any, ...]
+    fn: object, initializer: object, initargs: tuple[Any, ...], start_method: str
 ) -> tuple[bytes, Inherited]:
     """Pickle a pool's job (its function, initializer and initializer arguments).
 
     ``multiprocessing``'s queues, locks, events, semaphores and shared values
     and arrays refuse to be pickled but while a process starts ("shared
-    between processes through inheritance"): that is how
-    ``ProcessPoolExecutor`` passes them. Such arguments are left out of the
-    job (``None`` in their place) and returned, to go with each worker's
+    between processes through inheritance"), and pipe ends and sockets would
+    be pickled as a number that means nothing in another process: that is
+    how ``ProcessPoolExecutor`` passes them. Such arguments are left out of
+    the job (``None`` in their place) and returned, to go with each worker's
     start; :func:`with_inherited` puts them back.
 
     Raises:
         UnpicklableError: which part will not pickle; the cause is the error.
+        RuntimeError: a lock among them was made for ``fork`` and the workers
+            start by ``start_method`` (where it would crash them, or be
+            refused by ``multiprocessing`` as they start).
     """
-    try:
-        return dumps((fn, initializer, initargs)), ()
-    except BaseException as error:  # pickle raises many types, SystemExit too
-        if not task_alone(error):
-            raise
+    if not any(isinstance(arg, _DESCRIPTORS) for arg in initargs):
+        try:
+            return dumps((fn, initializer, initargs)), ()
+        except BaseException as error:  # pickle raises many types, SystemExit too
+            if not task_alone(error):
+                raise
     inherited = tuple((i, arg) for i, arg in enumerate(initargs) if _inherited(arg))
+    for position, arg in inherited:
+        if start_method != "fork" and not IS_WINDOWS and _holds_fork_lock(arg):
+            raise RuntimeError(
+                f"initializer argument {position + 1} ({type(arg).__name__}) holds "
+                "a lock made for the 'fork' start method (multiprocessing's "
+                f"default before Python 3.14); this pool starts its workers by "
+                f"{start_method!r}: make it with multiprocessing.get_context("
+                f"{start_method!r}), or pass the pool start_method='fork'"
+            )
     kept = with_inherited(initargs, tuple((i, None) for i, _ in inherited))
     parts = [("the function", fn), ("the initializer", initializer)]
     parts += [(f"initializer argument {i}", arg) for i, arg in enumerate(kept, 1)]
@@ -188,15 +209,44 @@ def with_inherited(args: tuple[Any, ...], inherited: Inherited) -> tuple[Any, ..
 
 
 def _inherited(obj: object) -> bool:
-    """Whether ``obj`` pickles only as a process starts (see :func:`dumps_job`)."""
+    """Whether ``obj`` is passed as a process starts (see :func:`dumps_job`)."""
+    if isinstance(obj, _DESCRIPTORS):
+        return True
     try:
-        dumps(obj)
+        ForkingPickler.dumps(obj)  # multiprocessing's pickler knows its objects
     except RuntimeError as exc:
         return "through inheritance" in str(exc)
     except BaseException as exc:
         if not task_alone(exc):
             raise
     return False
+
+
+def _holds_fork_lock(obj: object, depth: int = 4) -> bool:
+    """Whether ``obj`` is or holds a lock made for ``fork`` (a few levels deep).
+
+    Such a lock is unnamed: another start method finds it by its address in
+    the parent (a crash, Python 3.10) or refuses it (3.11+). Looked for in
+    lists, tuples, dicts and ``multiprocessing``'s own objects (a queue's
+    locks, an event's condition, a synchronized value's lock).
+    """
+    from multiprocessing.synchronize import SemLock  # noqa: PLC0415  (absent on some platforms)
+
+    if isinstance(obj, SemLock):
+        return obj._semlock.name is None  # type: ignore[attr-defined]  # noqa: SLF001
+    if depth == 0:
+        return False
+    if isinstance(obj, (list, tuple)):
+        parts: Iterable[object] = obj
+    elif isinstance(obj, dict):
+        parts = obj.values()
+    elif type(obj).__module__.startswith("multiprocessing.") and hasattr(
+        obj, "__dict__"
+    ):
+        parts = vars(obj).values()
+    else:
+        return False
+    return any(_holds_fork_lock(part, depth - 1) for part in parts)
 
 
 def task_alone(error: BaseException) -> bool:

@@ -10,9 +10,12 @@ moving on in between.
 from __future__ import annotations
 
 import enum
+import time
 from collections import deque
 from multiprocessing.sharedctypes import RawArray
 from typing import TYPE_CHECKING
+
+from singleton_proc._base.waits import WORKER_LINGER
 
 from .child_loop import (
     BOARD_SIZE,
@@ -51,25 +54,16 @@ class Member(WorkerLink):
     ) -> None:
         """Start a worker running ``job`` (see ``child_loop.serve``)."""
         self.memory = RawArray("q", BOARD_SIZE)
-        try:
-            launched = launch(
-                start_method, name, serve, job, self.memory, inherited, duplex=True
-            )
-        except RuntimeError as exc:  # multiprocessing's words, on a queue or lock
-            if "SemLock created in" not in str(exc):
-                raise
-            raise RuntimeError(
-                f"{exc} The pool starts its workers by {start_method!r}: make the "
-                "queues, locks, events and semaphores passed in initargs with "
-                f"multiprocessing.get_context({start_method!r}), or pass the pool "
-                "the start_method they were made for"
-            ) from exc
+        launched = launch(
+            start_method, name, serve, job, self.memory, inherited, duplex=True
+        )
         super().__init__(launched, "pool worker")
         self.board = memoryview(self.memory).cast("B").cast("q")
         self.chunks: deque[Chunk] = deque()
         self.exited = False  # its process ended: it takes no more chunks
         self.tasks = 0  # items it was given (its budget: max_tasks_per_child)
         self.retiring = False  # told to exit, its budget spent
+        self._retired_ns: int | None = None  # when (until stopped for lingering)
         self.ready = False  # its initializer ran: it may be sent chunks
         self.timed_out: int | None = None  # offset of the task its timeout killed
 
@@ -90,6 +84,15 @@ class Member(WorkerLink):
         if self.tasks + size > budget:
             self.send(STOP_MESSAGE)
             self.retiring = True
+            self._retired_ns = time.monotonic_ns()
+
+    def lingering(self, now_ns: int) -> bool:
+        """Whether, retired, it is still there :data:`WORKER_LINGER` s on (once)."""
+        retired = self._retired_ns
+        if retired is None or now_ns - retired < WORKER_LINGER * 1e9:
+            return False
+        self._retired_ns = None
+        return True
 
     def send(self, payload: bytes) -> None:
         """Send a message; a dead worker's is dropped (its death is noticed)."""
