@@ -22,6 +22,7 @@ run ``pool_tasks.block``, which writes the worker's pid to
 
 from __future__ import annotations
 
+import faulthandler
 import functools
 import logging
 import os
@@ -40,7 +41,8 @@ _kept: list[PoolExecutor] = []
 
 
 def main() -> None:
-    """Run the pool as MODE says."""
+    """Run the pool as MODE says (SIGABRT prints where each thread is)."""
+    faulthandler.enable()
     # Started from a background job (CI), we would inherit SIGINT ignored.
     signal.signal(signal.SIGINT, signal.default_int_handler)
     mode, method, directory = sys.argv[1:4]

@@ -182,9 +182,18 @@ def _read_until(parent: subprocess.Popen[str], text: str) -> None:
 
 
 def _ended(parent: subprocess.Popen[str]) -> str:
-    """Wait for ``parent`` (whose stdin is closed) to exit; its stderr."""
-    parent.wait(DEADLINE)
+    """Wait for ``parent`` (whose stdin is closed) to exit; its stderr.
+
+    Past the deadline, fail with where its threads were: SIGABRT makes it
+    print them (faulthandler), then it is gone.
+    """
     assert parent.stderr
+    try:
+        parent.wait(DEADLINE)
+    except subprocess.TimeoutExpired:
+        os.kill(parent.pid, signal.SIGABRT)
+        parent.wait(DEADLINE)
+        pytest.fail(f"the program did not exit; its threads:\n{parent.stderr.read()}")
     return parent.stderr.read()
 
 
