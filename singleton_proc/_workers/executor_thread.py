@@ -50,6 +50,8 @@ _JOIN_BOUND = 30.0
 #: same press: a burst (a terminal signals every process of the group, a
 #: key pressed repeatedly) gives one ``KeyboardInterrupt``.
 _SAME_PRESS = 0.1
+#: How long an endless wait sleeps at a time, so that it sees a Ctrl-C.
+_SIGNAL_SLICE = 0.1
 #: The managers whose thread runs (in the process that started them).
 _live: set[Manager] = set()
 #: ``__main__.__file__`` when a pool started: the interpreter deletes it once
@@ -163,9 +165,18 @@ class Manager:
                 raise
 
     def join(self, timeout: float | None) -> None:
-        """Wait for the thread to end (not from the thread itself: a callback)."""
+        """Wait for the thread to end (not from the thread itself: a callback).
+
+        Without a timeout, it waits in slices: a Ctrl-C that the kernel hands
+        to another thread only flags it, and a wait that never wakes would
+        never raise it here.
+        """
         if threading.current_thread() is self.thread or not self.ours():
             return
+        if timeout is None:
+            while not self._ended.wait(_SIGNAL_SLICE):
+                pass
+            timeout = 0.0
         if self._ended.wait(timeout):
             self.thread.join()  # it is returning
         else:  # pragma: no cover - a done-callback or a logging handler hangs
