@@ -527,6 +527,25 @@ def test_ctrl_c_stops_the_workers_and_raises_one_keyboard_interrupt(
     psutil.wait_procs(below, timeout=DEADLINE)  # the forkserver ends with it
 
 
+@pytest.mark.parametrize("mode", ["process", "map", "shutdown"])
+def test_a_ctrl_c_the_kernel_hands_to_another_thread_still_ends_the_wait(
+    mode: str, tmp_path: Path
+) -> None:
+    """The main thread, waiting on a thread of ours, raises it all the same."""
+    parent = subprocess.Popen(
+        [sys.executable, str(RUNNER), mode, "fork", str(tmp_path), "thread"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        workers = pids_in(tmp_path, ["0"] if mode == "process" else ["0", "1"])
+        _, err = parent.communicate(timeout=DEADLINE)
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+        parent.communicate()
+    assert_one_keyboard_interrupt(parent, err)
+    all_gone(workers)
+
+
 def _press_ctrl_c_in_a_burst(
     parent: subprocess.Popen[str], presses: int = 5, within: float = 0.05
 ) -> str:

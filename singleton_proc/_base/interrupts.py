@@ -52,8 +52,10 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DeferredSignals",
+    "arrived",
     "deferred",
     "get_handler",
+    "holding",
     "holds_itself_off",
     "in_main_thread",
     "pending",
@@ -133,6 +135,16 @@ def deferred(signum: int) -> bool:
 def pending(signum: int) -> bool:
     """Whether ``signum`` came during the hold in force and waits for its end."""
     return signum in _caught
+
+
+def arrived() -> bool:
+    """Whether any signal came during the hold in force (it waits for its end)."""
+    return bool(_caught)
+
+
+def holding() -> bool:
+    """Whether a hold is in force (in the main thread)."""
+    return bool(_depth)
 
 
 def _record(signum: int, frame: FrameType | None) -> None:  # noqa: ARG001

@@ -1,28 +1,34 @@
-"""How we wait: short sleeps that grow to a cap, and one driver that sleeps them.
+"""How we wait: short sleeps that grow to a cap, their driver, and waits on threads.
 
 Waiting for a lock or for processes to exit is written once, as generators
 that yield how long to sleep before looking again. ``acquire()`` and
 ``terminate()`` sleep through them with :func:`run_blocking`; ``async with``
-awaits ``asyncio.sleep`` instead, so the event loop keeps running.
+awaits ``asyncio.sleep`` instead, so the event loop keeps running. The main
+thread waits for one of our threads (an ``Event``, a ``Future``) through
+:func:`wait_until`, so that a Ctrl-C still lands.
 """
 
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
-from .interrupts import shielded
+from .interrupts import arrived, holding, in_main_thread, shielded, signals_deferred
 
 if TYPE_CHECKING:
-    from collections.abc import Generator, Iterator
+    from collections.abc import Callable, Collection, Generator, Iterator
+    from concurrent.futures import Future
 
 __all__ = [
     "POLL_CAP",
+    "SIGNAL_SLICE",
     "STOP_GRACE",
     "WORKER_LINGER",
     "WORKER_PROBE",
+    "any_done",
     "delays",
     "run_blocking",
+    "wait_until",
 ]
 
 #: The first look comes after 1 ms; each wait is 1.5 times the last, up to
@@ -42,6 +48,9 @@ WORKER_LINGER = 5.0
 #: SIGTERM-to-SIGKILL grace when workers are stopped early: an error,
 #: Ctrl-C, interpreter exit.
 STOP_GRACE = 0.5
+#: How long the main thread blocks at a time while it waits for one of our
+#: threads: how late a Ctrl-C can be raised.
+SIGNAL_SLICE = 0.1
 
 _R = TypeVar("_R")
 
@@ -69,3 +78,52 @@ def run_blocking(steps: Generator[float, None, _R]) -> _R:
         return cast("_R", done.value)
     finally:
         sleeps.close()
+
+
+def wait_until(ready: Callable[[float | None], bool], timeout: float | None) -> bool:
+    """Wait until ``ready`` says yes, at most ``timeout`` s (``None``: for ever).
+
+    ``ready(seconds)`` is a wait of its own, at most that long (``Event.wait``,
+    ``concurrent.futures.wait``), returning whether its thing happened. Two
+    things go wrong when the main thread simply waits on another thread:
+
+    - the kernel may hand a Ctrl-C to the other thread, where CPython only
+      flags it: a wait without a timeout never wakes to run the handler, and
+      the Ctrl-C is lost until the wait ends;
+    - a ``KeyboardInterrupt`` raised between two bytecodes of
+      ``Condition.wait`` can leave its lock released, and the wait then fails
+      with ``RuntimeError: release unlocked lock`` instead.
+
+    So it waits in slices of :data:`SIGNAL_SLICE` with SIGINT and SIGTERM held
+    off, and delivers a signal that came between two slices, where no lock
+    is held. A handler that returns lets the wait go on. Off the main thread,
+    or inside a hold (which delivers at its end), it is ``ready(timeout)``.
+
+    Example:
+        >>> import threading
+        >>> done = threading.Event()
+        >>> threading.Timer(0.01, done.set).start()
+        >>> wait_until(done.wait, None)
+        True
+    """
+    if holding() or not in_main_thread():
+        return ready(timeout)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        with signals_deferred():
+            while not arrived():
+                left = SIGNAL_SLICE
+                if deadline is not None:
+                    left = max(0.0, min(left, deadline - time.monotonic()))
+                if ready(left):
+                    return True
+                if deadline is not None and time.monotonic() >= deadline:
+                    return False
+
+
+def any_done(futures: Collection[Future[Any]]) -> Callable[[float | None], bool]:
+    """For :func:`wait_until`: a wait until any of ``futures`` is done."""
+    # Imported here: ``import singleton_proc`` (the lock) loads no worker machinery.
+    from concurrent.futures import FIRST_COMPLETED, wait  # noqa: PLC0415
+
+    return lambda seconds: bool(wait(futures, seconds, FIRST_COMPLETED).done)

@@ -15,8 +15,9 @@ executor's owner decides what happens to its workers.
 from __future__ import annotations
 
 import time
-from concurrent.futures import FIRST_COMPLETED, wait
 from typing import TYPE_CHECKING, Any
+
+from singleton_proc._base.waits import any_done, wait_until
 
 from .child_loop import caller
 from .chunks import CHUNKS_AHEAD, Outcome
@@ -100,7 +101,8 @@ class ExecutorPool:
         """Wait for at least one chunk to finish; their outcomes."""
         if not self._running:  # a caller's bug: waiting would be for ever
             raise RuntimeError("collect() with nothing in flight")
-        done, _ = wait(list(self._running), return_when=FIRST_COMPLETED)
+        wait_until(any_done(list(self._running)), None)
+        done = [future for future in self._running if future.done()]
         return [self._outcome(future) for future in done]
 
     def _outcome(self, future: Future[Any]) -> Outcome:

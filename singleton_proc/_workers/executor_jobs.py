@@ -18,6 +18,8 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from singleton_proc._base.waits import any_done, wait_until
+
 from .chunks import CHUNKS_AHEAD
 from .errors import WorkerDiedError
 from .protocol import Mode, name_of, task_alone
@@ -134,7 +136,8 @@ def map_results(feed: MapFeed, deadline: float | None) -> Generator[Any, None, N
         while feed.jobs:
             job = feed.jobs[0]
             wait = None if deadline is None else deadline - time.monotonic()
-            outcome: Outcome = job.future.result(wait)
+            wait_until(any_done([job.future]), wait)
+            outcome: Outcome = job.future.result(0)  # or TimeoutError
             feed.jobs.popleft()
             feed.sizer.observe(outcome)
             feed.sizer.observe_payload(job.payload, len(job.items))

@@ -28,6 +28,7 @@ from multiprocessing import Pipe
 from typing import TYPE_CHECKING, Any
 
 from singleton_proc._base.interrupts import signals_deferred
+from singleton_proc._base.waits import wait_until
 from singleton_proc._errors import UnpicklableError
 
 # Its exit handler stops every pool at once: registered before ours, it runs
@@ -50,15 +51,13 @@ _JOIN_BOUND = 30.0
 #: same press: a burst (a terminal signals every process of the group, a
 #: key pressed repeatedly) gives one ``KeyboardInterrupt``.
 _SAME_PRESS = 0.1
-#: How long an endless wait sleeps at a time, so that it sees a Ctrl-C.
-_SIGNAL_SLICE = 0.1
 #: The managers whose thread runs (in the process that started them).
 _live: set[Manager] = set()
 #: ``__main__.__file__`` when a pool started: the interpreter deletes it once
 #: the script ends, before exit handlers run, and a worker started by spawn
 #: or forkserver while the work finishes needs it to import the functions
 #: defined in the script.
-_main_file: list[str] = []
+_main_file: str | None = None
 
 
 class Manager:
@@ -87,9 +86,7 @@ class Manager:
             target=self._run, args=(pool,), name="singleton_proc-process_pool",
             daemon=True)  # fmt: skip
         _live.add(self)
-        main_file = getattr(sys.modules.get("__main__"), "__file__", None)
-        if isinstance(main_file, str) and not _main_file:
-            _main_file.append(main_file)
+        _note_main_file()
         self.thread.start()
 
     def ours(self) -> bool:
@@ -167,17 +164,13 @@ class Manager:
     def join(self, timeout: float | None) -> None:
         """Wait for the thread to end (not from the thread itself: a callback).
 
-        Without a timeout, it waits in slices: a Ctrl-C that the kernel hands
-        to another thread only flags it, and a wait that never wakes would
-        never raise it here.
+        Without a timeout, a Ctrl-C ends the wait (see
+        :func:`~singleton_proc._base.waits.wait_until`): the caller then stops
+        the pool.
         """
         if threading.current_thread() is self.thread or not self.ours():
             return
-        if timeout is None:
-            while not self._ended.wait(_SIGNAL_SLICE):
-                pass
-            timeout = 0.0
-        if self._ended.wait(timeout):
+        if wait_until(self._ended.wait, timeout):
             self.thread.join()  # it is returning
         else:  # pragma: no cover - a done-callback or a logging handler hangs
             _log.warning("process_pool's thread did not end within %g s", timeout)
@@ -296,20 +289,29 @@ def _named(job: Job, error: BaseException) -> BaseException:
     return error
 
 
+def _note_main_file() -> None:
+    """Keep ``__main__.__file__`` (once) for the workers started at exit."""
+    global _main_file  # noqa: PLW0603  (set once, read at exit)
+    main_file = getattr(sys.modules.get("__main__"), "__file__", None)
+    if _main_file is None and isinstance(main_file, str):
+        _main_file = main_file
+
+
 def _finish_all_at_exit() -> None:
     """At interpreter exit, let the executors still open finish the work submitted.
 
     As ``ProcessPoolExecutor`` does: a program that submits and ends without
     waiting still gets its work done. A Ctrl-C stops them at once instead,
     whether it ended the program (an unhandled ``KeyboardInterrupt``) or
-    comes while they finish.
+    comes while they finish; so does anything else that ends the wait (a
+    SIGTERM handler's ``SystemExit``), which is then raised.
     """
     managers = list(_live)
     if not managers:
         return
     main = sys.modules.get("__main__")
-    if _main_file and main is not None and not hasattr(main, "__file__"):
-        main.__file__ = _main_file[0]  # for the workers still to start
+    if _main_file is not None and main is not None and not hasattr(main, "__file__"):
+        main.__file__ = _main_file  # for the workers still to start
     try:
         if not _ended_by_ctrl_c():
             # A Ctrl-C inside a logging handler can leave its lock held,
@@ -325,6 +327,10 @@ def _finish_all_at_exit() -> None:
             return
     except KeyboardInterrupt:
         pass
+    except BaseException:
+        for manager in managers:
+            manager.terminate("the interpreter's wait for the work was cut short")
+        raise
     for manager in managers:
         manager.terminate("the interpreter is exiting on Ctrl-C", interrupted=True)
 

@@ -21,6 +21,7 @@ from singleton_proc._base.waits import (
     STOP_GRACE,
     WORKER_LINGER,
     WORKER_PROBE,
+    wait_until,
 )
 from singleton_proc._errors import UnpicklableError
 
@@ -104,7 +105,7 @@ class ProcessHandle:
         """
         timeout = validate.wait_timeout(timeout)
         self._refuse_in_a_forked_child()
-        if self._done.wait(timeout):
+        if wait_until(self._done.wait, timeout):
             self._reader.join()
 
     def result(self, timeout: float | None = None) -> Any:
@@ -124,7 +125,7 @@ class ProcessHandle:
         """
         timeout = validate.wait_timeout(timeout)
         self._refuse_in_a_forked_child()
-        if not self._done.wait(timeout):
+        if not wait_until(self._done.wait, timeout):
             raise TimeoutError(
                 f"worker {self.pid} running {self._what} is still running after "
                 f"{timeout} s; it was left running (terminate_tree() stops it)"
