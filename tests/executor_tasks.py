@@ -8,6 +8,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import psutil
 from child_tasks import say_ready
 
 from helpers import wait_for_file
@@ -136,7 +137,10 @@ def fill_shared() -> int:
     return int(_shared["value"].value)
 
 
-def leave_a_thread() -> int:
-    """Start a thread that keeps the worker from exiting (as some libraries do)."""
+def leave_a_thread() -> tuple[int, float]:
+    """Start a thread that keeps the worker from exiting (as some libraries do).
+
+    Returns the worker's pid and start time: which process it is.
+    """
     threading.Thread(target=threading.Event().wait, daemon=False).start()
-    return os.getpid()
+    return os.getpid(), psutil.Process().create_time()

@@ -453,8 +453,9 @@ def test_a_retired_worker_that_will_not_exit_is_stopped_before_its_successor(
     """Never more than n workers: the next task waits, the pool goes on."""
     caplog.set_level(logging.WARNING, logger="singleton_proc")
     with process_pool(1, max_tasks_per_child=1) as pool:
-        first = pool.submit(leave_a_thread).result(DEADLINE)
+        pid, started = pool.submit(leave_a_thread).result(DEADLINE)
         second = pool.submit(leave_a_thread).result(DEADLINE)
-        assert second != first
-        assert not psutil.pid_exists(first)  # stopped and reaped before
+        assert second != (pid, started)
+        with contextlib.suppress(psutil.NoSuchProcess):  # stopped and reaped before
+            assert psutil.Process(pid).create_time() != started
     assert "max_tasks_per_child" in caplog.text

@@ -200,7 +200,7 @@ class ChunkSizer:
             self._cap = max(1, math.ceil(length / (workers * _CHUNKS_PER_WORKER)))
         if limit is not None:
             self._cap = min(self._cap, limit)
-            fixed = fixed and min(fixed, limit)
+            fixed = None if fixed is None else min(fixed, limit)
         self._fixed = fixed
         self._size = fixed or 1
         self._byte_cap = self._cap

@@ -193,7 +193,7 @@ class WorkerPool:
             self._wait_for_any(self._wake_in(), also)
             for worker in self._exited():
                 self._lost(worker)
-            self._enforce_timeouts()
+            self._stop_overdue()
             self._dispatch()
         if self._fatal is not None:
             raise self._fatal
@@ -383,8 +383,8 @@ class WorkerPool:
         left = (w.seconds_left(self._timeout_ns, now) for w in self._workers)
         return min([WORKER_PROBE, *(max(x, 0.0) for x in left if x is not None)])
 
-    def _enforce_timeouts(self) -> None:
-        """Kill each worker past its timeout, or retired and lingering."""
+    def _stop_overdue(self) -> None:
+        """Kill each worker overdue: past its task timeout, or retired and lingering."""
         now = time.monotonic_ns()
         timeout = self._timeout_ns
         late = [w for w in self._workers if timeout and w.overran(timeout, now)]

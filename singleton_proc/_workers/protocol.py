@@ -190,7 +190,8 @@ def dumps_job(
             raise RuntimeError(
                 f"initializer argument {position + 1} ({type(arg).__name__}) holds "
                 "a lock made for the 'fork' start method (multiprocessing's "
-                f"default before Python 3.14); this pool starts its workers by "
+                "default on Linux before Python 3.14); this pool starts its "
+                f"workers by "
                 f"{start_method!r}: make it with multiprocessing.get_context("
                 f"{start_method!r}), or pass the pool start_method='fork'"
             )
