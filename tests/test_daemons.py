@@ -42,6 +42,7 @@ from singleton_proc import (
     start_process,
     terminate,
 )
+from singleton_proc._base import lineage
 from singleton_proc._base.lineage import MARK_VARIABLE, holder_mark
 
 from helpers import DEADLINE, TESTS, read_line, reap, start_holder, wait_for_file
@@ -479,6 +480,27 @@ def test_ctrl_c_takes_the_tasks_daemons_along(
         reap(program)
     assert _gone_within(daemons[1]), f"{kind} daemon {daemons[1]} escaped Ctrl-C"
     assert _alive(bystander)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="reads /proc")
+def test_a_process_newer_than_the_kept_reading_of_proc_is_known() -> None:
+    """A stop that took a reading a moment before a worker started still finds
+    what the worker forked (under load, a daemon escaped ``terminate_tree``:
+    the worker was missing from the reading kept from the previous stop)."""
+    lineage.marked("no-tree", fresh=True)  # a reading, kept for a while
+    read_end, write_end = os.pipe()
+    child = os.fork()
+    if child == 0:  # the copy waits for the pipe's end of file, and goes
+        os.close(write_end)
+        os.read(read_end, 1)
+        os._exit(0)
+    try:
+        assert lineage.kin_of(child) is not None
+        assert lineage.kin_of(child) == lineage.kin_of(os.getpid())  # forked: kin
+    finally:
+        os.close(write_end)
+        os.close(read_end)
+        os.waitpid(child, 0)
 
 
 @pytest.mark.parametrize("path", ["run_process", "run_in_pool"])

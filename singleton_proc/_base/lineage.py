@@ -104,9 +104,14 @@ def kin_of(pid: int) -> int | None:
     """What ``pid``'s starting environment is known by, for :func:`marked`.
 
     Taken while the process runs: the carrier of a mark may be gone by the
-    time its tree is last looked at. ``None`` when it cannot be read.
+    time its tree is last looked at. ``None`` when it cannot be read. A
+    reading kept from before the process started does not know it: then
+    ``/proc`` is read afresh (without it, what the process forked would be
+    missed: a daemon escaped a stop this way, under load).
     """
     environments = _environments(fresh=False)
+    if environments is not None and pid not in environments:
+        environments = _environments(fresh=True)
     if environments is None or pid not in environments:
         return None
     return environments[pid][1]
