@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import fcntl
 import functools
 import multiprocessing.resource_tracker
+import os
+import pty
+import struct
+import subprocess
 import sys
+import termios
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -18,9 +24,12 @@ import pytest
 
 from singleton_proc import iter_in_pool, run_in_pool
 
+from helpers import DEADLINE, TESTS
+
 if TYPE_CHECKING:
     from collections.abc import Iterator
     from concurrent.futures import Executor
+    from pathlib import Path
 
 #: Seconds the third-party executors get to start and stop (safety nets).
 START_BOUND = 120
@@ -165,6 +174,47 @@ def test_progress_counts_finished_items_on_stderr(
     total = sum(iter_in_pool(pool_tasks.square, iter(range(40)), n=2, progress=True))
     assert total == sum(x * x for x in range(40))
     assert "40item" in capsys.readouterr().err.replace(" ", "")
+
+
+def test_log_lines_print_above_the_bar_never_on_it(tmp_path: Path) -> None:
+    """In a terminal: each record the workers log gets a line of its own."""
+    leader, follower = pty.openpty()
+    # 24 rows of 100 columns (a new pty has none: tqdm would draw nothing).
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
+    try:
+        program = subprocess.Popen(
+            [sys.executable, str(TESTS / "child_progress.py")],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=follower,
+            cwd=tmp_path)  # fmt: skip
+        os.close(follower)
+        follower = -1
+        screen = _read_all(leader)
+        assert program.wait(DEADLINE) == 0, screen
+    finally:
+        os.close(leader)
+        if follower != -1:
+            os.close(follower)
+    lines = screen.replace("\r\n", "\n").split("\n")
+    logged = [line for line in lines if "LOG " in line]
+    assert len(logged) == 9, screen  # eight items, and the line after the bar
+    # What a terminal shows of a line is what follows its last carriage return.
+    assert all(line.split("\r")[-1].startswith("LOG ") for line in logged), screen
+    assert "8/8" in screen
+    assert logged[-1].endswith("LOG the bar is done")  # the handler is back as it was
+
+
+def _read_all(leader: int) -> str:
+    """Everything a program writes to a terminal, until it closes it."""
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # EIO: the program closed its end
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    return b"".join(chunks).decode(errors="replace")
 
 
 def test_progress_without_tqdm_names_the_extra_before_any_worker(

@@ -2,12 +2,16 @@
 
 tqdm is an optional extra (``pip install "singleton_proc[progress]"``);
 asking for a bar without it is an ``ImportError`` that says so, raised
-before any worker starts.
+before any worker starts. While the bar shows, log records printed to the
+console (the workers' records reach the parent's handlers) go above it
+through ``tqdm.external_write_mode``, never onto its line.
 """
 
 from __future__ import annotations
 
 import importlib
+import logging
+import sys
 from typing import Any, Protocol
 
 __all__ = ["Bar", "open_bar", "require_tqdm"]
@@ -57,10 +61,56 @@ def open_bar(enabled: bool, total: int | None, what: str | None) -> Bar:
     if not enabled:
         return _NoBar()
 
-    class _Bar(require_tqdm()):  # type: ignore[misc]
+    tqdm = require_tqdm()
+
+    class _Bar(tqdm):  # type: ignore[misc,valid-type]
         """No monitor thread: with a thread running, workers would not fork."""
 
         monitor_interval = 0
 
+        def close(self) -> None:
+            """Finish the bar; the console handlers write as before."""
+            try:
+                super().close()
+            finally:
+                for handler, stream in rerouted:
+                    handler.setStream(stream)
+                rerouted.clear()
+
     bar: Bar = _Bar(total=total, desc=what, unit="item", dynamic_ncols=True)
+    rerouted = [(handler, handler.stream) for handler in _console_handlers()]
+    for handler, stream in rerouted:
+        handler.setStream(_AboveTheBar(stream, tqdm))
     return bar
+
+
+class _AboveTheBar:
+    """A console stream whose writes clear the bars on it first, then redraw them."""
+
+    def __init__(self, stream: Any, tqdm: Any) -> None:
+        self._stream = stream
+        self._tqdm = tqdm
+
+    def write(self, text: str) -> None:
+        """Write ``text`` on a line of its own, above the bar."""
+        with self._tqdm.external_write_mode(file=self._stream):
+            self._stream.write(text)
+
+    def flush(self) -> None:
+        """Flush the console."""
+        self._stream.flush()
+
+
+def _console_handlers() -> list[logging.StreamHandler[Any]]:
+    """The logging handlers that print to the console (stderr or stdout), once each."""
+    loggers = [logging.root, *logging.Logger.manager.loggerDict.values()]
+    found: dict[int, logging.StreamHandler[Any]] = {}
+    for logger in loggers:
+        for handler in getattr(logger, "handlers", ()):  # a PlaceHolder has none
+            if (
+                isinstance(handler, logging.StreamHandler)
+                and not isinstance(handler, logging.FileHandler)
+                and handler.stream in (sys.stderr, sys.stdout)
+            ):
+                found[id(handler)] = handler
+    return list(found.values())
