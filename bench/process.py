@@ -1,9 +1,12 @@
-"""Benchmark the worker runtime's failure paths: how fast it notices and cleans up.
+"""Benchmark one call in a fresh process: its start, and how fast failures are handled.
 
 Run ``python bench/process.py`` after the README install; ``--quick`` runs a
 few of each (CI runs it so this script cannot rot; it asserts nothing about
 speed). For every start method it prints medians of:
 
+* one call in a fresh process, start to result: ``run_process`` beside
+  ``multiprocessing.Process`` (start and join, no result) and a fresh
+  one-worker ``ProcessPoolExecutor``, with their ratios;
 * the latency from SIGKILL of a worker to ``WorkerDiedError`` in the parent;
 * Ctrl-C: from SIGINT to the parent's exit, and to its worker being gone;
 * the parent SIGKILLed: until its orphaned worker has exited by itself.
@@ -13,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import multiprocessing
 import os
 import signal
 import statistics
@@ -21,6 +25,7 @@ import sys
 import tempfile
 import threading
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import psutil
@@ -62,6 +67,33 @@ def wait_gone(proc: psutil.Process) -> None:
         if time.monotonic() > deadline:
             raise TimeoutError(f"pid {proc.pid} is still running")
         time.sleep(0.0005)
+
+
+def start_latency(method: str, runs: int) -> dict[str, list[float]]:
+    """Milliseconds for one call in a fresh process, ours and the stdlib's."""
+    context = multiprocessing.get_context(method)
+
+    def stdlib_process() -> None:
+        process = context.Process(target=os.getpid)  # type: ignore[attr-defined]
+        process.start()
+        process.join()
+
+    def stdlib_executor() -> None:
+        with ProcessPoolExecutor(1, mp_context=context) as executor:
+            executor.submit(os.getpid).result()
+
+    ways = {
+        "run_process": lambda: run_process(os.getpid, start_method=method),
+        "Process": stdlib_process,
+        "ProcessPoolExecutor": stdlib_executor,
+    }
+    samples: dict[str, list[float]] = {name: [] for name in ways}
+    for _ in range(runs):
+        for name, way in ways.items():  # interleaved: the same noise for each
+            start = time.perf_counter()
+            way()
+            samples[name].append((time.perf_counter() - start) * 1000)
+    return samples
 
 
 def death_latency(method: str, runs: int) -> list[float]:
@@ -170,6 +202,18 @@ def main() -> None:
     runs = 3 if args.quick else 20
     version = sys.version.split()[0]
     print(f"Python {version}, {os.cpu_count()} CPUs; medians of {runs} runs")
+    print("\nOne call in a fresh process, start to result (ratio: theirs / ours)")
+    for method in ("fork", "spawn", "forkserver"):
+        medians = {
+            name: statistics.median(times)
+            for name, times in start_latency(method, runs).items()
+        }
+        ours = medians.pop("run_process")
+        theirs = "".join(
+            f"  {name} {ms:6.1f} ms ({ms / ours:4.2f}x)" for name, ms in medians.items()
+        )
+        print(f"{method:12}run_process {ours:6.1f} ms{theirs}")
+    print("\nFailures")
     print(
         f"{'':12}{'death -> WorkerDiedError':>28}{'Ctrl-C -> parent exits':>28}"
         f"{'Ctrl-C -> worker gone':>28}{'parent SIGKILLed -> worker gone':>34}"

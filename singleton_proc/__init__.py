@@ -37,7 +37,8 @@ if TYPE_CHECKING:
     from ._workers.errors import TaskTimeoutError, WorkerDiedError
     from ._workers.executor import PoolExecutor, process_pool
     from ._workers.map import iter_in_pool, run_in_pool
-    from ._workers.process import ProcessHandle, run_process, start_process
+    from ._workers.one_call import run_process, start_process
+    from ._workers.process import ProcessHandle
 
 __all__ = [
     "AlreadyRunningError",
@@ -76,8 +77,8 @@ _LAZY = {
     "iter_in_pool": "._workers.map",
     "process_pool": "._workers.executor",
     "run_in_pool": "._workers.map",
-    "run_process": "._workers.process",
-    "start_process": "._workers.process",
+    "run_process": "._workers.one_call",
+    "start_process": "._workers.one_call",
 }
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())

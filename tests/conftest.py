@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING
 import psutil
 import pytest
 
+from singleton_proc._workers import main_free
+
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
@@ -97,6 +99,9 @@ def _stop_multiprocessing_helpers(no_child_left: None) -> Iterator[None]:  # noq
     yield
     gc.collect()  # loky's semaphores unregister from its tracker when collected
     helpers = [forkserver._forkserver, resource_tracker._resource_tracker]  # noqa: SLF001
+    ours = main_free.forkserver_in_use()  # the forkserver of our workers
+    if ours is not None:
+        helpers.append(ours)
     loky_tracker = sys.modules.get("loky.backend.resource_tracker")
     if loky_tracker is not None and loky_tracker._resource_tracker._pid is not None:  # noqa: SLF001
         helpers.append(loky_tracker._resource_tracker)  # loky's own, the same kind  # noqa: SLF001

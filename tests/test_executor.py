@@ -159,7 +159,7 @@ def test_what_will_not_pickle_is_named_on_the_future() -> None:
         lock = threading.Lock()
         argument = _error(pool.submit(pool_tasks.square, lock))  # type: ignore[arg-type]
         keyword = _error(pool.submit(executor_tasks.greet, "x", greeting=lock))  # type: ignore[arg-type]
-        function = _error(pool.submit(lambda: 1))
+        function = _error(pool.submit(lambda: lock))  # by value, with its closure
         result = _error(pool.submit(pool_tasks.unpicklable_result))
         assert pool.submit(pool_tasks.square, 4).result(DEADLINE) == 16
     assert isinstance(argument, UnpicklableError)

@@ -539,9 +539,11 @@ def test_worker_records_reach_the_parent_once_each(
 
 
 def test_what_will_not_pickle_is_named() -> None:
+    lock = threading.Lock()
     with pytest.raises(UnpicklableError, match="the function") as caught:
-        run_in_pool(lambda x: x, [1], n=1)
+        run_in_pool(lambda x: (x, lock), [1], n=1)  # by value, with its closure
     assert caught.value.what == "the function"
+    assert "its closure" in str(caught.value)
     with pytest.raises(UnpicklableError, match="item 2") as caught:
         run_in_pool(pool_tasks.square, [1, 2, threading.Lock(), 4], n=1)
     assert caught.value.what == "item 2"

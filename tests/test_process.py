@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import pickle
@@ -11,6 +12,7 @@ import sys
 import threading
 import time
 from concurrent.futures.process import BrokenProcessPool
+from multiprocessing.connection import wait
 from typing import TYPE_CHECKING, Any
 
 import child_tasks
@@ -50,6 +52,8 @@ if TYPE_CHECKING:
     from pathlib import Path
 
 RUNNER = TESTS / "child_runner.py"
+#: What no pickler can send.
+_A_LOCK = threading.Lock()
 
 
 @pytest.fixture
@@ -93,6 +97,57 @@ def test_the_handle_returns_the_value_and_reports_the_pid() -> None:
         assert handle.exitcode == 0
         assert not handle.is_alive()
     assert _gone(handle.pid)
+
+
+# -- the interface of multiprocessing.Process ---------------------------------
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_sentinels_say_which_children_ended(method: str, ready: str) -> None:
+    quick = start_process(child_tasks.add, 1, 2, start_method=method)
+    slow = start_process(child_tasks.block, ready, start_method=method)
+    try:
+        wait_for_file(ready)
+        assert wait([quick.sentinel, slow.sentinel], DEADLINE) == [quick.sentinel]
+        assert (quick.exitcode, quick.is_alive(), quick.done()) == (0, False, True)
+        assert quick.result() == 3
+        assert (slow.exitcode, slow.is_alive(), slow.done()) == (None, True, False)
+        slow.kill()
+        assert wait([slow.sentinel], DEADLINE) == [slow.sentinel]
+        assert slow.exitcode == -signal.SIGKILL
+        with pytest.raises(WorkerDiedError, match="SIGKILL"):
+            slow.result()
+    finally:
+        for handle in (quick, slow):
+            handle.terminate_tree(grace=1.0)
+
+
+def test_terminate_signals_the_child_alone_and_close_releases_it(ready: str) -> None:
+    handle = start_process(child_tasks.block_with_grandchild, ready)
+    grandchild = 0
+    try:
+        worker, grandchild = map(int, wait_for_file(ready).split())
+        assert handle.name == "singleton_proc: block_with_grandchild"
+        with pytest.raises(ValueError, match="still running"):
+            handle.close()
+        handle.terminate()
+        handle.join(DEADLINE)
+        assert handle.exitcode == -signal.SIGTERM
+        assert _gone(worker)
+        assert not _gone(grandchild)  # Process.terminate's meaning: the tree is not
+        handle.terminate()  # once it has ended: nothing is sent, no error
+        handle.kill()
+        handle.close()
+        handle.close()  # idempotent, as Process.close
+        with pytest.raises(ValueError, match="was closed"):
+            _ = handle.sentinel
+        assert handle.exitcode == -signal.SIGTERM
+    finally:
+        handle.terminate_tree(grace=1.0)
+        if grandchild:  # an orphan now, reparented to us: stopped by its pid
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(grandchild, signal.SIGKILL)
+            wait_until_gone(grandchild, timeout=DEADLINE)
 
 
 # -- the child dies ------------------------------------------------------------
@@ -306,7 +361,7 @@ def test_worker_records_reach_the_parent_handlers_once_at_its_levels(
 @pytest.mark.parametrize(
     ("args", "kwargs", "what"),
     [
-        ((lambda: None,), {}, "the function"),
+        ((lambda: _A_LOCK,), {}, "the function"),  # by value, and its closure
         ((child_tasks.add, threading.Lock()), {}, "argument 1"),
         ((child_tasks.add, 1), {"y": threading.Lock()}, "keyword argument 'y'"),
     ],

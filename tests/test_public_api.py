@@ -66,7 +66,7 @@ def _imported_after(code: str) -> dict[str, bool]:
     probe = (
         f"{code}\nimport json, sys\n"
         "print(json.dumps({m: m in sys.modules for m in "
-        "('multiprocessing', 'concurrent.futures', 'asyncio')}))"
+        "('multiprocessing', 'concurrent.futures', 'asyncio', 'cloudpickle')}))"
     )
     out = subprocess.run(
         [sys.executable, "-c", probe],
@@ -86,6 +86,7 @@ def test_import_loads_no_worker_machinery() -> None:
         "multiprocessing": False,
         "concurrent.futures": False,
         "asyncio": False,
+        "cloudpickle": False,
     }
 
 
@@ -96,6 +97,19 @@ def test_guarding_a_program_loads_no_worker_machinery() -> None:
         "    singleton_proc.list_instances()"
     )
     assert not any(loaded.values()), loaded
+
+
+def test_cloudpickle_loads_only_when_something_goes_by_value() -> None:
+    loaded = _imported_after(
+        "from singleton_proc import run_process\nimport operator\n"
+        "assert run_process(operator.neg, 2) == -2"
+    )
+    assert loaded["multiprocessing"]
+    assert not loaded["cloudpickle"]
+    loaded = _imported_after(
+        "from singleton_proc import run_process\nassert run_process(lambda: 2) == 2"
+    )
+    assert loaded["cloudpickle"]
 
 
 def test_worker_names_load_on_first_use() -> None:

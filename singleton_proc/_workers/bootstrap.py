@@ -139,9 +139,9 @@ def unpickling_failed(what: str, exc: Exception) -> tuple[str, ...]:
     """The ``failed`` message for ``what`` that this worker could not unpickle."""
     message = (
         f"the worker could not unpickle {what} ({type(exc).__name__}: {exc}); "
-        "functions and classes must be importable in a fresh interpreter "
-        "(defined at module level, not in an interactive session) under the "
-        "spawn and forkserver start methods"
+        "what goes by reference (the functions and classes of importable "
+        "modules) must be importable in the worker too, from the parent's "
+        "sys.path, under the spawn and forkserver start methods"
     )
     return (Kind.FAILED.value, what, message, format_traceback(exc))
 

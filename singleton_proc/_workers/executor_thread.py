@@ -53,11 +53,6 @@ _JOIN_BOUND = 30.0
 _SAME_PRESS = 0.1
 #: The managers whose thread runs (in the process that started them).
 _live: set[Manager] = set()
-#: ``__main__.__file__`` when a pool started: the interpreter deletes it once
-#: the script ends, before exit handlers run, and a worker started by spawn
-#: or forkserver while the work finishes needs it to import the functions
-#: defined in the script.
-_main_file: str | None = None
 
 
 class Manager:
@@ -86,7 +81,6 @@ class Manager:
             target=self._run, args=(pool,), name="singleton_proc-process_pool",
             daemon=True)  # fmt: skip
         _live.add(self)
-        _note_main_file()
         self.thread.start()
 
     def ours(self) -> bool:
@@ -289,14 +283,6 @@ def _named(job: Job, error: BaseException) -> BaseException:
     return error
 
 
-def _note_main_file() -> None:
-    """Keep ``__main__.__file__`` (once) for the workers started at exit."""
-    global _main_file  # noqa: PLW0603  (set once, read at exit)
-    main_file = getattr(sys.modules.get("__main__"), "__file__", None)
-    if _main_file is None and isinstance(main_file, str):
-        _main_file = main_file
-
-
 def _finish_all_at_exit() -> None:
     """At interpreter exit, let the executors still open finish the work submitted.
 
@@ -309,9 +295,6 @@ def _finish_all_at_exit() -> None:
     managers = list(_live)
     if not managers:
         return
-    main = sys.modules.get("__main__")
-    if _main_file is not None and main is not None and not hasattr(main, "__file__"):
-        main.__file__ = _main_file  # for the workers still to start
     try:
         if not _ended_by_ctrl_c():
             # A Ctrl-C inside a logging handler can leave its lock held,

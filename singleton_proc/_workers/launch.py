@@ -20,13 +20,14 @@ import os
 import sys
 import threading
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from singleton_proc._base import platform as _platform
 from singleton_proc._base.lineage import new_mark
 
 from .bootstrap import WorkerSettings
 from .logforward import snapshot
+from .main_free import forkserver_in_use, process_class
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -121,18 +122,24 @@ def _forget_parent_helpers_in_child() -> None:
     """
     forkserver = sys.modules.get("multiprocessing.forkserver")
     if forkserver is not None:
-        server = forkserver._forkserver  # noqa: SLF001  (multiprocessing's own state)
-        server._lock = threading.Lock()  # noqa: SLF001
-        if server._forkserver_pid is not None:  # noqa: SLF001  (the parent's)
-            os.close(server._forkserver_alive_fd)  # noqa: SLF001
-            server._forkserver_address = None  # noqa: SLF001
-            server._forkserver_alive_fd = None  # noqa: SLF001
-            server._forkserver_pid = None  # noqa: SLF001
+        for server in (forkserver._forkserver, forkserver_in_use()):  # noqa: SLF001
+            if server is not None:
+                _forget_forkserver(server)
     tracker = sys.modules.get("multiprocessing.resource_tracker")
     if tracker is not None:
         shared = tracker._resource_tracker  # noqa: SLF001
         shared._lock = threading.RLock()  # noqa: SLF001  (as in Python >= 3.11)
         shared._pid = None  # noqa: SLF001
+
+
+def _forget_forkserver(server: Any) -> None:
+    """In a forked child: drop the parent's ``server`` (its pid, pipe and lock)."""
+    server._lock = threading.Lock()  # noqa: SLF001  (multiprocessing's own state)
+    if server._forkserver_pid is not None:  # noqa: SLF001  (the parent's)
+        os.close(server._forkserver_alive_fd)  # noqa: SLF001
+        server._forkserver_address = None  # noqa: SLF001
+        server._forkserver_alive_fd = None  # noqa: SLF001
+        server._forkserver_pid = None  # noqa: SLF001
 
 
 _platform.at_fork(after_in_child=_forget_parent_helpers_in_child)
@@ -175,7 +182,7 @@ def launch(
         death_signal=start_method == "forkserver"
         or threading.current_thread() is threading.main_thread(),
     )
-    process: BaseProcess = context.Process(  # type: ignore[attr-defined]
+    process = process_class(start_method)(
         target=target,
         args=(theirs, _parent_alive_reader(), settings, *args),
         name=name,

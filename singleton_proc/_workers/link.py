@@ -13,6 +13,7 @@ ours until we reap it and a stop can never reach a reused pid.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from multiprocessing.connection import wait
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -93,17 +94,39 @@ class WorkerLink:
                 _log.exception("could not log a record of %s", self.label)
         return kind, message
 
+    def signal(self, *, kill: bool) -> None:
+        """SIGKILL (or SIGTERM) to the worker alone, if it has not exited yet.
+
+        Only while it is not reaped: until then its pid cannot be another's.
+        """
+        if self.root is None:  # pragma: no cover - reaped behind our back
+            return
+        with contextlib.suppress(psutil.NoSuchProcess):
+            if kill:
+                self.root.kill()
+            else:
+                self.root.terminate()
+
     def has_exited(self) -> bool:
         """Whether its process has ended (it may still await reaping)."""
         return not self.process.is_alive()
 
-    def reap(self) -> int | None:
-        """Wait for the exited process, release it, and return its exit code."""
+    def reap(self, *, release: bool = True) -> int | None:
+        """Wait for the exited process and return its exit code.
+
+        Its pipe is closed; the process object too (its sentinel), unless
+        ``release`` is false: then :meth:`release` does it later.
+        """
         self.process.join()
         exitcode = self.process.exitcode
         self.conn.close()
-        self.process.close()
+        if release:
+            self.release()
         return exitcode
+
+    def release(self) -> None:
+        """Close the reaped process object: its sentinel is no longer valid."""
+        self.process.close()
 
 
 def wait_for_any(

@@ -60,7 +60,8 @@ def run_in_pool(
     and return the ``n`` results.
 
     Args:
-        fn: A picklable function (defined at module level).
+        fn: The function (what the script defines, lambdas and closures go
+            by value).
         items: The inputs; a sized collection is chunked like
             ``Pool.map``, any other iterable adaptively.
         n: How many workers; default: the CPUs this process may use
@@ -164,7 +165,8 @@ def iter_in_pool(
     ``next()``.
 
     Args:
-        fn: A picklable function (defined at module level).
+        fn: The function (what the script defines, lambdas and closures go
+            by value).
         items: Any iterable, consumed lazily.
         n: As for :func:`run_in_pool`.
         ordered: Yield in input order (default), or as results come.

@@ -1,4 +1,4 @@
-"""One call in a fresh child process: ``run_process``, ``start_process`` and the handle.
+"""One call in a fresh child process: its handle, shaped as ``multiprocessing.Process``.
 
 Each handle has a reader thread that owns the parent's end of the worker's
 pipe: it hands logging records to the parent's loggers as they come, keeps
@@ -14,6 +14,7 @@ import os
 import threading
 import time
 import weakref
+from multiprocessing.connection import wait
 from typing import TYPE_CHECKING, Any
 
 from singleton_proc._base import validate
@@ -36,7 +37,7 @@ if TYPE_CHECKING:
 
     from typing_extensions import Self
 
-__all__ = ["ProcessHandle", "run_process", "start_process"]
+__all__ = ["ProcessHandle"]
 
 
 _live: weakref.WeakSet[ProcessHandle] = weakref.WeakSet()
@@ -47,8 +48,15 @@ _OUTCOMES = frozenset({Kind.OK, Kind.RAISED, Kind.FAILED})
 class ProcessHandle:
     """A call running in a child process, as returned by :func:`start_process`.
 
+    It has the interface of a started ``multiprocessing.Process`` (``pid``,
+    ``name``, ``exitcode``, ``is_alive()``, ``join()``, ``terminate()``,
+    ``kill()``, ``sentinel``, ``close()``), plus :meth:`result`,
+    :meth:`done`, :meth:`terminate_tree` and a ``with`` block that stops the
+    child's tree if it still runs at the end.
+
     Attributes:
         pid: The child's process id.
+        name: Its process name: ``singleton_proc:`` and the function's name.
         start_method: How it was started (``"fork"``, ``"spawn"``, ``"forkserver"``).
 
     Example:
@@ -64,7 +72,8 @@ class ProcessHandle:
         method = choose_start_method(start_method)
         call = dumps_call(fn, args, kwargs)
         self._what = name_of(fn)
-        launched = launch(method, f"singleton_proc: {self._what}", bootstrap, call)
+        self.name = f"singleton_proc: {self._what}"
+        launched = launch(method, self.name, bootstrap, call)
         self._link = WorkerLink(launched, "worker")
         self._owner = os.getpid()  # only it may wait for or stop the child
         self.start_method = method
@@ -75,7 +84,11 @@ class ProcessHandle:
         self._done = threading.Event()
         # One stop at a time: the caller (timeout, Ctrl-C, terminate_tree) and
         # the reader (a worker lingering after its outcome) may both stop it.
+        # The reader reaps with it held: a signal is never sent to a pid that
+        # was reaped, and may be another process's by now.
         self._stopping = threading.Lock()
+        self._reaped = False
+        self._closed = False
         _live.add(self)
         self._reader = threading.Thread(
             target=self._read, name=f"singleton_proc-reader-{self.pid}", daemon=True
@@ -89,12 +102,62 @@ class ProcessHandle:
 
     @property
     def exitcode(self) -> int | None:
-        """The exit status once reaped, or the negated signal number; else ``None``."""
+        """The exit status, or the negated signal number; ``None`` while it runs."""
+        self._settle_if_exited()
         return self._exitcode
 
+    @property
+    def sentinel(self) -> int:
+        """A handle that is ready once the child has exited.
+
+        For ``multiprocessing.connection.wait``, to wait for several children
+        at once (on POSIX, ``select`` takes it too). Valid until :meth:`close`.
+
+        Raises:
+            ValueError: the handle was closed.
+        """
+        self._refuse_if_closed()
+        sentinel: int = self._link.process.sentinel
+        return sentinel
+
     def is_alive(self) -> bool:
-        """Whether the child has not ended (and been reaped) yet."""
+        """Whether the child has not exited yet."""
+        self._settle_if_exited()
         return not self._done.is_set()
+
+    def done(self) -> bool:
+        """Whether the call has ended: :meth:`result` would not wait."""
+        return not self.is_alive()
+
+    def terminate(self) -> None:
+        """Send SIGTERM to the child alone, as ``Process.terminate`` does.
+
+        What the call started is left alone: :meth:`terminate_tree` stops
+        all of it. Nothing is sent once the child has ended, or from a
+        process forked from ours (the child is not its to stop).
+        """
+        self._signal(kill=False)
+
+    def kill(self) -> None:
+        """Send SIGKILL to the child alone, as ``Process.kill`` does."""
+        self._signal(kill=True)
+
+    def close(self) -> None:
+        """Release the handle's resources (the sentinel), as ``Process.close`` does.
+
+        Raises:
+            ValueError: the child is still running.
+        """
+        if self._closed:
+            return
+        if self.is_alive():
+            raise ValueError(
+                f"cannot close the handle of worker {self.pid} running "
+                f"{self._what}: it is still running (join() or terminate() first)"
+            )
+        self._reader.join()
+        self._closed = True
+        self._link.release()
 
     def join(self, timeout: float | None = None) -> None:
         """Wait until the child has ended and been reaped, at most ``timeout`` s.
@@ -180,6 +243,30 @@ class ProcessHandle:
             timeout=timeout,
         )
 
+    def _settle_if_exited(self) -> None:
+        """If the child has exited, wait the moment until the reader has reaped it.
+
+        So that ``exitcode`` and ``is_alive()`` agree with :attr:`sentinel`,
+        which is ready as soon as the child exits.
+        """
+        if self._done.is_set() or os.getpid() != self._owner:
+            return
+        if wait([self._link.process.sentinel], 0):
+            self.join()
+
+    def _signal(self, *, kill: bool) -> None:
+        """SIGKILL or SIGTERM to the child alone, unless it was reaped (or not ours)."""
+        if os.getpid() != self._owner:
+            return
+        with self._stopping:
+            if not self._reaped:
+                self._link.signal(kill=kill)
+
+    def _refuse_if_closed(self) -> None:
+        """Raise ``ValueError`` once :meth:`close` has released the handle."""
+        if self._closed:
+            raise ValueError(f"the handle of worker {self.pid} was closed")
+
     def _refuse_in_a_forked_child(self) -> None:
         """Raise if this is a forked copy of the parent and the child ran then.
 
@@ -221,7 +308,9 @@ class ProcessHandle:
                 self._stop_tree(STOP_GRACE)  # a bug: reap the child all the same
                 raise
             finally:
-                self._exitcode = self._link.reap()
+                with self._stopping:
+                    self._exitcode = self._link.reap(release=False)
+                    self._reaped = True
         finally:
             _live.discard(self)
             self._done.set()
@@ -286,87 +375,6 @@ class ProcessHandle:
             pid=self.pid,
             exitcode=self._exitcode,
         )
-
-
-def start_process(
-    fn: Any, /, *args: Any, start_method: str | None = None, **kwargs: Any
-) -> ProcessHandle:
-    """Start ``fn(*args, **kwargs)`` in a fresh child process; do not wait.
-
-    The call, its result and its exception cross the process boundary by
-    pickle, whatever the start method (so what works under ``fork`` works
-    under ``spawn``). The child ignores SIGINT, ends by itself if this
-    process dies, and forwards its logging records to this process's
-    handlers. Use the handle as a context manager to stop the child's tree
-    if the block is left before it finished.
-
-    Args:
-        fn: The function to call; picklable (defined at module level).
-        *args: Positional arguments for ``fn``.
-        start_method: ``"fork"``, ``"spawn"`` or ``"forkserver"``; ``None``
-            picks a safe one (``fork`` only in a single-threaded parent).
-        **kwargs: Keyword arguments for ``fn``.
-
-    Returns:
-        The handle: ``.pid``, ``.result(timeout=None)``,
-        ``.terminate_tree(grace)``, ``.join()``.
-
-    Raises:
-        UnpicklableError: ``fn`` or an argument cannot be pickled (named).
-        ValueError: ``start_method`` is not available here.
-
-    Example:
-        >>> from singleton_proc import start_process
-        >>> handle = start_process(sum, [1, 2, 3])
-        >>> handle.result(timeout=30)
-        6
-    """
-    return ProcessHandle(fn, args, kwargs, start_method)
-
-
-def run_process(
-    fn: Any,
-    /,
-    *args: Any,
-    timeout: float | None = None,
-    start_method: str | None = None,
-    **kwargs: Any,
-) -> Any:
-    """Run ``fn(*args, **kwargs)`` in a fresh child process and return its value.
-
-    ``timeout`` and ``start_method`` are ours; every other keyword goes to
-    ``fn``. The child has ended and been reaped when this returns or raises.
-
-    Args:
-        fn: The function to call; picklable (defined at module level).
-        *args: Positional arguments for ``fn``.
-        timeout: Seconds the call may take; then the child's whole process
-            tree is killed and :class:`TaskTimeoutError` raised.
-        start_method: As for :func:`start_process`.
-        **kwargs: Keyword arguments for ``fn``.
-
-    Returns:
-        What ``fn`` returned.
-
-    Raises:
-        Exception: what ``fn`` raised, same type, the child's traceback as
-            its ``__cause__``.
-        WorkerDiedError: the child died (killed, crashed, exited) first; the
-            message names its pid and exit code or signal.
-        TaskTimeoutError: ``timeout`` ran out.
-        UnpicklableError: the function, an argument, the result or the
-            exception cannot be pickled; the message says which.
-        KeyboardInterrupt: Ctrl-C; the child's tree was stopped first.
-
-    Example:
-        >>> from singleton_proc import run_process
-        >>> run_process(pow, 2, 10, timeout=30)
-        1024
-    """
-    timeout = validate.task_timeout(timeout)
-    handle = ProcessHandle(fn, args, kwargs, start_method)
-    handle._run_to_end(timeout)  # noqa: SLF001  (the handle's own logic)
-    return handle.result()
 
 
 def _stop_all_at_exit() -> None:

@@ -50,6 +50,8 @@ __all__ = [
 ]
 
 _PROTOCOL = pickle.HIGHEST_PROTOCOL
+#: How a pickle names the main module (a false positive costs only speed).
+_MAIN = b"__main__"
 #: Pipe ends and sockets: pickled as they are, their descriptor's number
 #: would mean nothing in a worker; passed as it starts, it is duplicated.
 _DESCRIPTORS = (Connection, socket.socket)
@@ -120,8 +122,29 @@ def format_traceback(exc: BaseException) -> str:
 
 
 def dumps(obj: object) -> bytes:
-    """Pickle ``obj`` with the highest protocol."""
-    return pickle.dumps(obj, protocol=_PROTOCOL)
+    """Pickle ``obj`` with the highest protocol; what lives in ``__main__``, by value.
+
+    A worker never imports the parent's main module (see ``main_free``), so
+    a function or class of the script, a notebook or the REPL could not be
+    found there by name; a lambda or a closure has no name at all. Those go
+    by value with cloudpickle; everything importable goes by reference, as
+    pickle sends it. Plain pickle is tried first (it is several times
+    faster on plain data): its bytes name a module only as text, so a
+    reference to ``__main__`` shows in them.
+    """
+    try:
+        data = pickle.dumps(obj, protocol=_PROTOCOL)
+    except (pickle.PicklingError, AttributeError, TypeError):
+        return _by_value(obj)  # a lambda, a closure; or truly unpicklable
+    return _by_value(obj) if _MAIN in data else data
+
+
+def _by_value(obj: object) -> bytes:
+    """Pickle ``obj`` with cloudpickle (loaded now, not on import)."""
+    import cloudpickle  # type: ignore[import-untyped]  # noqa: PLC0415
+
+    data: bytes = cloudpickle.dumps(obj, protocol=_PROTOCOL)
+    return data
 
 
 def loads(data: bytes | memoryview) -> Any:
@@ -277,8 +300,9 @@ def dumps_call(fn: object, args: tuple[Any, ...], kwargs: dict[str, Any]) -> byt
 def _unpicklable(what: str, obj: object, exc: BaseException) -> UnpicklableError:
     """The error for ``obj`` (``what``) that could not be sent to a worker."""
     advice = (
-        "pass a function defined at module level (not a lambda, a nested "
-        "function or a method of an object that cannot be pickled)"
+        "what it refers to (the object of a bound method, its closure, the "
+        "globals it uses) must pickle too: create such things inside the "
+        "worker (initializer=), or pass plain data"
         if what in {"the function", "the initializer"}
         else "pass plain data, or create the object inside the worker"
     )

@@ -1,0 +1,99 @@
+"""Programs as users write them (SPEC): every worker API, every start method.
+
+Each case runs ``child_program.py`` as a program of its own: without a main
+guard, with one, with a thread running, or fed through stdin (no main
+file). A worker must never re-run the script (it prints "top" once), and a
+lambda, a closure, a function and a class of the script must all cross,
+the class's instances coming back as the very class. The program runs in a
+session of its own: once it has exited, nothing of that session may be
+left (its workers, and the helpers a start method keeps: forkserver,
+resource tracker).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from typing import TYPE_CHECKING
+
+import psutil
+import pytest
+
+from helpers import DEADLINE, METHODS, TESTS
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+PROGRAM = TESTS / "child_program.py"
+APIS = ["run_in_pool", "iter_in_pool", "process_pool", "run_process", "start_process"]
+KINDS = ["unguarded", "guarded", "threaded", "stdin"]
+EXPECTED = {
+    "points": [["Point", True, 10], ["Point", True, 20]],
+    "closure": [101, 102],
+    "function": [9, 16],
+}
+#: In the fast run, one row per API: the hardest program (no guard, a
+#: start method that starts a fresh interpreter, a thread); the rest is slow.
+FAST = {("unguarded", "forkserver"), ("threaded", "spawn")}
+
+
+def _cases() -> list[object]:
+    return [
+        pytest.param(
+            api,
+            method,
+            kind,
+            marks=[] if (kind, method) in FAST else [pytest.mark.slow],
+        )
+        for api in APIS
+        for method in METHODS
+        for kind in KINDS
+    ]
+
+
+def _in_session(sid: int) -> list[psutil.Process]:
+    """The processes of session ``sid`` (looked at, never signalled)."""
+    found = []
+    for proc in psutil.process_iter():
+        try:
+            if os.getsid(proc.pid) == sid:
+                found.append(proc)
+        except (psutil.Error, OSError):  # gone meanwhile, or not ours to ask
+            continue
+    return found
+
+
+def _left_in_session(sid: int) -> list[psutil.Process]:
+    """What of session ``sid`` is still there once it had time to end."""
+    deadline = time.monotonic() + DEADLINE
+    while (left := _in_session(sid)) and time.monotonic() < deadline:
+        psutil.wait_procs(left, timeout=0.2)  # ends when they do
+    return left
+
+
+@pytest.mark.parametrize(("api", "method", "kind"), _cases())
+def test_a_program_as_users_write_it_gets_its_results(
+    api: str, method: str, kind: str, tmp_path: Path
+) -> None:
+    flags = [kind] if kind in {"guarded", "threaded"} else []
+    script = ["-"] if kind == "stdin" else [str(PROGRAM)]
+    with PROGRAM.open() as source:
+        program = subprocess.Popen(
+            [sys.executable, *script, api, method, *flags],
+            stdin=source if kind == "stdin" else subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            cwd=tmp_path, start_new_session=True)  # fmt: skip
+        try:
+            out, err = program.communicate(timeout=DEADLINE * 2)
+        finally:
+            if program.poll() is None:
+                program.kill()
+            program.communicate()
+    assert program.returncode == 0, err
+    lines = out.splitlines()
+    assert lines[0] == "top", out
+    assert [json.loads(line) for line in lines[1:]] == [EXPECTED], err
+    assert _left_in_session(program.pid) == []  # its session: sid == its pid
