@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from pathlib import Path
 
 from child_tasks import say_ready
@@ -147,6 +148,13 @@ def leave_a_thread(_item: object = None) -> int:
     """Start a non-daemon thread that never ends: the worker cannot exit."""
     threading.Thread(target=threading.Event().wait, daemon=False).start()
     return os.getpid()
+
+
+def note_call(directory: str) -> str:
+    """Leave a file of its own in ``directory`` (one per call); return its name."""
+    name = uuid.uuid4().hex
+    Path(directory, name).touch()
+    return name
 
 
 def write_pid(directory: str, x: int) -> int:

@@ -133,6 +133,17 @@ def test_dask_distributed_runs_the_chunks(dask_executor: Executor) -> None:
     assert sum(isinstance(r, ValueError) for r in results) == 1
 
 
+def test_dask_runs_fn_n_times_though_it_merges_identical_calls(
+    dask_executor: Executor, tmp_path: Path
+) -> None:
+    """items=None means n calls, on an executor with pure=True (dask's default)."""
+    task = functools.partial(pool_tasks.note_call, str(tmp_path))
+    assert len(set(run_in_pool(task, n=7, executor=dask_executor))) == 7
+    assert len(list(tmp_path.iterdir())) == 7
+    # n: by default, the threads of the cluster (2 workers of 1 thread)
+    assert len(run_in_pool(task, executor=dask_executor)) == 2
+
+
 def test_our_pool_options_are_refused_with_an_executor() -> None:
     with ThreadPoolExecutor(1) as executor:
         with pytest.raises(ValueError, match="timeout= needs our own pool"):

@@ -31,12 +31,20 @@ __all__ = ["ExecutorPool", "apply_chunk"]
 
 
 def apply_chunk(
-    fn: Callable[..., Any], items: list[Any], mode: Mode, keep_going: bool
+    fn: Callable[..., Any],
+    items: list[Any],
+    mode: Mode,
+    keep_going: bool,
+    _first: int = 0,
 ) -> tuple[list[Any], dict[int, BaseException], float]:
     """In the executor's worker: call ``fn`` on each item.
 
     Returns the values, the exceptions by offset (with ``keep_going``; else
     the first one is raised, ending the chunk), and the seconds it took.
+    ``_first``, the index of the chunk's first item, is not used here: it
+    makes each submitted call distinct, so that an executor that merges
+    identical calls (dask's ``pure=True``, its default) still runs ``fn()``
+    ``n`` times when ``items`` is ``None``.
     """
     began = time.perf_counter()
     call = caller(fn, mode)
@@ -89,7 +97,7 @@ class ExecutorPool:
     def put(self, first: int, items: list[Any], mode: Mode = Mode.ONE) -> None:
         """Submit ``items`` (indices ``first``...) as one call."""
         future = self._executor.submit(
-            apply_chunk, self._fn, items, mode, self._keep_going
+            apply_chunk, self._fn, items, mode, self._keep_going, first
         )
         self._running[future] = (first, len(items))
 

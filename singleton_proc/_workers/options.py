@@ -8,6 +8,7 @@ the caller's ``executor=``.
 
 from __future__ import annotations
 
+import contextlib
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
@@ -134,8 +135,9 @@ def check_workers(
 ) -> int:
     """Check what every pool takes (``process_pool`` too); return ``n``.
 
-    ``n`` defaults to the executor's worker count when it has one, else to
-    the CPUs this process may use; ``name`` is how the caller spelled it.
+    ``n`` defaults to the executor's worker count when it says (see
+    :func:`_workers_of`), else to the CPUs this process may use; ``name``
+    is how the caller spelled it.
     """
     if initializer is not None and not callable(initializer):
         raise TypeError(
@@ -143,8 +145,23 @@ def check_workers(
         )
     validate.task_timeout(timeout)
     if n is None:
-        n = getattr(executor, "_max_workers", None) or usable_cpus()
+        n = _workers_of(executor) or usable_cpus()
     return validate.worker_count(n, name)
+
+
+def _workers_of(executor: Executor | None) -> int | None:
+    """How many calls ``executor`` runs at once, where it says so.
+
+    ``max_workers`` (the stdlib's executors, loky's); for dask.distributed's
+    ``Client.get_executor()``, the threads of its cluster's workers.
+    """
+    count = getattr(executor, "_max_workers", None)
+    if count is None:
+        nthreads = getattr(getattr(executor, "_client", None), "nthreads", None)
+        if callable(nthreads):
+            with contextlib.suppress(Exception):  # a cluster that cannot answer
+                count = sum(nthreads().values())
+    return count if isinstance(count, int) and count > 0 else None
 
 
 def _check_executor(
