@@ -208,6 +208,16 @@ def test_a_timeout_kills_the_whole_tree(method: str, ready: str) -> None:
     wait_until_gone(grandchild, timeout=DEADLINE)  # an orphan: reparented to us
 
 
+@pytest.mark.parametrize("method", METHODS)
+def test_a_timeout_stops_a_child_that_exec_ed_another_program(method: str) -> None:
+    """Its pipe ends at the exec, long before it does: the stop must not wait."""
+    program = [sys.executable, "-c", "import time; time.sleep(60)"]
+    began = time.monotonic()
+    with pytest.raises(TaskTimeoutError):
+        run_process(os.execv, sys.executable, program, timeout=1, start_method=method)
+    assert time.monotonic() - began < DEADLINE  # not the program's 60 s
+
+
 def test_result_timeout_leaves_the_child_running(ready: str) -> None:
     handle = start_process(child_tasks.block, ready)
     try:

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import time
 from multiprocessing.connection import wait
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -33,6 +35,9 @@ if TYPE_CHECKING:
     from .launch import Launched
 
 __all__ = ["WorkerLink", "linger_warning", "stop_trees", "wait_for_any"]
+
+#: How long a process whose sentinel is ready may take to be a zombie.
+_EXIT_GAP = 0.1
 
 _L = TypeVar("_L", bound="WorkerLink")
 
@@ -107,9 +112,47 @@ class WorkerLink:
             else:
                 self.root.terminate()
 
-    def has_exited(self) -> bool:
-        """Whether its process has ended (it may still await reaping)."""
+    def has_exited(self, *, wait: bool = False) -> bool:
+        """Whether its process has ended; with ``wait``, once it has.
+
+        A child of ours is left to :meth:`reap` (until then its pid cannot
+        be another process's). Not its sentinel, which a worker started by
+        ``fork`` closes as it ``exec``s another program, long before it
+        ends. Only the thread that reaps it may ask (its process object is
+        not thread-safe); any thread may ask :meth:`looks_exited`.
+        """
+        if hasattr(os, "waitid"):  # POSIX: ask the kernel, without reaping
+            flags = os.WEXITED | os.WNOWAIT | (0 if wait else os.WNOHANG)
+            with contextlib.suppress(ChildProcessError):  # the forkserver's child
+                return os.waitid(os.P_PID, self.pid, flags) is not None
+        if wait:
+            self.process.join()
         return not self.process.is_alive()
+
+    def looks_exited(self) -> bool:
+        """Whether its process has ended, asked of any thread, as its sentinel says.
+
+        A ready sentinel means it is exiting (its descriptors close a moment
+        before it is a zombie), or, started by fork, that it ``exec``ed and
+        runs on: so it must also be a zombie (or gone) within a moment.
+        """
+        if not wait([self.process.sentinel], 0):
+            return False
+        deadline = time.monotonic() + _EXIT_GAP
+        while not self._zombie():
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(_EXIT_GAP / 50)
+        return True
+
+    def _zombie(self) -> bool:
+        """Whether its process has exited (a zombie, or gone)."""
+        if self.root is None:  # pragma: no cover - reaped behind our back
+            return True
+        try:
+            return self.root.status() == psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return True
 
     def reap(self, *, release: bool = True) -> int | None:
         """Wait for the exited process and return its exit code.

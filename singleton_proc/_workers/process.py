@@ -14,7 +14,6 @@ import os
 import threading
 import time
 import weakref
-from multiprocessing.connection import wait
 from typing import TYPE_CHECKING, Any
 
 from singleton_proc._base import validate
@@ -112,6 +111,8 @@ class ProcessHandle:
 
         For ``multiprocessing.connection.wait``, to wait for several children
         at once (on POSIX, ``select`` takes it too). Valid until :meth:`close`.
+        As ``multiprocessing``'s own, a child started by ``fork`` that
+        ``exec``s another program makes it ready then.
 
         Raises:
             ValueError: the handle was closed.
@@ -156,8 +157,10 @@ class ProcessHandle:
                 f"{self._what}: it is still running (join() or terminate() first)"
             )
         self._reader.join()
-        self._closed = True
-        self._link.release()
+        with self._stopping:  # one close, whichever thread asks
+            if not self._closed:
+                self._closed = True
+                self._link.release()
 
     def join(self, timeout: float | None = None) -> None:
         """Wait until the child has ended and been reaped, at most ``timeout`` s.
@@ -247,11 +250,10 @@ class ProcessHandle:
         """If the child has exited, wait the moment until the reader has reaped it.
 
         So that ``exitcode`` and ``is_alive()`` agree with :attr:`sentinel`,
-        which is ready as soon as the child exits.
+        which is ready as soon as the child exits; asked without reaping it.
         """
-        if self._done.is_set() or os.getpid() != self._owner:
-            return
-        if wait([self._link.process.sentinel], 0):
+        mine = os.getpid() == self._owner
+        if mine and not self._done.is_set() and self._link.looks_exited():
             self.join()
 
     def _signal(self, *, kill: bool) -> None:
@@ -308,6 +310,9 @@ class ProcessHandle:
                 self._stop_tree(STOP_GRACE)  # a bug: reap the child all the same
                 raise
             finally:
+                # Its pipe may end before it does (it closed its descriptors,
+                # or exec'd): wait for the exit unlocked, so a stop can come.
+                self._link.has_exited(wait=True)
                 with self._stopping:
                     self._exitcode = self._link.reap(release=False)
                     self._reaped = True
