@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fcntl
 import functools
+import logging
 import multiprocessing.resource_tracker
 import os
 import pty
@@ -14,7 +15,7 @@ import termios
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import loky
 import loky.backend.resource_tracker
@@ -212,6 +213,49 @@ def test_log_lines_print_above_the_bar_never_on_it(tmp_path: Path) -> None:
     assert all(line.split("\r")[-1].startswith("LOG ") for line in logged), screen
     assert "8/8" in screen
     assert logged[-1].endswith("LOG the bar is done")  # the handler is back as it was
+
+
+class _FixedStream(logging.StreamHandler):  # type: ignore[type-arg]
+    """As coloredlogs' handler: its stream is always stderr, never set."""
+
+    def __init__(self) -> None:
+        logging.Handler.__init__(self)  # not StreamHandler's: it sets the stream
+
+    @property
+    def stream(self) -> Any:
+        return sys.stderr
+
+
+class _AsksIsatty(logging.StreamHandler):  # type: ignore[type-arg]
+    """Colours only a terminal: asks its stream (ours while the bar shows)."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+        self.seen: list[bool] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.seen.append(self.stream.isatty())
+        super().emit(record)
+
+
+def test_the_bar_leaves_handlers_it_cannot_reroute_alone_and_puts_back_the_rest(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    logger = logging.getLogger("child_tasks.pool")  # pool_tasks.log_item's
+    fixed, asks = _FixedStream(), _AsksIsatty()
+    logger.addHandler(fixed)
+    logger.addHandler(asks)
+    try:
+        assert run_in_pool(pool_tasks.log_item, range(4), n=2, progress=True) == [
+            0, 1, 2, 3]  # fmt: skip
+        assert asks.seen == [False] * 4  # captured: not a terminal, and no error
+        assert asks.stream is sys.stderr  # put back
+    finally:
+        logger.removeHandler(fixed)
+        logger.removeHandler(asks)
+    err = capsys.readouterr().err
+    assert "--- Logging error ---" not in err
+    assert err.count("item 2 in") == 2  # printed by both handlers
 
 
 def _read_all(leader: int) -> str:

@@ -73,32 +73,40 @@ def open_bar(enabled: bool, total: int | None, what: str | None) -> Bar:
             try:
                 super().close()
             finally:
-                for handler, stream in rerouted:
-                    handler.setStream(stream)
+                for handler, proxy in rerouted:
+                    if handler.stream is proxy:  # else someone set theirs since
+                        handler.setStream(proxy.stream)
                 rerouted.clear()
 
     bar: Bar = _Bar(total=total, desc=what, unit="item", dynamic_ncols=True)
-    rerouted = [(handler, handler.stream) for handler in _console_handlers()]
-    for handler, stream in rerouted:
-        handler.setStream(_AboveTheBar(stream, tqdm))
+    rerouted: list[tuple[logging.StreamHandler[Any], _AboveTheBar]] = []
+    for handler in _console_handlers():
+        proxy = _AboveTheBar(handler.stream, tqdm)
+        try:
+            handler.setStream(proxy)
+        except AttributeError:  # a handler whose stream is fixed (coloredlogs')
+            continue
+        rerouted.append((handler, proxy))
     return bar
 
 
 class _AboveTheBar:
-    """A console stream whose writes clear the bars on it first, then redraw them."""
+    """A console stream whose writes clear the bars on it first, then redraw them.
+
+    Anything else (``isatty``, ``encoding``, ``fileno``) is the stream's own.
+    """
 
     def __init__(self, stream: Any, tqdm: Any) -> None:
-        self._stream = stream
+        self.stream = stream
         self._tqdm = tqdm
 
     def write(self, text: str) -> None:
         """Write ``text`` on a line of its own, above the bar."""
-        with self._tqdm.external_write_mode(file=self._stream):
-            self._stream.write(text)
+        with self._tqdm.external_write_mode(file=self.stream):
+            self.stream.write(text)
 
-    def flush(self) -> None:
-        """Flush the console."""
-        self._stream.flush()
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.stream, name)
 
 
 def _console_handlers() -> list[logging.StreamHandler[Any]]:
