@@ -97,3 +97,34 @@ def test_a_program_as_users_write_it_gets_its_results(
     assert lines[0] == "top", out
     assert [json.loads(line) for line in lines[1:]] == [EXPECTED], err
     assert _left_in_session(program.pid) == []  # its session: sid == its pid
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_the_scripts_globals_behave_as_a_forked_worker_s_would(
+    method: str, tmp_path: Path
+) -> None:
+    """An initializer's global is seen by the tasks; the script's classes and
+    exceptions come back as themselves and are left untouched; under fork, a
+    function whose global cannot be pickled still runs (by reference)."""
+    program = subprocess.Popen(
+        [sys.executable, str(TESTS / "child_globals.py"), method],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+        start_new_session=True)  # fmt: skip
+    try:
+        out, err = program.communicate(timeout=DEADLINE * 2)
+    finally:
+        if program.poll() is None:
+            program.kill()
+        program.communicate()
+    assert program.returncode == 0, err
+    assert _left_in_session(program.pid) == []
+    expected: dict[str, object] = {
+        "submit": ["loaded", 1],
+        "map": [["loaded", 2], ["loaded", 3]],
+        "run_in_pool": [["loaded", 4]],
+        "class": [True, True, 10],
+        "exception": "caught",
+    }
+    if method == "fork":
+        expected["locked"] = True
+    assert json.loads(out) == expected

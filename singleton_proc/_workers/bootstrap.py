@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from singleton_proc._base import lineage
 from singleton_proc._base import platform as _platform
 
+from .by_value import fill_main_here
 from .logforward import LogLevels, forward
 from .protocol import (
     Kind,
@@ -123,6 +124,7 @@ def prepare(
     Returns:
         The channel on which to report to the parent.
     """
+    fill_main_here()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _platform.unblock_sigint()  # blocked by the parent around our start
     lineage.carry(settings.mark)
@@ -141,7 +143,10 @@ def unpickling_failed(what: str, exc: Exception) -> tuple[str, ...]:
         f"the worker could not unpickle {what} ({type(exc).__name__}: {exc}); "
         "what goes by reference (the functions and classes of importable "
         "modules) must be importable in the worker too, from the parent's "
-        "sys.path, under the spawn and forkserver start methods"
+        "sys.path; what the main script defines goes by value with the globals "
+        "it uses, unless one of those cannot be pickled (a lock, an open file): "
+        "then only a worker forked after its definition finds it, so create "
+        "such a global in the worker (initializer=) or pass it as an argument"
     )
     return (Kind.FAILED.value, what, message, format_traceback(exc))
 

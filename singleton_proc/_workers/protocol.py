@@ -16,6 +16,7 @@ as :func:`report_exception` makes them and :func:`rebuild` remakes them.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import pickle
 import socket
@@ -122,29 +123,35 @@ def format_traceback(exc: BaseException) -> str:
 
 
 def dumps(obj: object) -> bytes:
-    """Pickle ``obj`` with the highest protocol; what lives in ``__main__``, by value.
+    """Pickle ``obj`` for the parent, by reference, as pickle does.
 
-    A worker never imports the parent's main module (see ``main_free``), so
-    a function or class of the script, a notebook or the REPL could not be
-    found there by name; a lambda or a closure has no name at all. Those go
-    by value with cloudpickle; everything importable goes by reference, as
-    pickle sends it. Plain pickle is tried first (it is several times
-    faster on plain data): its bytes name a module only as text, so a
-    reference to ``__main__`` shows in them.
+    The parent runs the script, so what it defines is found there by name;
+    only what has no name (a lambda, a closure, a class made in the call)
+    goes by value (see ``by_value``).
     """
     try:
-        data = pickle.dumps(obj, protocol=_PROTOCOL)
+        return pickle.dumps(obj, protocol=_PROTOCOL)
     except (pickle.PicklingError, AttributeError, TypeError):
-        return _by_value(obj)  # a lambda, a closure; or truly unpicklable
-    return _by_value(obj) if _MAIN in data else data
+        from .by_value import dumps_by_value  # noqa: PLC0415  (loads cloudpickle)
+
+        return dumps_by_value(obj)
 
 
-def _by_value(obj: object) -> bytes:
-    """Pickle ``obj`` with cloudpickle (loaded now, not on import)."""
-    import cloudpickle  # type: ignore[import-untyped]  # noqa: PLC0415
+def _for_worker(obj: object) -> bytes:
+    """Pickle ``obj`` for a worker: what the script defines by value (``by_value``).
 
-    data: bytes = cloudpickle.dumps(obj, protocol=_PROTOCOL)
-    return data
+    Plain pickle is tried first (several times faster on plain data, and
+    cloudpickle is loaded only when needed); its bytes name a module only
+    as text, so a reference to ``__main__`` shows in them.
+    """
+    by_reference: bytes | None = None
+    with contextlib.suppress(pickle.PicklingError, AttributeError, TypeError):
+        by_reference = pickle.dumps(obj, protocol=_PROTOCOL)
+    if by_reference is not None and _MAIN not in by_reference:
+        return by_reference
+    from .by_value import for_worker  # noqa: PLC0415  (loads cloudpickle)
+
+    return for_worker(obj, by_reference)
 
 
 def loads(data: bytes | memoryview) -> Any:
@@ -168,13 +175,13 @@ def dumps_checked(
             the cause.
     """
     try:
-        return dumps(obj)
+        return _for_worker(obj)
     except BaseException as error:  # pickle raises many types, SystemExit too
         if not task_alone(error):
             raise
         for what, part in parts:
             try:
-                dumps(part)
+                _for_worker(part)
             except BaseException as exc:
                 if not task_alone(exc):
                     raise
@@ -203,7 +210,7 @@ def dumps_job(
     """
     if not any(isinstance(arg, _DESCRIPTORS) for arg in initargs):
         try:
-            return dumps((fn, initializer, initargs)), ()
+            return _for_worker((fn, initializer, initargs)), ()
         except BaseException as error:  # pickle raises many types, SystemExit too
             if not task_alone(error):
                 raise
