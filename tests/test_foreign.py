@@ -75,9 +75,11 @@ def dask_executor() -> Iterator[Executor]:
     """A dask.distributed LocalCluster of 2 worker processes, and its executor."""
     distributed = pytest.importorskip("distributed")
     before = {proc.pid for proc in psutil.Process().children()}
+    # Its HTTP server on a free loopback port: by default it tries 8787, and
+    # warns when another cluster (a test run beside this one) holds it.
     cluster = distributed.LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
-    )
+        n_workers=2, threads_per_worker=1, processes=True,
+        dashboard_address="127.0.0.1:0")  # fmt: skip
     client = distributed.Client(cluster, timeout=START_BOUND)
     try:
         yield client.get_executor()

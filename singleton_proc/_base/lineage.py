@@ -106,15 +106,15 @@ def kin_of(pid: int) -> int | None:
     Taken while the process runs: the carrier of a mark may be gone by the
     time its tree is last looked at. ``None`` when it cannot be read. A
     reading kept from before the process started does not know it: then
-    ``/proc`` is read afresh (without it, what the process forked would be
-    missed: a daemon escaped a stop this way, under load).
+    its own environment is read (without it, what the process forked would
+    be missed: a daemon escaped a stop this way, under load).
     """
     environments = _environments(fresh=False)
-    if environments is not None and pid not in environments:
-        environments = _environments(fresh=True)
-    if environments is None or pid not in environments:
+    if environments is None:
         return None
-    return environments[pid][1]
+    if pid in environments:
+        return environments[pid][1]
+    return procfs.start_digest(pid)
 
 
 def marked(

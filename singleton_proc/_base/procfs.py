@@ -21,6 +21,7 @@ __all__ = [
     "mapped_memory_names",
     "namespace_pids",
     "open_lock_files",
+    "start_digest",
     "start_environments",
 ]
 
@@ -217,6 +218,14 @@ def start_environments(variable: str) -> dict[int, StartEnvironment] | None:
             words = frozenset(value.decode(errors="replace").split())
         found[int(entry)] = (words, hash(data))
     return found
+
+
+def start_digest(pid: int) -> int | None:
+    """The digest :func:`start_environments` gives ``pid`` (``None``: unreadable)."""
+    try:
+        return hash((_PROC / str(pid) / "environ").read_bytes())
+    except OSError:  # gone, or not ours to read
+        return None
 
 
 def mapped_memory_names(pid: int, prefix: str) -> frozenset[str] | None:
