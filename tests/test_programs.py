@@ -26,6 +26,7 @@ from helpers import DEADLINE, METHODS, TESTS
 
 if TYPE_CHECKING:
     from pathlib import Path
+    from typing import IO
 
 PROGRAM = TESTS / "child_program.py"
 APIS = ["run_in_pool", "iter_in_pool", "process_pool", "run_process", "start_process"]
@@ -74,29 +75,39 @@ def _left_in_session(sid: int) -> list[psutil.Process]:
     return left
 
 
+def _run_program(args: list[str], cwd: Path, stdin: IO[str] | None = None) -> str:
+    """Run ``python ARGS`` in a session of its own; its stdout once it exited well.
+
+    Fails unless it exits with 0 and nothing of its session is left.
+    """
+    program = subprocess.Popen(
+        [sys.executable, *args], stdin=stdin or subprocess.DEVNULL,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=cwd,
+        start_new_session=True)  # fmt: skip
+    try:
+        out, err = program.communicate(timeout=DEADLINE * 2)
+    finally:
+        if program.poll() is None:
+            program.kill()
+        program.communicate()
+    assert program.returncode == 0, err
+    assert _left_in_session(program.pid) == []  # its session: sid == its pid
+    return out
+
+
 @pytest.mark.parametrize(("api", "method", "kind"), _cases())
 def test_a_program_as_users_write_it_gets_its_results(
     api: str, method: str, kind: str, tmp_path: Path
 ) -> None:
     flags = [kind] if kind in {"guarded", "threaded"} else []
-    script = ["-"] if kind == "stdin" else [str(PROGRAM)]
+    script = "-" if kind == "stdin" else str(PROGRAM)
     with PROGRAM.open() as source:
-        program = subprocess.Popen(
-            [sys.executable, *script, api, method, *flags],
-            stdin=source if kind == "stdin" else subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            cwd=tmp_path, start_new_session=True)  # fmt: skip
-        try:
-            out, err = program.communicate(timeout=DEADLINE * 2)
-        finally:
-            if program.poll() is None:
-                program.kill()
-            program.communicate()
-    assert program.returncode == 0, err
+        out = _run_program(
+            [script, api, method, *flags], tmp_path,
+            stdin=source if kind == "stdin" else None)  # fmt: skip
     lines = out.splitlines()
     assert lines[0] == "top", out
-    assert [json.loads(line) for line in lines[1:]] == [EXPECTED], err
-    assert _left_in_session(program.pid) == []  # its session: sid == its pid
+    assert [json.loads(line) for line in lines[1:]] == [EXPECTED], out
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -106,18 +117,7 @@ def test_the_scripts_globals_behave_as_a_forked_worker_s_would(
     """An initializer's global is seen by the tasks; the script's classes and
     exceptions come back as themselves and are left untouched; under fork, a
     function whose global cannot be pickled still runs (by reference)."""
-    program = subprocess.Popen(
-        [sys.executable, str(TESTS / "child_globals.py"), method],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
-        start_new_session=True)  # fmt: skip
-    try:
-        out, err = program.communicate(timeout=DEADLINE * 2)
-    finally:
-        if program.poll() is None:
-            program.kill()
-        program.communicate()
-    assert program.returncode == 0, err
-    assert _left_in_session(program.pid) == []
+    out = _run_program([str(TESTS / "child_globals.py"), method], tmp_path)
     expected: dict[str, object] = {
         "submit": ["loaded", 1],
         "map": [["loaded", 2], ["loaded", 3]],

@@ -22,6 +22,7 @@ Everything importable goes by reference, as pickle sends it.
 
 from __future__ import annotations
 
+import functools
 import io
 import pickle
 import sys
@@ -33,8 +34,6 @@ __all__ = ["dumps_by_value", "fill_main_here", "for_worker"]
 _PROTOCOL = pickle.HIGHEST_PROTOCOL
 #: Whether this process is a worker, whose ``__main__`` fills as definitions come.
 _filling = False
-#: The pickler, made on first use (cloudpickle is imported only then).
-_pickler: list[type[Any]] = []
 
 
 def fill_main_here() -> None:
@@ -64,10 +63,8 @@ def for_worker(obj: object, by_reference: bytes | None) -> bytes:
 
 def dumps_by_value(obj: object) -> bytes:
     """Pickle ``obj`` with cloudpickle, the script's functions rebuilt as above."""
-    if not _pickler:
-        _pickler.append(_main_pickler())
     buffer = io.BytesIO()
-    _pickler[0](buffer, protocol=_PROTOCOL).dump(obj)
+    _main_pickler()(buffer, protocol=_PROTOCOL).dump(obj)
     return buffer.getvalue()
 
 
@@ -86,6 +83,7 @@ def main_namespace() -> dict[str, Any]:
     return vars(sys.modules["__main__"])
 
 
+@functools.cache  # made on first use: cloudpickle is imported only then
 def _main_pickler() -> type[Any]:
     """The pickler of cloudpickle, the script's functions and classes rebuilt."""
     import cloudpickle  # type: ignore[import-untyped]  # noqa: PLC0415
