@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -144,3 +145,11 @@ def leave_a_thread() -> tuple[int, float]:
     """
     threading.Thread(target=threading.Event().wait, daemon=False).start()
     return os.getpid(), psutil.Process().create_time()
+
+
+def note_span(directory: str, x: int) -> int:
+    """``x``, after 50 ms of work; writes ``span-<x>``: its start and end (ns)."""
+    began = time.monotonic_ns()
+    time.sleep(0.05)  # the work (nothing waits on it)
+    Path(directory, f"span-{x}").write_text(f"{began} {time.monotonic_ns()}")
+    return x

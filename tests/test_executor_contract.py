@@ -285,7 +285,11 @@ def _let_go(ref: weakref.ref[Any]) -> bool:
 
 
 def test_nothing_of_ours_keeps_a_result_the_caller_dropped() -> None:
-    """A future's result, and each value of map() and iter_in_pool(), as it is read."""
+    """What the caller reads is let go as it is read.
+
+    A future's result, each value of map() (in a chunk of at most 64), and
+    each value of iter_in_pool().
+    """
     with process_pool(1) as pool:
         future = pool.submit(make_blob, 0)
         ref = weakref.ref(future.result(DEADLINE))

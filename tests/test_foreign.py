@@ -149,7 +149,7 @@ def test_dask_runs_fn_n_times_though_it_merges_identical_calls(
 
 def test_our_pool_options_are_refused_with_an_executor() -> None:
     with ThreadPoolExecutor(1) as executor:
-        with pytest.raises(ValueError, match="timeout= needs our own pool"):
+        with pytest.raises(ValueError, match="timeout= needs our own workers"):
             run_in_pool(pool_tasks.square, [1], executor=executor, timeout=1)
         with pytest.raises(ValueError, match="initializer= configures our own pool"):
             run_in_pool(pool_tasks.square, [1], executor=executor, initializer=print)

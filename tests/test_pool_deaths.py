@@ -124,3 +124,23 @@ def test_process_pool_fails_only_the_task_whose_result_was_lost(
     assert "(int: 1)" in str(caught.value)
     assert _runs(submitted) == {0: 1, 1: 1, 2: 1}
     assert max(_runs(mapped).values()) <= 2
+
+
+def test_a_death_among_tiny_items_is_blamed_on_its_item(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Tiny items run untracked, in C; a death among them still finds its item.
+
+    The chunk's items run again alone, and the item that kills its worker is
+    blamed at its second run (each item runs at most twice).
+    """
+    task = functools.partial(pool_tasks.die_on, 1500, "SIGKILL")
+    results = run_in_pool(
+        task, range(2000), n=2, chunksize=1000, return_exceptions=True
+    )
+    error = results[1500]
+    assert isinstance(error, WorkerDiedError)
+    assert "die_on on item 1500 (int: 1500)" in str(error)
+    assert "second run" in str(error)
+    assert results[:1500] + results[1501:] == [x for x in range(2000) if x != 1500]
+    assert "(tiny items, not tracked one by one)" in caplog.text

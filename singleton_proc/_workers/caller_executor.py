@@ -21,11 +21,13 @@ from singleton_proc._base.waits import any_done, wait_until
 
 from .child_loop import caller
 from .chunks import CHUNKS_AHEAD, Outcome
-from .protocol import Mode
 
 if TYPE_CHECKING:
     from collections.abc import Callable
     from concurrent.futures import Executor, Future
+
+    from .chunks import Work
+    from .protocol import Mode
 
 __all__ = ["ExecutorPool", "apply_chunk"]
 
@@ -64,42 +66,37 @@ def apply_chunk(
 class ExecutorPool:
     """Our pool's interface for ``map``, on a caller's executor.
 
+    A work that keeps going (``return_exceptions``) gives each failing item
+    its error, and each item of a chunk that fails as a whole (its worker
+    died) that chunk's.
+
     Args:
         executor: Where chunks run; it is neither shut down nor waited for.
-        fn: The function items are given to.
         workers: How many chunks may run at once (the executor's workers).
-        keep_going: ``return_exceptions``: a failing item does not end its
-            chunk, and a chunk that fails as a whole (its worker died) gives
-            every one of its items the error.
     """
 
-    def __init__(
-        self,
-        executor: Executor,
-        fn: Callable[..., Any],
-        workers: int,
-        *,
-        keep_going: bool,
-    ) -> None:
+    def __init__(self, executor: Executor, workers: int) -> None:
         """Remember the executor; nothing is submitted yet."""
         self._executor = executor
-        self._fn = fn
         self._ahead = CHUNKS_AHEAD * workers
-        self._keep_going = keep_going
         #: Unknown: the executor pickles the chunk (see ``ChunkSizer``).
         self.last_payload = 0
-        self._running: dict[Future[Any], tuple[int, int]] = {}  # future: (first, count)
+        #: future: (first, count, keep_going)
+        self._running: dict[Future[Any], tuple[int, int, bool]] = {}
 
     def wants(self) -> bool:
         """Whether another chunk should be submitted now."""
         return len(self._running) < self._ahead
 
-    def put(self, first: int, items: list[Any], mode: Mode = Mode.ONE) -> None:
-        """Submit ``items`` (indices ``first``...) as one call."""
+    def put(self, first: int, items: list[Any], work: Work) -> None:
+        """Submit ``items`` (indices ``first``...), run as ``work``, as one call."""
+        fn = work.fn
+        if fn is None:  # pragma: no cover - options.work gives the executor fn
+            raise ValueError("an executor's work needs its function")
         future = self._executor.submit(
-            apply_chunk, self._fn, items, mode, self._keep_going, first
+            apply_chunk, fn, items, work.mode, work.keep_going, first
         )
-        self._running[future] = (first, len(items))
+        self._running[future] = (first, len(items), work.keep_going)
 
     def idle(self) -> bool:
         """Whether no chunk is running."""
@@ -115,12 +112,12 @@ class ExecutorPool:
 
     def _outcome(self, future: Future[Any]) -> Outcome:
         """A finished chunk's outcome; a failure as the error of its items."""
-        first, count = self._running.pop(future)
+        first, count, keep_going = self._running.pop(future)
         error = future.exception()
         if error is None:
             values, errors, seconds = future.result()
             return Outcome(first, values, errors, seconds)
-        if self._keep_going:  # the chunk failed as a whole: a dead worker
+        if keep_going:  # the chunk failed as a whole: a dead worker
             return Outcome(first, [None] * count, dict.fromkeys(range(count), error))
         return Outcome(first, [None], {0: error})
 

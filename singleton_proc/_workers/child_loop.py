@@ -12,8 +12,7 @@ time a task from when it started, at no cost of messages. A worker that
 cannot send (its parent died, or a task closed the pipe) exits quietly at
 once (see ``bootstrap.Channel``).
 
-Messages from the parent: a chunk, as its id in :data:`HEADER` bytes then
-``(fn or None, mode, items, keep_going, timed)`` pickled, or the id
+Messages from the parent: a chunk (see :func:`chunk_message`), or the id
 :data:`STOP` alone. The worker says ``("ready",)`` once its initializer has
 run (the parent sends nothing before: a large chunk would block it while
 the initializer logs). Answers, one per chunk, in the order the chunks
@@ -29,6 +28,7 @@ where a report is ``protocol.report_exception``'s tuple.
 
 from __future__ import annotations
 
+import itertools
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -52,7 +52,9 @@ __all__ = [
     "STARTED",
     "STOP",
     "UNPACKING",
+    "UNTRACKED",
     "caller",
+    "chunk_message",
     "serve",
 ]
 
@@ -62,8 +64,8 @@ BOARD_SIZE = 3
 #: the item started (``time.monotonic_ns()``, only when tasks are timed).
 CHUNK, OFFSET, STARTED = range(BOARD_SIZE)
 
-#: A message to a worker: the chunk id (8 bytes, little-endian), then the
-#: pickled chunk; the id :data:`STOP` alone tells it to exit.
+#: The size of each number that opens a message to a worker (see
+#: :func:`chunk_message`); the id :data:`STOP` alone tells it to exit.
 HEADER = 8
 STOP = 0
 #: The board's offset while the worker unpickles a chunk (before any item),
@@ -72,6 +74,12 @@ STOP = 0
 #: taken for a chunk that never started).
 UNPACKING = -1
 SENDING = -2
+#: The board's offset while the rest of a chunk of tiny items runs in C,
+#: untracked (see ``_call_each``): after :data:`SAMPLE` items that took less
+#: than :data:`TINY_NS` each.
+UNTRACKED = -3
+SAMPLE = 8
+TINY_NS = 2_000
 
 
 def caller(fn: Callable[..., Any], mode: Mode) -> Callable[[Any], Any]:
@@ -83,6 +91,22 @@ def caller(fn: Callable[..., Any], mode: Mode) -> Callable[[Any], Any]:
     if mode is Mode.STAR:
         return lambda item: fn(*item)
     return lambda item: item[0](*item[1], **item[2])  # Mode.CALL
+
+
+def chunk_message(chunk_id: int, fn: bytes, body: bytes) -> bytes:
+    """A chunk's message to a worker.
+
+    The chunk's id and the size of ``fn`` (:data:`HEADER` bytes each,
+    little-endian), ``fn`` (its call's function, pickled once for all its
+    chunks; empty: the pool's own), then ``body``, ``(mode, items,
+    keep_going, timed)`` pickled. The function is not pickled inside the
+    body: the body's pickle is then plain, and it shows whether the items
+    need cloudpickle (see ``protocol``).
+    """
+    sizes = chunk_id.to_bytes(HEADER, "little", signed=True) + len(fn).to_bytes(
+        HEADER, "little"
+    )
+    return sizes + fn + body
 
 
 def serve(  # noqa: PLR0917  (multiprocessing passes a worker's arguments by position)
@@ -145,14 +169,19 @@ def _serve_one(conn: Connection, channel: Channel, board: memoryview, fn: Any) -
         return False
     board[OFFSET] = UNPACKING  # if an item kills us now, the parent knows
     board[CHUNK] = chunk_id
+    view = memoryview(data)
+    body = 2 * HEADER + int.from_bytes(view[HEADER : 2 * HEADER], "little")
+    what = "the function"
     try:
-        chunk_fn, mode, items, keep_going, timed = loads(memoryview(data)[HEADER:])
+        chunk_fn = loads(view[2 * HEADER : body]) if body > 2 * HEADER else fn
+        what = "the items"
+        mode, items, keep_going, timed = loads(view[body:])
     except Exception as exc:  # noqa: BLE001  (reported, and named)
         board[CHUNK] = 0
-        channel.send(Kind.UNREADABLE, *unpickling_failed("the items", exc))
+        channel.send(Kind.UNREADABLE, *unpickling_failed(what, exc))
         return True
-    del data
-    call = caller(fn if chunk_fn is None else chunk_fn, mode)
+    del data, view
+    call = caller(chunk_fn, mode)
     _run_chunk(channel, board, call, items, keep_going=keep_going, timed=timed)
     return True
 
@@ -172,23 +201,16 @@ def _run_chunk(
     without it the chunk stops at the first failure.
     """
     values: list[Any] = []
-    append = values.append
     errors: list[tuple[int, tuple[str | bytes, ...]]] = []
-    clock = time.monotonic_ns
     began = time.perf_counter()
-    for offset, item in enumerate(items):
-        if timed:
-            board[STARTED] = clock()
-        board[OFFSET] = offset
-        try:
-            append(call(item))
-        except Exception as exc:  # noqa: BLE001  (SystemExit ends the worker)
-            if not keep_going:
-                board[OFFSET] = SENDING
-                channel.send(Kind.STOPPED, offset, *report_exception(exc))
-                return
-            errors.append((offset, report_exception(exc)))
-            append(None)
+    while (failure := _call_each(board, call, items, values, timed)) is not None:
+        offset, exc = failure
+        if not keep_going:
+            board[OFFSET] = SENDING
+            channel.send(Kind.STOPPED, offset, *report_exception(exc))
+            return
+        errors.append((offset, report_exception(exc)))
+        values.append(None)
     seconds = time.perf_counter() - began
     board[OFFSET] = SENDING  # not late, whatever the parent reads next; not waiting
     try:
@@ -197,6 +219,66 @@ def _run_chunk(
         _send_picklable(channel, values, errors, seconds, keep_going=keep_going)
         return
     channel.send(Kind.DONE, payload, errors, seconds)
+
+
+def _call_each(
+    board: memoryview,
+    call: Callable[[Any], Any],
+    items: list[Any],
+    values: list[Any],
+    timed: bool,
+) -> tuple[int, Exception] | None:
+    """Call the items from ``len(values)`` on, into ``values``; the first failure.
+
+    The board says which item runs (and, ``timed``, since when), at a cost
+    that doubles a tiny task's. So when the median of :data:`SAMPLE` items
+    in a row took under :data:`TINY_NS` (a median: a preempted item or two
+    does not change it), the rest run in C (``list.extend``), the board
+    saying :data:`UNTRACKED`: were the worker lost then, each item would run
+    again alone, to find the one to blame (see ``deaths``). An item that
+    raises is found either way: it is the one after the values.
+    """
+    end = len(items)
+    try:
+        many = not timed and end - len(values) > SAMPLE
+        if many and _median_ns(board, call, items, values) < TINY_NS:
+            board[OFFSET] = UNTRACKED
+            values.extend(map(call, itertools.islice(items, len(values), None)))
+            return None
+        _call_tracked(board, call, items, values, end, timed)
+    except Exception as exc:  # noqa: BLE001  (SystemExit ends the worker)
+        return len(values), exc
+    return None
+
+
+def _median_ns(
+    board: memoryview, call: Callable[[Any], Any], items: list[Any], values: list[Any]
+) -> int:
+    """Call the next :data:`SAMPLE` items, each shown on the board; their median ns."""
+    clock, spent = time.monotonic_ns, []
+    for offset in range(len(values), len(values) + SAMPLE):
+        board[OFFSET] = offset
+        began = clock()
+        values.append(call(items[offset]))
+        spent.append(clock() - began)
+    return sorted(spent)[SAMPLE // 2]
+
+
+def _call_tracked(  # noqa: PLR0917  (the hot loop: positional is cheaper)
+    board: memoryview,
+    call: Callable[[Any], Any],
+    items: list[Any],
+    values: list[Any],
+    end: int,
+    timed: bool,
+) -> None:
+    """Call the items from ``len(values)`` to ``end``, each shown on the board."""
+    append, clock = values.append, time.monotonic_ns
+    for offset in range(len(values), end):
+        if timed:
+            board[STARTED] = clock()
+        board[OFFSET] = offset
+        append(call(items[offset]))
 
 
 def _send_picklable(

@@ -13,6 +13,7 @@ bounds the window of items in flight; and at about 64 KB pickled
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 from dataclasses import dataclass, field
@@ -20,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from singleton_proc._errors import UnpicklableError
 
-from .child_loop import HEADER, STOP
+from .child_loop import HEADER, STOP, chunk_message
 from .protocol import Mode, dumps_checked, loads, rebuild, task_alone
 
 if TYPE_CHECKING:
@@ -35,6 +36,7 @@ __all__ = [
     "ChunkSizer",
     "Outcome",
     "Packer",
+    "Work",
     "failed",
     "unpack",
 ]
@@ -59,15 +61,50 @@ _STREAM_CAP = 2000
 _CHUNKS_PER_WORKER = 4
 
 
+@dataclass(frozen=True)
+class Work:
+    """What a call's items are given to, and how: the same for all its chunks.
+
+    Attributes:
+        fn: The function, or ``None`` for the pool's own (in its job).
+        mode: How each item is called (see ``protocol.Mode``).
+        keep_going: Whether a worker goes on with the chunk after an item
+            raised (``return_exceptions``), or stops there.
+        timeout: Seconds each item may run; ``None``: the pool's timeout.
+        payload: ``fn`` pickled for a worker, once for the whole call (empty
+            until :meth:`pickled`, and for the pool's own function).
+        shift: What turns the pool's index of an item into the one its
+            call knows, in messages (a call on a pool that ran others).
+    """
+
+    fn: Callable[..., Any] | None = None
+    mode: Mode = Mode.ONE
+    keep_going: bool = False
+    timeout: float | None = None
+    payload: bytes = b""
+    shift: int = 0
+
+    def pickled(self) -> Work:
+        """This work with ``fn`` pickled (by value if the script defines it).
+
+        Once per call, not per chunk: a function pickled by value costs far
+        more than a chunk of plain items.
+
+        Raises:
+            UnpicklableError: ``fn`` will not pickle (``what``: "the function").
+        """
+        body = dumps_checked(self.fn, (), "the function")
+        return dataclasses.replace(self, payload=body)
+
+
 @dataclass(eq=False)
 class Chunk:
-    """Consecutive items, and how to call them.
+    """Consecutive items of one call.
 
     Attributes:
         first: The index of the first item in the whole input.
         items: The items.
-        fn: The function, or ``None`` for the pool's own.
-        mode: How each item is called (see ``protocol.Mode``).
+        work: How they are called.
         id: The pool's number for it (the board shows it while it runs).
         payload: Its message to the worker, pickled.
         ran_before: Whether its item already ran once, in a worker that died
@@ -77,44 +114,50 @@ class Chunk:
 
     first: int
     items: list[Any]
-    fn: Callable[..., Any] | None = None
-    mode: Mode = Mode.ONE
+    work: Work
     id: int = 0
     payload: bytes = b""
     ran_before: bool = False
+
+    @property
+    def end(self) -> int:
+        """The index after its last item."""
+        return self.first + len(self.items)
 
 
 class Packer:
     """Makes one pool's chunks: numbered, and pickled for its workers."""
 
-    def __init__(self, *, keep_going: bool, timed: bool) -> None:
-        """Chunks whose workers go on after an item fails, and time each item."""
+    def __init__(self, *, timed: bool) -> None:
+        """Chunks whose workers time each item (``timed``: the pool has a timeout)."""
         self._ids = itertools.count(1)
-        self._keep_going, self._timed = keep_going, timed
+        self._timed = timed
 
-    def chunk(self, first: int, items: list[Any], fn: Callable[..., Any] | None,
-              mode: Mode, *, ran_before: bool = False) -> Chunk:  # fmt: skip
+    def chunk(self, first: int, items: list[Any], work: Work, *,
+              ran_before: bool = False) -> Chunk:  # fmt: skip
         """A new chunk of ``items`` (indices ``first``...), its payload pickled.
+
+        ``work`` has its function pickled already (:meth:`Work.pickled`), if
+        it brings one.
 
         Raises:
             UnpicklableError: naming the item (or the function) that will
                 not pickle.
         """
-        chunk = Chunk(first, items, fn, mode, next(self._ids), ran_before=ran_before)
-        message = (fn, mode, items, self._keep_going, self._timed)
-        parts = itertools.chain(
-            [("the function", fn)],
-            ((f"item {first + i}", item) for i, item in enumerate(items)),
-        )
-        body = dumps_checked(message, parts, f"items {first}-{first + len(items) - 1}")
-        chunk.payload = chunk.id.to_bytes(HEADER, "little", signed=True) + body
+        chunk = Chunk(first, items, work, next(self._ids), ran_before=ran_before)
+        timed = self._timed or work.timeout is not None
+        message = (work.mode, items, work.keep_going, timed)
+        shown = first + work.shift
+        parts = ((f"item {shown + i}", item) for i, item in enumerate(items))
+        body = dumps_checked(message, parts, f"items {shown}-{shown + len(items) - 1}")
+        chunk.payload = chunk_message(chunk.id, work.payload, body)
         return chunk
 
     def piece(
         self, lost: Chunk, first: int, items: list[Any], *, ran_before: bool
     ) -> Chunk:
         """Some items of a lost chunk, packed again to run elsewhere."""
-        return self.chunk(first, items, lost.fn, lost.mode, ran_before=ran_before)
+        return self.chunk(first, items, lost.work, ran_before=ran_before)
 
 
 @dataclass
@@ -153,9 +196,10 @@ def unpack(chunk: Chunk, done: tuple[Any, ...], *, pool_name: str, pid: int) -> 
     except BaseException as exc:  # named, never raised raw (SystemExit too)
         if not task_alone(exc):
             raise
+        shown = chunk.first + chunk.work.shift
         error = UnpicklableError(
-            f"the results of {pool_name} on items {chunk.first}-"
-            f"{chunk.first + len(chunk.items) - 1} from worker {pid} "
+            f"the results of {pool_name} on items {shown}-"
+            f"{shown + len(chunk.items) - 1} from worker {pid} "
             f"could not be unpickled here ({type(exc).__name__}: {exc}); "
             "return plain data",
             what="the result",

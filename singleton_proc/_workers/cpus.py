@@ -1,6 +1,7 @@
-"""How many CPUs this process may use: its affinity, capped by its cgroup's quota.
+"""How many workers a pool gets: by default, the CPUs this process may use.
 
-``os.cpu_count()`` counts the machine. A container limited to two CPUs
+The CPUs this process may use are its affinity, capped by its cgroup's
+quota: ``os.cpu_count()`` counts the machine. A container limited to two CPUs
 (``docker run --cpus 2``, a Kubernetes limit) still sees every CPU of the
 host, and a pool of that many workers only thrashes. The affinity mask
 (``taskset``) and the cgroup CPU quota (v2 ``cpu.max``, v1
@@ -11,15 +12,19 @@ cgroup above it are read; the smallest wins. Where none of this exists
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from singleton_proc._base import validate
+
 if TYPE_CHECKING:
     from collections.abc import Callable
+    from concurrent.futures import Executor
 
-__all__ = ["usable_cpus"]
+__all__ = ["check_workers", "usable_cpus"]
 
 _PROC_CGROUP = Path("/proc/self/cgroup")
 _CGROUP_ROOT = Path("/sys/fs/cgroup")
@@ -95,3 +100,42 @@ def _v1_quota(directory: Path) -> float | None:
     if quota <= 0 or period <= 0:
         return None
     return quota / period
+
+
+def check_workers(
+    n: int | None,
+    timeout: float | None,
+    initializer: object,
+    executor: Executor | None = None,
+    *,
+    name: str = "n",
+) -> int:
+    """Check what every pool takes (``process_pool`` too); return ``n``.
+
+    ``n`` defaults to the executor's worker count when it says (see
+    :func:`_workers_of`), else to the CPUs this process may use; ``name``
+    is how the caller spelled it.
+    """
+    if initializer is not None and not callable(initializer):
+        raise TypeError(
+            f"initializer must be callable or None, not {type(initializer).__name__}"
+        )
+    validate.task_timeout(timeout)
+    if n is None:
+        n = _workers_of(executor) or usable_cpus()
+    return validate.worker_count(n, name)
+
+
+def _workers_of(executor: Executor | None) -> int | None:
+    """How many calls ``executor`` runs at once, where it says so.
+
+    ``max_workers`` (the stdlib's executors, loky's); for dask.distributed's
+    ``Client.get_executor()``, the threads of its cluster's workers.
+    """
+    count = getattr(executor, "_max_workers", None)
+    if count is None:
+        nthreads = getattr(getattr(executor, "_client", None), "nthreads", None)
+        if callable(nthreads):
+            with contextlib.suppress(Exception):  # a cluster that cannot answer
+                count = sum(nthreads().values())
+    return count if isinstance(count, int) and count > 0 else None

@@ -11,6 +11,11 @@ kills it, its board (``worker_view.Stage``) says how far it got::
     running item k    k                           the items after k, as a chunk;
                                                   those before k each alone
     sending           the item, if it was alone   each item alone, to find it
+    untracked         nobody yet                  each item alone, to find it
+
+Untracked: the worker ran the rest of a chunk of tiny items in C, without
+showing each on the board (that would double their cost; see
+``child_loop``), so which item it ran is not known.
 
 A death while sending is a result whose pickling killed the worker (the OOM
 killer, while a large result is pickled) or a call that closed the
@@ -109,12 +114,16 @@ def settle(
         return [Outcome(first + offset, [None], {0: error})], again
     if len(items) == 1:
         return [failed(first, 1, _blame(loss, chunk, 0, pool_name))], []
-    ran = loss.stage is Stage.SENDING  # else unpickling: none of them ran
+    ran = loss.stage is not Stage.UNPICKLING  # sending or untracked: they ran
     if ran:
-        what = f"{pool_name} on items {first}-{first + len(items) - 1}"
+        shown = first + chunk.work.shift
+        what = f"{pool_name} on items {shown}-{shown + len(items) - 1}"
+        stage = WHILE_SENDING
+        if loss.stage is Stage.UNTRACKED:
+            what, stage = f"{what} (tiny items, not tracked one by one)", WHILE_RUNNING
         _log.warning(
             "%s; each of them runs again alone, to find the one to blame",
-            death_message(loss.pid, what, loss.exitcode, stage=WHILE_SENDING),
+            death_message(loss.pid, what, loss.exitcode, stage=stage),
         )
     return [], [
         repack(chunk, index, [item], ran_before=ran)
@@ -124,12 +133,13 @@ def settle(
 
 def _blame(loss: Loss, chunk: Chunk, offset: int, pool_name: str) -> BaseException:
     """The error for the item at ``offset``, which the worker ran when it was lost."""
-    index = chunk.first + offset
+    index = chunk.first + offset + chunk.work.shift
     item = chunk.items[offset]
-    if chunk.mode is Mode.CALL:  # a submitted call: (fn, args, kwargs)
+    if chunk.work.mode is Mode.CALL:  # a submitted call: (fn, args, kwargs)
         what = f"{name_of(item[0])} in task {index} (arguments {describe(item[1])})"
     else:
-        name = pool_name if chunk.fn is None else name_of(chunk.fn)
+        fn = chunk.work.fn
+        name = pool_name if fn is None else name_of(fn)
         what = f"{name} on item {index} ({describe(item)})"
         if loss.stage is Stage.UNPICKLING:
             what += ", while unpickling it"

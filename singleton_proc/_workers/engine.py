@@ -39,12 +39,14 @@ from .deaths import Loss, settle, start_failure
 from .launch import choose_start_method
 from .link import linger_warning, stop_trees, wait_for_any
 from .pool_registry import live
-from .protocol import Kind, Mode, dumps_job, name_of, rebuild
+from .protocol import Kind, dumps_job, name_of, rebuild
 from .worker_view import Member, Stage
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Sequence
+    from collections.abc import Callable, Collection, Iterable, Sequence
     from multiprocessing.connection import Connection
+
+    from .chunks import Work
 
 __all__ = ["WorkerPool"]
 
@@ -65,9 +67,7 @@ class WorkerPool:
         initializer: Called with ``initargs`` in each worker before any item.
         initargs: Its arguments.
         start_method: As for ``launch.choose_start_method``.
-        timeout: Seconds each task may run, or ``None``.
-        keep_going: Whether a worker goes on with its chunk after an item
-            raised (``return_exceptions``) rather than stopping there.
+        timeout: Seconds each task may run, or ``None`` (a ``Work`` may say).
         max_tasks: How many items a worker runs before it is replaced
             (``max_tasks_per_child``; 1: ``fn()`` once in each of ``n``
             distinct workers); ``None``: no limit.
@@ -84,7 +84,6 @@ class WorkerPool:
         initargs: Iterable[Any] = (),
         start_method: str | None = None,
         timeout: float | None = None,
-        keep_going: bool = False,
         max_tasks: int | None = None,
         threaded: bool = False,
     ) -> None:
@@ -98,11 +97,9 @@ class WorkerPool:
         )
         self._start_up = f"the start-up (initializer) of a {self.what} pool worker"
         self._n = n
-        self._timeout_ns = None if timeout is None else int(timeout * 1e9)
         self._timeout = timeout
-        self._keep_going = keep_going
         self.max_tasks = max_tasks
-        self._packer = Packer(keep_going=keep_going, timed=timeout is not None)
+        self._packer = Packer(timed=timeout is not None)
         self._workers: list[Member] = []
         self._pending: deque[Chunk] = deque()
         self._outcomes: list[Outcome] = []
@@ -119,11 +116,6 @@ class WorkerPool:
             self.terminate()
             raise
 
-    @property
-    def pids(self) -> list[int]:
-        """The live workers' pids."""
-        return [worker.pid for worker in self._workers]
-
     def wants(self) -> bool:
         """Whether another chunk should be put: fewer than one per worker wait."""
         return len(self._pending) < self._n
@@ -136,17 +128,11 @@ class WorkerPool:
         """Whether nothing is waiting, running, or uncollected."""
         return not self.busy() and not self._outcomes
 
-    def put(
-        self,
-        first: int,
-        items: list[Any],
-        fn: Callable[..., Any] | None = None,
-        mode: Mode = Mode.ONE,
-    ) -> None:
-        """Queue ``items`` (indices ``first``...) to run, and hand them out.
+    def put(self, first: int, items: list[Any], work: Work) -> None:
+        """Queue ``items`` (indices ``first``...) to run as ``work``, and hand them out.
 
         Raises:
-            UnpicklableError: an item cannot be pickled (named), and the pool
+            UnpicklableError: an item cannot be pickled (named), and the work
                 does not keep going; else that item's outcome is the error.
             Exception: as :meth:`collect`, once the pool has failed (or is a
                 forked child's copy).
@@ -154,13 +140,13 @@ class WorkerPool:
         if self._fatal is not None:
             raise self._fatal
         try:
-            chunk = self._packer.chunk(first, items, fn, mode)
+            chunk = self._packer.chunk(first, items, work)
             self.last_payload = len(chunk.payload)
             self._pending.append(chunk)
         except UnpicklableError:
-            if not self._keep_going:
+            if not work.keep_going:
                 raise
-            self._put_each(first, items, fn, mode)
+            self._put_each(first, items, work)
         self._dispatch()
 
     def collect(self) -> list[Outcome]:
@@ -182,12 +168,7 @@ class WorkerPool:
 
         A thread that owns the pool and has other things to wait for (an
         executor's submissions) passes their connections as ``also``.
-
-        Returns:
-            The outcomes in so far, perhaps none.
-
-        Raises:
-            Exception: as :meth:`collect`.
+        Returns the outcomes in so far, perhaps none; raises as :meth:`collect`.
         """
         if not self._outcomes and self._fatal is None:
             self._wait_for_any(self._wake_in(), also)
@@ -220,26 +201,39 @@ class WorkerPool:
 
         The trees are stopped first, then what the workers sent before is
         read (finite, once they are dead): a worker that floods its pipe
-        with log records cannot hold the stop up.
-
-        Ctrl-C and SIGTERM are held off meanwhile (and land at the end): a
-        Ctrl-C pressed again and again cannot cut the stop short and leave
-        workers running.
+        with log records cannot hold the stop up. Ctrl-C and SIGTERM are held
+        off meanwhile (and land at the end): a Ctrl-C pressed again and again
+        cannot cut the stop short and leave workers running.
         """
         self._pending.clear()
-        with signals_deferred():
-            try:
-                stop_trees(self._workers, grace)
-            finally:
-                while self._workers:
-                    worker = self._workers.pop()
-                    worker.exited = True
-                    try:
-                        self._drain(worker, limit=None)
-                    except Exception:  # noqa: BLE001  (the stop goes on)
-                        _log.exception("could not read pool worker %d", worker.pid)
-                    worker.reap()
-                live.discard(self)
+        try:
+            self._stop_now(list(self._workers), grace)
+        finally:
+            live.discard(self)
+
+    def cancel(
+        self, spans: Collection[tuple[int, int]], *, running: bool = True
+    ) -> set[tuple[int, int]]:
+        """Drop the chunks of the items in ``spans`` (``(first, end)`` each), at once.
+
+        Their call was left. Those waiting are dropped. The workers running
+        one are stopped as :meth:`terminate` does (and replaced as work needs
+        them), or with ``running=False`` go on: the spans of their chunks
+        are returned, and their outcomes will come.
+        """
+
+        def dropped(first: int) -> bool:
+            return any(start <= first < end for start, end in spans)
+
+        busy = [w for w in self._workers if w.chunks and dropped(w.chunks[0].first)]
+        self._pending = deque(c for c in self._pending if not dropped(c.first))
+        if not running:
+            return {(w.chunks[0].first, w.chunks[0].end) for w in busy}
+        self._stop_now(busy)  # what they said may queue pieces of theirs again
+        self._pending = deque(c for c in self._pending if not dropped(c.first))
+        self._outcomes = [o for o in self._outcomes if not dropped(o.first)]
+        self._dispatch()
+        return set()
 
     def disown(self) -> None:
         """In a forked child: forget the workers (the parent's), and refuse work."""
@@ -252,13 +246,11 @@ class WorkerPool:
 
     # -- internals -------------------------------------------------------------
 
-    def _put_each(
-        self, first: int, items: list[Any], fn: Callable[..., Any] | None, mode: Mode
-    ) -> None:
+    def _put_each(self, first: int, items: list[Any], work: Work) -> None:
         """Queue items one by one; those that will not pickle get their error."""
         for index, item in enumerate(items, first):
             try:
-                self._pending.append(self._packer.chunk(index, [item], fn, mode))
+                self._pending.append(self._packer.chunk(index, [item], work))
             except UnpicklableError as exc:
                 self._outcomes.append(Outcome(index, [None], {0: exc}))
 
@@ -285,6 +277,20 @@ class WorkerPool:
         """
         for _ in range(min(len(self._pending), self._n - len(self._workers))):
             self._workers.append(self._new_member())
+
+    def _stop_now(self, workers: list[Member], grace: float = STOP_GRACE) -> None:
+        """Stop the trees of ``workers``, read what they sent, and reap them."""
+        with signals_deferred():
+            try:
+                stop_trees(workers, grace)
+            finally:
+                for worker in workers:
+                    worker.exited = True
+                    try:
+                        self._drain(worker, limit=None)
+                    except Exception:  # noqa: BLE001  (the stop goes on)
+                        _log.exception("could not read pool worker %d", worker.pid)
+                    self._forget(worker)
 
     def _wait_for_any(self, timeout: float, also: Sequence[Connection] = ()) -> None:
         """Wait up to ``timeout`` for a message or an exit; read what came."""
@@ -340,8 +346,8 @@ class WorkerPool:
             offset = message[1]
             error = rebuild(message[2:])
             self._outcomes.append(Outcome(chunk.first + offset, [None], {0: error}))
-        elif self._keep_going and len(chunk.items) > 1:  # UNREADABLE: find which
-            self._put_each(chunk.first, chunk.items, chunk.fn, chunk.mode)
+        elif chunk.work.keep_going and len(chunk.items) > 1:  # UNREADABLE: which?
+            self._put_each(chunk.first, chunk.items, chunk.work)
         else:
             error = rebuild(message[1:])
             self._outcomes.append(failed(chunk.first, len(chunk.items), error))
@@ -353,7 +359,7 @@ class WorkerPool:
         stage, offset = worker.stage()
         timeout = None
         if worker.timed_out is not None:
-            stage, offset, timeout = Stage.RUNNING, worker.timed_out, self._timeout
+            stage, (offset, timeout) = Stage.RUNNING, worker.timed_out
         exitcode = self._forget(worker)
         if not worker.ready:
             self._failed_starts += 1
@@ -377,17 +383,14 @@ class WorkerPool:
 
     def _wake_in(self) -> float:
         """Seconds until the next timeout could expire, at most the probe interval."""
-        if self._timeout_ns is None:
-            return WORKER_PROBE
         now = time.monotonic_ns()
-        left = (w.seconds_left(self._timeout_ns, now) for w in self._workers)
+        left = (w.seconds_left(self._timeout, now) for w in self._workers)
         return min([WORKER_PROBE, *(max(x, 0.0) for x in left if x is not None)])
 
     def _stop_overdue(self) -> None:
         """Kill each worker overdue: past its task timeout, or retired and lingering."""
         now = time.monotonic_ns()
-        timeout = self._timeout_ns
-        late = [w for w in self._workers if timeout and w.overran(timeout, now)]
+        late = [w for w in self._workers if w.overran(self._timeout, now)]
         lingering = [w for w in self._workers if w.lingering(now)]
         if lingering:
             linger_warning(lingering, "its last task (max_tasks_per_child)")

@@ -9,6 +9,7 @@ an executor still open, let the work finish; an exception leaving the
 
 from __future__ import annotations
 
+import functools
 import time
 import weakref
 from collections.abc import Sized
@@ -17,11 +18,11 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from singleton_proc._base import validate
 
-from .chunks import ChunkSizer
+from .chunks import ChunkSizer, Work
+from .cpus import check_workers
 from .engine import WorkerPool
 from .executor_jobs import Job, MapFeed, TaskFuture, map_results
 from .executor_thread import Manager
-from .options import check_workers
 from .protocol import Mode
 
 if TYPE_CHECKING:
@@ -61,7 +62,7 @@ class PoolExecutor(Executor):
     def __init__(self, pool: WorkerPool, n: int) -> None:
         """Run ``pool`` (made by :func:`process_pool`) from a manager thread."""
         self._manager = manager = Manager(pool, n)
-        self.n = n
+        self.n = self._max_workers = n  # the latter as ProcessPoolExecutor's
         self.start_method = pool.start_method
         self.max_tasks_per_child = pool.max_tasks
         # Dropped without shutdown: let the work finish, then end.
@@ -98,7 +99,9 @@ class PoolExecutor(Executor):
         Unlike ``concurrent.futures``, which reads all the input at once,
         this reads it lazily, in the caller's thread: two chunks per worker
         are in flight or wait to be read, and more is read as results are.
-        So read the results inside the ``with`` block.
+        So read the results inside the ``with`` block. Each result is let go
+        as it is read, but those of a chunk of more than 64 (tiny) items go
+        with their chunk.
 
         Args:
             fn: A picklable function.
@@ -110,6 +113,10 @@ class PoolExecutor(Executor):
         Returns:
             The results; the first failing item raises when it is reached,
             and leaving early cancels the chunks not started.
+
+        Raises:
+            UnpicklableError: ``fn`` will not pickle (at once: it is pickled
+                once for all the items).
         """
         fixed = None if chunksize is None else validate.chunk_size(chunksize)
         timeout = validate.wait_timeout(timeout)
@@ -124,9 +131,9 @@ class PoolExecutor(Executor):
         feed = MapFeed(
             self,
             post=self._manager.post,
+            withdraw=functools.partial(self._manager.cancel, stop=False),
             width=self.n,
-            fn=fn,
-            mode=mode,
+            work=Work(fn, mode, keep_going=True).pickled(),
             items=items,
             sizer=sizer,
         )
@@ -237,7 +244,7 @@ def process_pool(
     pool = WorkerPool(None, workers, initializer=initializer, initargs=initargs,
                       start_method=start_method, timeout=timeout,
                       max_tasks=validate.tasks_per_worker(max_tasks_per_child),
-                      keep_going=True, threaded=True)  # fmt: skip
+                      threaded=True)  # fmt: skip
     try:
         return PoolExecutor(pool, workers)
     except BaseException:  # pragma: no cover - no thread to own it: still ours

@@ -8,32 +8,36 @@ the results before it.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import itertools
 import logging
 import threading
 import time
 from collections import deque
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from singleton_proc._base.waits import any_done, wait_until
+from singleton_proc._errors import UnpicklableError
 
-from .chunks import CHUNKS_AHEAD
+from .chunks import CHUNKS_AHEAD, Work
 from .errors import WorkerDiedError
-from .protocol import Mode, name_of, task_alone
+from .protocol import Mode, dumps_call, name_of, task_alone
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Generator, Iterator
+    from collections.abc import Callable, Generator, Iterable, Iterator
 
     from .chunks import ChunkSizer, Outcome
 
-__all__ = ["Job", "MapFeed", "TaskFuture", "map_results"]
+__all__ = ["Job", "Lane", "MapFeed", "TaskFuture", "map_results", "next_job"]
 
 _log = logging.getLogger("singleton_proc")
 _T = TypeVar("_T")
 
+#: A submitted call's work: its item is the call (see ``protocol.Mode``).
+SUBMITTED = Work(mode=Mode.CALL, keep_going=True)
 _MAP_AFTER_SHUTDOWN = (
     "the process_pool was shut down before its map() results were read (map "
     "sends its input as they are read): read them inside the with block"
@@ -68,13 +72,32 @@ def _call_logged(fn: Callable[[Future[Any]], object], future: Future[Any]) -> No
 
 
 @dataclass(eq=False)
+class Lane:
+    """The jobs of one ``run_in_pool`` call on a warm pool: ``limit`` run at once.
+
+    ``failed``: a job of the call failed, and the call raises: no other
+    job of it starts (the call cancels them).
+    """
+
+    limit: int
+    failed: bool = False
+
+    def allows(self, running: list[Job], n: int) -> bool:
+        """Whether a job of this call may go in a pool of ``n`` running ``running``."""
+        if self.failed:
+            return False
+        return self.limit >= n or sum(j.lane is self for j in running) < self.limit
+
+
+@dataclass(eq=False)
 class Job:
     """A submitted call (``Mode.CALL``) or a chunk of a ``map``, and its future."""
 
     future: Future[Any]
     items: list[Any]
-    fn: Callable[..., Any] | None = None
-    mode: Mode = Mode.CALL
+    work: Work = SUBMITTED
+    lane: Lane | None = None  # run_in_pool's: at most its n running at once
+    base: int = 0  # the index of its first item in its call (map, run_in_pool)
     first: int = 0  # the pool's index of its first item (set when put)
     left: int = 0  # items whose outcome has not come
     values: list[Any] = field(default_factory=list)
@@ -82,13 +105,34 @@ class Job:
     seconds: float = 0.0
     payload: int = 0  # bytes, pickled (map's chunk sizer learns from it)
 
+    @property
+    def end(self) -> int:
+        """The pool's index after its last item."""
+        return self.first + len(self.items)
+
+    def fail(self, error: BaseException) -> None:
+        """Set ``error`` on the future unless it was cancelled or is done."""
+        with contextlib.suppress(InvalidStateError):
+            self.future.set_exception(error)
+
+    def named(self, error: BaseException) -> BaseException:
+        """``error``; for a call that would not pickle, the error naming which part."""
+        if isinstance(error, UnpicklableError) and error.what.startswith("item"):
+            fn, args, kwargs = self.items[0]
+            try:
+                dumps_call(fn, args, kwargs)
+            except UnpicklableError as exc:
+                return exc
+        return error
+
     def stopped(self, reason: str) -> WorkerDiedError:
         """The error of this job when its worker was stopped under it."""
-        if self.mode is Mode.CALL:
+        if self.work.mode is Mode.CALL:
             fn = self.items[0][0]
             what = f"{name_of(fn)} (task {self.first})"
         else:
-            what = f"items {self.first}-{self.first + len(self.items) - 1} of a map()"
+            last = self.base + len(self.items) - 1
+            what = f"items {self.base}-{last} of its call (map or run_in_pool)"
         return WorkerDiedError(
             f"{what} was stopped before it returned: {reason}; its worker's "
             "process tree was stopped"
@@ -99,39 +143,77 @@ class MapFeed:
     """A ``map``'s input, read into chunks within the window, and its jobs."""
 
     def __init__(self, owner: object, *, post: Callable[[Job, str], None],
-                 width: int, fn: Callable[..., Any], mode: Mode,
+                 withdraw: Callable[[list[Job]], None], width: int, work: Work,
                  items: Iterator[Any], sizer: ChunkSizer) -> None:  # fmt: skip
-        """Feed ``items``, called in ``mode``, to ``post`` (``owner``'s manager's).
+        """Feed ``items``, run as ``work``, to ``post`` (``owner``'s manager's).
+
+        ``withdraw`` takes back the jobs not started when the map is left.
 
         ``owner``, the executor, is kept alive meanwhile: an abandoned executor
         is shut down when collected. The window is ``width`` workers wide.
         """
         self.owner, self.post, self.width = owner, post, width
-        self.fn, self.mode = fn, mode
+        self.withdraw = withdraw
+        self.work = work
         self.items, self.sizer = items, sizer
         self.jobs: deque[Job] = deque()
         self.error: Exception | None = None  # the input raised: after the rest
         self._exhausted = False
+        self._posted = 0  # items sent
 
     def fill(self) -> None:
         """Send chunks until the window is full or the input ends."""
         while not self._exhausted and len(self.jobs) < CHUNKS_AHEAD * self.width:
             batch: list[Any] = []
-            try:  # one by one: the items before a failure are kept
-                for item in itertools.islice(self.items, self.sizer.size()):
-                    batch.append(item)  # noqa: PERF402
+            try:  # extend keeps the items read before a failure
+                batch.extend(itertools.islice(self.items, self.sizer.size()))
             except Exception as exc:  # noqa: BLE001  (raised in its place)
                 self.error = exc
             self._exhausted = self.error is not None or not batch
             if not batch:
                 return
-            job = Job(Future(), batch, self.fn, self.mode)
+            job = Job(Future(), batch, self.work, base=self._posted)
             self.post(job, _MAP_AFTER_SHUTDOWN)
             self.jobs.append(job)
+            self._posted += len(batch)
 
 
-def map_results(feed: MapFeed, deadline: float | None) -> Generator[Any, None, None]:
-    """Yield a ``map``'s results in order, reading more input as they are read."""
+def next_job(inbox: Iterable[Job], running: list[Job], n: int) -> Job | None:
+    """The first job of ``inbox`` that may go in a pool of ``n`` running ``running``.
+
+    A submitted call needs a free worker; while one waits, the others go in
+    only as it could (no more than ``n`` in the pool), so that a long ``map``
+    cannot pass it for ever. A ``run_in_pool`` call's job waits while its
+    lane does not allow it (see :class:`Lane`).
+    """
+    room = len(running) < n
+    call_waits = False
+    for job in inbox:
+        if job.work.mode is Mode.CALL:
+            if room:
+                return job
+            call_waits = True
+        elif (room or not call_waits) and (
+            job.lane is None or job.lane.allows(running, n)
+        ):
+            return job
+    return None
+
+
+def map_results(feed: MapFeed, deadline: float | None) -> Iterator[Any]:
+    """A ``map``'s results in order, reading more input as they are read.
+
+    Chained in C from each chunk's values: tiny tasks come by the million a
+    second, and a Python step per result would cost a map a quarter of
+    its time. Dropping the iterator early cancels what has not started.
+    """
+    return itertools.chain.from_iterable(_chunk_results(feed, deadline))
+
+
+def _chunk_results(
+    feed: MapFeed, deadline: float | None
+) -> Generator[Iterator[Any], None, None]:
+    """Each chunk's results, in order; a failure is raised after those before it."""
     try:
         while feed.jobs:
             job = feed.jobs[0]
@@ -142,16 +224,36 @@ def map_results(feed: MapFeed, deadline: float | None) -> Generator[Any, None, N
             feed.sizer.observe(outcome)
             feed.sizer.observe_payload(job.payload, len(job.items))
             feed.fill()
-            # Each value is let go as it is handed on: held here, a value
-            # the caller dropped would live until the chunk's last is read.
-            values, errors = deque(outcome.values), outcome.errors
+            values, errors = outcome.values, outcome.errors
             del job, outcome
-            for offset in range(len(values)):
-                if offset in errors:
-                    raise errors[offset]
-                yield values.popleft()
+            error = errors[min(errors)] if errors else None
+            yield handed_out(values[: min(errors)] if errors else values)
+            if error is not None:
+                raise error
         if feed.error is not None:
             raise feed.error
     finally:
-        for job in feed.jobs:
-            job.future.cancel()
+        if feed.jobs:
+            feed.withdraw(list(feed.jobs))
+
+
+_END = object()
+#: The largest chunk whose values are let go one by one (see ``handed_out``).
+LET_GO_EACH = 64
+
+
+def handed_out(values: list[Any]) -> Iterator[Any]:
+    """Iterate a chunk's ``values`` in C, each let go as it is handed on.
+
+    Held in the list, a value the caller dropped would live until the
+    chunk's last is read: ``values`` is emptied as it goes (``list.pop``).
+    But for a chunk of more than :data:`LET_GO_EACH` values: their items
+    took under a third of a millisecond each (chunks are sized to take
+    about 20 ms), and popping each would cost a map of tiny tasks a tenth
+    of its time; those are let go with their chunk, once it is read.
+    """
+    if len(values) > LET_GO_EACH:
+        return iter(values)
+    values.append(_END)
+    values.reverse()
+    return iter(values.pop, _END)

@@ -15,17 +15,16 @@ collection do nothing, at once.
 from __future__ import annotations
 
 import atexit
-import contextlib
+import dataclasses
 import logging
 import os
 import sys
 import threading
 import time
 from collections import deque
-from concurrent.futures import Future, InvalidStateError
 from concurrent.futures.process import BrokenProcessPool
 from multiprocessing import Pipe
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from singleton_proc._base.interrupts import signals_deferred
 from singleton_proc._base.waits import wait_until
@@ -34,8 +33,9 @@ from singleton_proc._errors import UnpicklableError
 # Its exit handler stops every pool at once: registered before ours, it runs
 # after ours, once the executors have finished their work.
 from . import pool_registry  # noqa: F401
-from .chunks import Outcome
-from .protocol import Mode, dumps_call
+from .chunks import CHUNKS_AHEAD, Outcome
+from .executor_jobs import next_job
+from .protocol import Mode
 
 if TYPE_CHECKING:
     from .engine import WorkerPool
@@ -71,6 +71,8 @@ class Manager:
         self._closing = False  # no new jobs; end once the work is done
         self._stop_reason: str | None = None  # stop now, and why
         self._broken: BaseException | None = None
+        #: Calls left early: (their jobs, whether to stop running ones, done).
+        self._cancels: list[tuple[list[Job], bool, threading.Event]] = []
         self._running: list[Job] = []  # in the pool (manager thread only)
         self._next = 0  # the pool's index for the next item
         # Set as the thread ends: waiting on it may be interrupted (Ctrl-C)
@@ -155,6 +157,31 @@ class Manager:
             if not interrupted:
                 raise
 
+    def cancel(self, jobs: list[Job], *, stop: bool = True) -> None:
+        """Drop ``jobs`` (a call left early): those queued, and those not started.
+
+        With ``stop``, the workers running one have their trees stopped (and
+        are replaced), and this returns once that is done (at most
+        :data:`_JOIN_BOUND`), Ctrl-C and SIGTERM held off meanwhile; else
+        they run on (a ``map`` left early). The pool's other work goes on.
+        """
+        if not self.ours():
+            return
+        done = threading.Event()
+        with signals_deferred():
+            with self._lock:
+                if self._wake_w.closed:  # the thread has ended, or is ending
+                    return
+                self._inbox = deque(job for job in self._inbox if job not in jobs)
+                self._cancels.append((jobs, stop, done))
+                self._wake()
+            for job in jobs:
+                job.future.cancel()
+            if stop and not wait_until(done.wait, _JOIN_BOUND):  # pragma: no cover
+                _log.warning(
+                    "process_pool's thread did not cancel within %g s", _JOIN_BOUND
+                )
+
     def join(self, timeout: float | None) -> None:
         """Wait for the thread to end (not from the thread itself: a callback).
 
@@ -186,8 +213,11 @@ class Manager:
                 self._closing = True
                 self._wake_r.close()
                 self._wake_w.close()
+                cancels, self._cancels = self._cancels, []
             _live.discard(self)
             self._ended.set()
+            for *_, done in cancels:
+                done.set()
 
     def _serve(self, pool: WorkerPool) -> None:
         """Feed the pool and settle futures until the end."""
@@ -198,10 +228,17 @@ class Manager:
                     self._wake_r.recv_bytes()
                 self._woken = False
                 reason = self._stop_reason
+                cancels, self._cancels = self._cancels, []
+            try:
+                for jobs, stop, _ in cancels:
+                    self._drop(pool, jobs, stop=stop)
+            finally:
+                for *_, dropped in cancels:
+                    dropped.set()
             if reason is not None:
                 pool.terminate()
                 for job in self._running:
-                    _fail(job.future, job.stopped(reason))
+                    job.fail(job.stopped(reason))
                 return
             self._feed(pool)
             with self._lock:
@@ -209,49 +246,87 @@ class Manager:
             if done and not self._running:
                 pool.close()
                 return
-            self._settle(pool.step(also))
+            self._settle(pool, pool.step(also))
 
     def _feed(self, pool: WorkerPool) -> None:
-        """Put queued jobs while a worker is free; skip those cancelled."""
-        while len(self._running) < self.n:
+        """Put queued jobs in the pool; skip those cancelled.
+
+        In the order they came, but for a job that must wait, while those
+        behind it go on. A submitted call waits for a free worker, so that
+        its future can be cancelled until then. The chunks of a ``map`` or
+        a ``run_in_pool`` call go in up to :data:`CHUNKS_AHEAD` per worker,
+        so that one waits pickled as a worker finishes (a call left early
+        withdraws those not started); one whose call has its ``n`` running,
+        or has failed, waits.
+        """
+        while len(self._running) < CHUNKS_AHEAD * self.n:
             with self._lock:
-                if not self._inbox:
+                job = next_job(self._inbox, self._running, self.n)
+                if job is None:
                     return
-                job = self._inbox.popleft()
+                self._inbox.remove(job)
             if not job.future.set_running_or_notify_cancel():
                 continue
             job.first, job.left = self._next, len(job.items)
             job.values = [None] * job.left
             self._next += job.left
             self._running.append(job)
-            pool.put(job.first, job.items, job.fn, job.mode)
+            shift = 0 if job.work.mode is Mode.CALL else job.base - job.first
+            work = dataclasses.replace(job.work, shift=shift) if shift else job.work
+            try:
+                pool.put(job.first, job.items, work)
+            except UnpicklableError as exc:  # an item of a call: that call fails
+                self._running.remove(job)
+                if job.lane is not None:
+                    job.lane.failed = True
+                job.fail(exc)
+                continue
             job.payload = pool.last_payload
 
-    def _settle(self, outcomes: list[Outcome]) -> None:
+    def _drop(self, pool: WorkerPool, jobs: list[Job], *, stop: bool) -> None:
+        """Drop the chunks of those of ``jobs`` in the pool (see :meth:`cancel`)."""
+        mine = [job for job in self._running if job in jobs]
+        going = pool.cancel([(job.first, job.end) for job in mine], running=stop)
+        for job in mine:  # one that runs on whole gets its outcome; the rest fail
+            if (job.first, job.end) not in going:
+                self._running.remove(job)
+                job.fail(job.stopped("the call it belongs to was left"))
+
+    def _settle(self, pool: WorkerPool, outcomes: list[Outcome]) -> None:
         """Note each outcome in its job; resolve the jobs made whole.
 
         The outcomes are let go on return: no value stays referenced by
         this thread once its future has it.
         """
         for outcome in outcomes:
-            self._note(outcome)
+            self._note(pool, outcome)
 
-    def _note(self, outcome: Outcome) -> None:
-        """Note ``outcome`` in its job (it may come in pieces); resolve it if whole."""
+    def _note(self, pool: WorkerPool, outcome: Outcome) -> None:
+        """Note ``outcome`` in its job (it may come in pieces); resolve it if whole.
+
+        A job that does not keep going is whole at its first failure: the
+        rest of its items, if any still wait or run, are dropped.
+        """
         at = outcome.first
-        job = next(j for j in self._running if j.first <= at < j.first + len(j.items))
+        job = next((j for j in self._running if j.first <= at < j.end), None)
+        if job is None:  # resolved already, by an earlier failure or a cancel
+            return
         at -= job.first
         job.values[at : at + len(outcome.values)] = outcome.values
         job.errors.update({at + k: error for k, error in outcome.errors.items()})
         job.seconds += outcome.seconds
         job.left -= len(outcome.values)
-        if job.left:
+        if job.left and (job.work.keep_going or not outcome.errors):
             return
+        if outcome.errors and not job.work.keep_going and job.lane is not None:
+            job.lane.failed = True
+        if job.left:
+            pool.cancel([(job.first, job.end)])
         self._running.remove(job)
-        if job.mode is not Mode.CALL:
+        if job.work.mode is not Mode.CALL:
             job.future.set_result(Outcome(0, job.values, job.errors, job.seconds))
         elif 0 in job.errors:
-            job.future.set_exception(_named(job, job.errors[0]))
+            job.future.set_exception(job.named(job.errors[0]))
         else:
             job.future.set_result(job.values[0])
 
@@ -263,24 +338,7 @@ class Manager:
         self._running = []
         pool.terminate()
         for job in jobs:
-            _fail(job.future, error)
-
-
-def _fail(future: Future[Any], error: BaseException) -> None:
-    """Set ``error`` on ``future`` unless it was cancelled or is done."""
-    with contextlib.suppress(InvalidStateError):
-        future.set_exception(error)
-
-
-def _named(job: Job, error: BaseException) -> BaseException:
-    """``error``, or for a call that would not pickle, the error naming which part."""
-    if isinstance(error, UnpicklableError) and error.what.startswith("item"):
-        fn, args, kwargs = job.items[0]
-        try:
-            dumps_call(fn, args, kwargs)
-        except UnpicklableError as exc:
-            return exc
-    return error
+            job.fail(error)
 
 
 def _finish_all_at_exit() -> None:

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Generator, Iterator
     from concurrent.futures import Executor
 
-    from .chunks import Outcome
+    from .chunks import Outcome, Work
     from .options import PoolOptions, Runner
 
 __all__ = ["iter_in_pool", "run_in_pool"]
@@ -265,10 +265,10 @@ def _outcomes(
         return
     sizer = ChunkSizer(1 if each else options.chunksize, workers, length,
                        options.max_tasks_per_child)  # fmt: skip
-    feed = _Feed(items, sizer, mode, windowed=length is None)
-    pool = options.pool(workers, each=each)
     bar = None
+    pool = options.pool(workers, each=each)
     try:
+        feed = _Feed(items, sizer, options.work(mode), windowed=length is None)
         # After the workers start: tqdm's monitor thread would rule out fork.
         bar = open_bar(options.progress, length, getattr(options.fn, "__name__", None))
         waiting: dict[int, Outcome] = {}  # ordered: outcomes ahead of their turn
@@ -331,13 +331,13 @@ class _Feed:
     """Pulls items into chunks for the pool, within the window."""
 
     def __init__(
-        self, items: Iterator[Any], sizer: ChunkSizer, mode: Mode, *, windowed: bool
+        self, items: Iterator[Any], sizer: ChunkSizer, work: Work, *, windowed: bool
     ) -> None:
-        """Feed ``items`` in chunks ``sizer`` sizes, called in ``mode``."""
+        """Feed ``items`` in chunks ``sizer`` sizes, to run as ``work``."""
         self.sizer = sizer
         self.handed = 0  # items handed on to the caller
         self._items = items
-        self._mode = mode
+        self._work = work
         self._window = sizer.window if windowed else None
         self._pulled = 0
         self._exhausted = False
@@ -354,7 +354,7 @@ class _Feed:
             if not batch:
                 self._exhausted = True
                 break
-            pool.put(self._pulled, batch, mode=self._mode)
+            pool.put(self._pulled, batch, self._work)
             self.sizer.observe_payload(pool.last_payload, len(batch))
             self._pulled += len(batch)
         return not self._exhausted

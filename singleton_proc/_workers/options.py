@@ -2,13 +2,13 @@
 
 Every argument is checked when the function is called, before a worker
 starts, and an error names the argument that is wrong. The checked options
-then start the runner: our own ``WorkerPool``, or an ``ExecutorPool`` on
-the caller's ``executor=``.
+then start the runner: our own ``WorkerPool``; a ``WarmPool`` on the
+workers of a running ``process_pool()`` given as ``executor=``; or an
+``ExecutorPool`` on any other executor.
 """
 
 from __future__ import annotations
 
-import contextlib
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
@@ -16,9 +16,12 @@ from typing import TYPE_CHECKING, Any, Protocol
 from singleton_proc._base import validate
 
 from .caller_executor import ExecutorPool
-from .cpus import usable_cpus
+from .chunks import Work
+from .cpus import check_workers
 from .engine import WorkerPool
+from .executor import PoolExecutor
 from .progress import require_tqdm
+from .warm_pool import WarmPool
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping
@@ -26,19 +29,14 @@ if TYPE_CHECKING:
     from .chunks import Outcome
     from .protocol import Mode
 
-__all__ = [
-    "PoolOptions",
-    "Runner",
-    "check_options",
-    "check_workers",
-]
+__all__ = ["PoolOptions", "Runner", "check_options"]
 
 
 class Runner(Protocol):
-    """What runs the chunks: our ``WorkerPool``, or an ``ExecutorPool``."""
+    """What runs the chunks: a ``WorkerPool``, ``WarmPool`` or ``ExecutorPool``."""
 
     def wants(self) -> bool: ...
-    def put(self, first: int, items: list[Any], *, mode: Mode = ...) -> None: ...
+    def put(self, first: int, items: list[Any], work: Work) -> None: ...
     def idle(self) -> bool: ...
     def collect(self) -> list[Outcome]: ...
     def close(self) -> None: ...
@@ -69,10 +67,10 @@ class PoolOptions:
 
         ``each``: every worker runs one item (``fn()`` in each of ``n``).
         """
+        if isinstance(self.executor, PoolExecutor):
+            return WarmPool(self.executor._manager, workers)  # noqa: SLF001  (our own)
         if self.executor is not None:
-            return ExecutorPool(
-                self.executor, self.fn, workers, keep_going=self.return_exceptions
-            )
+            return ExecutorPool(self.executor, workers)
         return WorkerPool(
             self.fn,
             workers,
@@ -80,9 +78,22 @@ class PoolOptions:
             initargs=self.initargs,
             start_method=self.start_method,
             timeout=self.timeout,
-            keep_going=self.return_exceptions,
             max_tasks=1 if each else self.max_tasks_per_child,
         )
+
+    def work(self, mode: Mode) -> Work:
+        """How each item is run, for the runner :meth:`pool` starts.
+
+        Raises:
+            UnpicklableError: ``fn`` will not pickle (for a warm pool, where
+                it is pickled once for the whole call).
+        """
+        keep_going = self.return_exceptions
+        if isinstance(self.executor, PoolExecutor):
+            return Work(self.fn, mode, keep_going, self.timeout).pickled()
+        if self.executor is not None:
+            return Work(self.fn, mode, keep_going)
+        return Work(None, mode, keep_going)  # our own pool has fn in its job
 
 
 def check_options(
@@ -110,9 +121,12 @@ def check_options(
         require_tqdm()
     if not callable(fn):
         raise TypeError(f"fn must be callable, not {type(fn).__name__}")
+    workers = check_workers(n, timeout, initializer, executor)
+    if isinstance(executor, PoolExecutor):
+        workers = min(workers, executor.n)  # no more than the pool has
     return PoolOptions(
         fn=fn,
-        n=check_workers(n, timeout, initializer, executor),
+        n=workers,
         chunksize=None if chunksize is None else validate.chunk_size(chunksize),
         timeout=timeout,
         return_exceptions=bool(return_exceptions),
@@ -125,63 +139,31 @@ def check_options(
     )
 
 
-def check_workers(
-    n: int | None,
-    timeout: float | None,
-    initializer: object,
-    executor: Executor | None = None,
-    *,
-    name: str = "n",
-) -> int:
-    """Check what every pool takes (``process_pool`` too); return ``n``.
-
-    ``n`` defaults to the executor's worker count when it says (see
-    :func:`_workers_of`), else to the CPUs this process may use; ``name``
-    is how the caller spelled it.
-    """
-    if initializer is not None and not callable(initializer):
-        raise TypeError(
-            f"initializer must be callable or None, not {type(initializer).__name__}"
-        )
-    validate.task_timeout(timeout)
-    if n is None:
-        n = _workers_of(executor) or usable_cpus()
-    return validate.worker_count(n, name)
-
-
-def _workers_of(executor: Executor | None) -> int | None:
-    """How many calls ``executor`` runs at once, where it says so.
-
-    ``max_workers`` (the stdlib's executors, loky's); for dask.distributed's
-    ``Client.get_executor()``, the threads of its cluster's workers.
-    """
-    count = getattr(executor, "_max_workers", None)
-    if count is None:
-        nthreads = getattr(getattr(executor, "_client", None), "nthreads", None)
-        if callable(nthreads):
-            with contextlib.suppress(Exception):  # a cluster that cannot answer
-                count = sum(nthreads().values())
-    return count if isinstance(count, int) and count > 0 else None
-
-
 def _check_executor(
     executor: object, timeout: float | None, ours: Mapping[str, object]
 ) -> None:
     """``executor`` must be an Executor, without the options of our own pool.
 
-    ``ours``: those options by name, ``None`` where not given.
+    ``ours``: those options by name, ``None`` where not given. A
+    ``process_pool()`` has them already: they are its own.
     """
     if not isinstance(executor, Executor):
         raise TypeError(
             "executor must be a concurrent.futures.Executor (or None for our "
             f"own pool), not {type(executor).__name__}"
         )
-    if timeout is not None:
+    warm = isinstance(executor, PoolExecutor)
+    if timeout is not None and not warm:
         raise ValueError(
-            "timeout= needs our own pool (executor=None): another executor "
-            "cannot kill a task that runs too long"
+            "timeout= needs our own workers (executor=None or a process_pool()): "
+            "another executor cannot kill a task that runs too long"
         )
     for name, value in ours.items():
+        if value is not None and warm:
+            raise ValueError(
+                f"{name}= is the process_pool's own, set when it started: pass "
+                f"it to process_pool(), or leave executor= out"
+            )
         if value is not None:
             raise ValueError(
                 f"{name}= configures our own pool; with executor=, configure "

@@ -24,6 +24,7 @@ from .child_loop import (
     SENDING,
     STARTED,
     UNPACKING,
+    UNTRACKED,
     serve,
 )
 from .chunks import STOP_MESSAGE
@@ -43,6 +44,7 @@ class Stage(enum.Enum):
     WAITING = "waiting"  # it has not started the chunk
     UNPICKLING = "unpickling"  # the chunk's message, before any item runs
     RUNNING = "running"  # an item
+    UNTRACKED = "untracked"  # one of its tiny items: the board does not say which
     SENDING = "sending"  # every item ran: the results are pickled and sent
 
 
@@ -65,7 +67,8 @@ class Member(WorkerLink):
         self.retiring = False  # told to exit, its budget spent
         self._retired_ns: int | None = None  # when (until stopped for lingering)
         self.ready = False  # its initializer ran: it may be sent chunks
-        self.timed_out: int | None = None  # offset of the task its timeout killed
+        #: The offset of the task its timeout killed, and that timeout.
+        self.timed_out: tuple[int, float] | None = None
 
     def takes(self, size: int, budget: int | None) -> bool:
         """Whether it can take a chunk of ``size`` items now (``budget``: in all)."""
@@ -116,17 +119,31 @@ class Member(WorkerLink):
             return None  # not started yet, unpickling, or moving on right now
         return offset, started
 
-    def seconds_left(self, timeout_ns: int, now_ns: int) -> float | None:
-        """Seconds until the item it runs passes ``timeout_ns``; ``None``: none runs."""
-        running = self.running()
-        return None if running is None else (running[1] + timeout_ns - now_ns) / 1e9
+    def timeout(self, default: float | None) -> float | None:
+        """The timeout of the item it runs: its call's, else the pool's ``default``."""
+        if not self.chunks:
+            return None
+        timeout = self.chunks[0].work.timeout
+        return default if timeout is None else timeout
 
-    def overran(self, timeout_ns: int, now_ns: int) -> bool:
-        """Whether the item it runs has run ``timeout_ns``; if so, noted as killed."""
-        running = self.running()
-        if running is None or now_ns - running[1] < timeout_ns:
+    def seconds_left(self, default: float | None, now_ns: int) -> float | None:
+        """Seconds until the item it runs times out; ``None``: no item, or no timeout.
+
+        ``default``: the pool's timeout, for a call that has none of its own.
+        """
+        timeout = self.timeout(default)
+        running = None if timeout is None else self.running()
+        if timeout is None or running is None:
+            return None
+        return (running[1] - now_ns) / 1e9 + timeout
+
+    def overran(self, default: float | None, now_ns: int) -> bool:
+        """Whether the item it runs has run past its timeout; if so, noted as killed."""
+        timeout = self.timeout(default)
+        running = None if timeout is None else self.running()
+        if timeout is None or running is None or now_ns - running[1] < timeout * 1e9:
             return False
-        self.timed_out = running[0]
+        self.timed_out = (running[0], timeout)
         return True
 
     def stage(self) -> tuple[Stage, int]:
@@ -142,4 +159,6 @@ class Member(WorkerLink):
             return Stage.UNPICKLING, 0
         if offset == SENDING:
             return Stage.SENDING, 0
+        if offset == UNTRACKED:
+            return Stage.UNTRACKED, 0
         return Stage.RUNNING, offset
