@@ -8,13 +8,17 @@ and the header says which), and printed as medians:
 
 1. throughput: tasks/s of ``square`` over 200,000 ints with 2 workers, cold
    (pool start-up, map and tear-down timed together) and warm (the map
-   only), as ratios to ``multiprocessing.Pool.map``;
+   only), as ratios to ``multiprocessing.Pool.map``; and the round trip of
+   one ``submit(...).result()`` on a warm executor;
 2. streaming a 2,000,000-item generator: the parent's peak memory growth,
    and how many items were pulled from it while the consumer stalled 1 s;
 3. a task SIGKILLs its own worker: from the kill to the exception in the
    parent, or a hang (cut off at a cap);
 4. Ctrl-C (SIGINT to the pool's parent while every worker is busy): until
-   the parent exits and until its workers are gone, or a hang (cut off).
+   the parent exits and until its workers are gone, or a hang (cut off);
+5. on a ``dask.distributed`` ``LocalCluster`` of 2 worker processes (one
+   thread each), warm: ``run_in_pool(executor=client.get_executor(pure=False))``
+   beside ``client.map`` and ``dask.bag`` on the same ``square`` items.
 
 The measuring is done in fresh ``python bench/pool.py --child ...``
 processes, which print JSON: section 1 in one, the others one per run.
@@ -30,6 +34,7 @@ import contextlib
 import ctypes
 import functools
 import importlib
+import importlib.util
 import json
 import multiprocessing
 import os
@@ -41,7 +46,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -57,9 +62,12 @@ Report = dict[str, Any]
 Outcome = tuple[list[float | None], str, bool]  # ms (None: past the cap), note, capped
 
 RUN_IN_POOL, POOL, EXECUTOR = "singleton_proc", "multiprocessing", "concurrent.futures"
+PROCESS_POOL, WARM = "process_pool", "warm run_in_pool"
 MPIRE, PEBBLE, LOKY = "mpire", "pebble", "loky"
 TOOLS = {  # tool -> (module, the name used, how its map reads)
     RUN_IN_POOL: ("singleton_proc", "run_in_pool", "singleton_proc.run_in_pool"),
+    PROCESS_POOL: ("singleton_proc", "process_pool", "singleton_proc process_pool"),
+    WARM: ("singleton_proc", "process_pool", "run_in_pool on a process_pool"),
     POOL: ("multiprocessing", "Pool", "multiprocessing Pool.map"),
     EXECUTOR: ("concurrent.futures", "ProcessPoolExecutor", "ProcessPoolExecutor.map"),
     MPIRE: ("mpire", "WorkerPool", "mpire WorkerPool.map"),
@@ -71,12 +79,22 @@ SLOW = 20  # ProcessPoolExecutor.map at its default chunksize runs on N / SLOW
 THROUGHPUT = {  # row -> (tool, chunksize or None for the tool's own, N divisor)
     BASELINE: (POOL, None, 1),
     "singleton_proc.run_in_pool": (RUN_IN_POOL, None, 1),
+    "singleton_proc process_pool().map": (PROCESS_POOL, None, 1),
+    "run_in_pool(executor=process_pool())": (WARM, None, 1),
     "ProcessPoolExecutor.map *": (EXECUTOR, None, SLOW),
     "ProcessPoolExecutor.map(chunksize=1000)": (EXECUTOR, 1000, 1),
     "mpire WorkerPool.map": (MPIRE, None, 1),
     "pebble ProcessPool.map(chunksize=1000)": (PEBBLE, 1000, 1),
     "loky ProcessPoolExecutor.map(chunksize=1000)": (LOKY, 1000, 1),
 }
+ROUND_TRIP_TOOLS = {
+    EXECUTOR: "ProcessPoolExecutor.submit().result()",
+    PROCESS_POOL: "singleton_proc process_pool().submit().result()",
+    LOKY: "loky ProcessPoolExecutor.submit().result()",
+}
+ROUND_TRIPS = 200  # submit-result round trips per run, after as many to warm up
+LABELS = {tool: label for tool, (_, _, label) in TOOLS.items()}
+DASK_ROWS = ("client.map + gather", "dask.bag map", "run_in_pool(executor=dask)")
 STREAM_TOOLS = {
     RUN_IN_POOL: "singleton_proc.iter_in_pool",
     POOL: "multiprocessing Pool.imap(chunksize=1000)",
@@ -137,6 +155,16 @@ def open_pool(
         yield lambda fn, items: run_in_pool(
             fn, items, n=workers, chunksize=chunksize, start_method=method
         )
+    elif tool in {PROCESS_POOL, WARM}:
+        from singleton_proc import process_pool, run_in_pool  # noqa: PLC0415
+
+        with process_pool(workers, start_method=method) as ours:
+            if tool == WARM:
+                yield lambda fn, items: run_in_pool(
+                    fn, items, chunksize=chunksize, executor=ours
+                )
+            else:
+                yield lambda fn, items: list(ours.map(fn, items, chunksize=chunksize))
     elif tool == POOL:
         with ctx.Pool(workers) as pool:
             yield lambda fn, items: pool.map(fn, items, chunksize)
@@ -174,6 +202,24 @@ def open_stream(tool: str, method: str, workers: int) -> Iterator[Streamer]:
     else:
         with ProcessPoolExecutor(workers, mp_context=ctx) as executor:
             yield lambda fn, items: executor.map(fn, items, chunksize=1000)
+
+
+@contextlib.contextmanager
+def open_executor(tool: str, method: str, workers: int) -> Iterator[Executor]:
+    """A started ``concurrent.futures`` executor of ``tool``; shut down by ``with``."""
+    if tool == PROCESS_POOL:
+        from singleton_proc import process_pool  # noqa: PLC0415
+
+        with process_pool(workers, start_method=method) as ours:
+            yield ours
+    elif tool == EXECUTOR:
+        ctx = multiprocessing.get_context(method)
+        with ProcessPoolExecutor(workers, mp_context=ctx) as executor:
+            yield executor
+    else:
+        loky = importlib.import_module("loky")
+        with loky.ProcessPoolExecutor(workers) as lpool:
+            yield lpool
 
 
 # --- in a child process: one measurement, printed as JSON ----------------------
@@ -215,6 +261,66 @@ def throughput_child(args: argparse.Namespace, _tool: str, size: str) -> None:
             except Exception as exc:  # noqa: BLE001  # report it, measure the rest
                 failed[name] = f"{type(exc).__name__}: {exc}"[:52]
     emit({"rates": rates, "broken": failed})
+
+
+def round_trip_child(args: argparse.Namespace, tool: str, _arg: str) -> None:
+    """Median ms of one ``submit(fn, x).result()`` on a warm executor, per ``fn``.
+
+    ``abs`` is importable; ``square`` is this script's (``__main__``), which
+    a worker that does not fork cannot import: our workers get it by value.
+    """
+    report = {}
+    with open_executor(tool, args.start_method, args.workers) as executor:
+        for fn in (abs, square):
+            for x in range(ROUND_TRIPS):
+                executor.submit(fn, x).result()
+            times = []
+            for x in range(ROUND_TRIPS):
+                start = time.perf_counter()
+                executor.submit(fn, x).result()
+                times.append(time.perf_counter() - start)
+            report[fn.__name__] = statistics.median(times) * 1000
+    emit(report)
+
+
+def dask_child(args: argparse.Namespace, _tool: str, size: str) -> None:
+    """Tasks/s of each way to map ``square`` on one warm LocalCluster."""
+    bag = importlib.import_module("dask.bag")  # untyped: Any, as loky
+    distributed = importlib.import_module("dask.distributed")
+    from singleton_proc import run_in_pool  # noqa: PLC0415
+
+    n, workers = int(size), args.workers
+    rates: dict[str, list[float]] = {name: [] for name in DASK_ROWS}
+    with (
+        distributed.LocalCluster(
+            n_workers=workers,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=None,
+        ) as cluster,
+        distributed.Client(cluster) as client,
+    ):
+        executor = client.get_executor(pure=False)
+        ways: dict[str, Callable[[int], list[int]]] = {
+            DASK_ROWS[0]: lambda k: client.gather(
+                client.map(square, range(k), pure=False)
+            ),
+            DASK_ROWS[1]: lambda k: (
+                bag.from_sequence(range(k), npartitions=4 * workers)
+                .map(square)
+                .compute()
+            ),
+            DASK_ROWS[2]: lambda k: run_in_pool(square, range(k), executor=executor),
+        }
+        for way in ways.values():
+            way(100)  # warm: the function reaches the workers
+        for _ in range(args.repeat):
+            for name, way in ways.items():
+                start = time.perf_counter()
+                results = way(n)
+                rates[name].append(n / (time.perf_counter() - start))
+                assert results[-1] == square(n - 1)
+    emit({"rates": rates})
 
 
 def stream_child(args: argparse.Namespace, tool: str, size: str) -> None:
@@ -408,6 +514,35 @@ def bench_throughput(args: argparse.Namespace, n: int) -> None:
     print("† run_in_pool starts its workers in each call: compare its cold with warm")
 
 
+def round_trip_once(args: argparse.Namespace, tool: str, cap: float) -> Outcome:
+    """The median submit-result round trip on a warm executor, in a child."""
+    with child(args, "round-trip", tool, "-") as run:
+        report, finished = run.finish(cap)
+    ms = [float(report[k]) if k in report else None for k in ("abs", "square")]
+    return ms, str(report.get("failed", "")), not finished
+
+
+def bench_dask(args: argparse.Namespace, n: int) -> None:
+    """Tasks/s of run_in_pool on dask beside dask's own ways, in one child."""
+    print(
+        f"\n5. dask.distributed: square(x) for x in range({n:,}) on a LocalCluster of"
+        f"\n{args.workers} worker processes, 1 thread each, warm (median tasks/s of"
+        f" {args.repeat};\nx = the ratio to client.map)"
+    )
+    if importlib.util.find_spec("distributed") is None:
+        print("not installed: pip install distributed")
+        return
+    with child(args, "dask", "dask", str(n)) as run:
+        report, _ = run.finish(900)
+    if "rates" not in report:
+        print(f"the measuring child failed: {report.get('failed', 'no report')}")
+        return
+    medians = {name: statistics.median(runs) for name, runs in report["rates"].items()}
+    for name, median in medians.items():
+        ratio = median / medians[DASK_ROWS[0]]
+        print(f"{name:48}{median:>18,.0f} {ratio:6.2f}x")
+
+
 def stream_once(args: argparse.Namespace, tool: str, cap: float) -> Outcome:
     """Peak memory growth, items pulled during the stall and seconds, in a child."""
     with child(args, "stream", tool, str(args.stream_n)) as run:
@@ -487,6 +622,67 @@ def bench_per_tool(
         print(f"{name:48}{''.join(f'{cell:>18}' for cell in cells)}  {note}".rstrip())
 
 
+def bench_round_trip(args: argparse.Namespace) -> None:
+    """One task's submit-result round trip on a warm executor, per tool."""
+    bench_per_tool(
+        args,
+        round_trip_once,
+        title=f"1b. one task's round trip on a warm executor, submit(fn, x)"
+        f".result()\n(median of {ROUND_TRIPS} in a child, then of {args.repeat} "
+        "children)",
+        repeat=args.repeat,
+        cap=60,
+        tools=ROUND_TRIP_TOOLS,
+        columns={"abs (importable)": "{:.3f} ms", "the script's fn": "{:.3f} ms"},
+    )
+
+
+def bench_stream(args: argparse.Namespace) -> None:
+    """Streaming a generator: memory, items pulled in a stall, time."""
+    runs, cap = min(args.repeat, 3), 60 if args.quick else 300
+    bench_per_tool(
+        args,
+        stream_once,
+        title=f"2. streaming a generator of {args.stream_n:,} ints through square(x)\n"
+        f"(medians of {runs}, a fresh child process each; the consumer takes one\n"
+        f" result, then stalls {STALL:.0f} s: how many items had it pulled by then)",
+        repeat=runs,
+        cap=cap,
+        tools=STREAM_TOOLS,
+        columns={"peak RSS growth": "{:.1f} MB", "pulled in stall": "{:,.0f}"}
+        | {"total": "{:.1f} s"},
+    )
+
+
+def bench_died(args: argparse.Namespace) -> None:
+    """A task SIGKILLs its worker: from the kill to the parent's exception."""
+    bench_per_tool(
+        args,
+        died_once,
+        title=f"3. a task SIGKILLs its worker mid-map ({DIE_TASKS} tasks of 10 ms)\n"
+        f"(median of {args.repeat}, and the exception the parent gets)",
+        repeat=args.repeat,
+        cap=3 if args.quick else 10,
+        tools=LABELS,
+        columns={"kill -> exception": "{:.1f} ms"},
+    )
+
+
+def bench_ctrl_c(args: argparse.Namespace) -> None:
+    """Ctrl-C to a pool's parent: until it exits and its workers are gone."""
+    cap = 2 if args.quick else 15
+    bench_per_tool(
+        args,
+        ctrl_c_once,
+        title="4. Ctrl-C: SIGINT to the pool's parent, every worker busy for ever\n"
+        f"(median of {args.repeat}; past {cap} s the child and its workers are killed)",
+        repeat=args.repeat,
+        cap=cap,
+        tools=LABELS,
+        columns={"-> parent exits": "{:.1f} ms", "-> workers gone": "{:.1f} ms"},
+    )
+
+
 def main() -> None:
     """Parse the options; run one child measurement, or all and print the tables."""
     methods = multiprocessing.get_all_start_methods()
@@ -500,6 +696,11 @@ def main() -> None:
         default="fork" if "fork" in methods else methods[0],
     )
     parser.add_argument(
+        "--only",
+        choices=["throughput", "round-trip", "stream", "died", "ctrl-c", "dask"],
+        help="run this section alone",
+    )
+    parser.add_argument(
         "--child", nargs=3, metavar=("WHAT", "TOOL", "ARG"), help=argparse.SUPPRESS
     )
     args = parser.parse_args()
@@ -510,6 +711,8 @@ def main() -> None:
             "stream": stream_child,
             "died": died_child,
             "ctrl-c": ctrl_c_child,
+            "round-trip": round_trip_child,
+            "dask": dask_child,
         }
         measure[what](args, tool, arg)
         return
@@ -526,43 +729,17 @@ def main() -> None:
         f" {os.cpu_count()} CPUs, {os.uname().sysname} {os.uname().release}"
     )
     print(f"start method: {args.start_method} for every tool but loky ({loky_method})")
-    bench_throughput(args, n)
-    runs, cap = min(args.repeat, 3), 60 if args.quick else 300
-    bench_per_tool(
-        args,
-        stream_once,
-        title=f"2. streaming a generator of {args.stream_n:,} ints through square(x)\n"
-        f"(medians of {runs}, a fresh child process each; the consumer takes one\n"
-        f" result, then stalls {STALL:.0f} s: how many items had it pulled by then)",
-        repeat=runs,
-        cap=cap,
-        tools=STREAM_TOOLS,
-        columns={"peak RSS growth": "{:.1f} MB", "pulled in stall": "{:,.0f}"}
-        | {"total": "{:.1f} s"},
-    )
-    labels = {tool: label for tool, (_, _, label) in TOOLS.items()}
-    cap = 3 if args.quick else 10
-    bench_per_tool(
-        args,
-        died_once,
-        title=f"3. a task SIGKILLs its worker mid-map ({DIE_TASKS} tasks of 10 ms)\n"
-        f"(median of {args.repeat}, and the exception the parent gets)",
-        repeat=args.repeat,
-        cap=cap,
-        tools=labels,
-        columns={"kill -> exception": "{:.1f} ms"},
-    )
-    cap = 2 if args.quick else 15
-    bench_per_tool(
-        args,
-        ctrl_c_once,
-        title="4. Ctrl-C: SIGINT to the pool's parent, every worker busy for ever\n"
-        f"(median of {args.repeat}; past {cap} s the child and its workers are killed)",
-        repeat=args.repeat,
-        cap=cap,
-        tools=labels,
-        columns={"-> parent exits": "{:.1f} ms", "-> workers gone": "{:.1f} ms"},
-    )
+    sections: dict[str, Callable[[], None]] = {
+        "throughput": lambda: bench_throughput(args, n),
+        "round-trip": lambda: bench_round_trip(args),
+        "stream": lambda: bench_stream(args),
+        "died": lambda: bench_died(args),
+        "ctrl-c": lambda: bench_ctrl_c(args),
+        "dask": lambda: bench_dask(args, 1_000 if args.quick else 10_000),
+    }
+    for name, section in sections.items():
+        if args.only in {None, name}:
+            section()
     print(
         f"\ndone in {time.perf_counter() - started:.0f} s; processes a child left"
         f" running, killed by pid: {', '.join(LEFTOVERS) or 'none'}"
