@@ -32,6 +32,12 @@ HOLDER_SCRIPT = TESTS / "child_holder.py"
 DEADLINE = 30.0
 #: The start methods the worker tests run under.
 METHODS = ["fork", "spawn", "forkserver"]
+#: The same, where one method shows the mechanism and the others are slow
+#: (run by the README's suite, left out of the other Pythons' runs).
+FORK_FAST = [
+    "fork",
+    *(pytest.param(method, marks=pytest.mark.slow) for method in METHODS[1:]),
+]
 #: Bounds from SPEC "Quality bars" (several times the targets).
 DEATH_BOUND = 10.0
 CTRL_C_BOUND = 5.0

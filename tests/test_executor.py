@@ -31,6 +31,7 @@ from singleton_proc._workers.protocol import RemoteTraceback
 from helpers import (
     CTRL_C_BOUND,
     DEADLINE,
+    FORK_FAST,
     METHODS,
     ORPHAN_BOUND,
     TESTS,
@@ -511,7 +512,7 @@ def _start_runner(mode: str, method: str, directory: Path) -> subprocess.Popen[s
     )
 
 
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("method", FORK_FAST)
 @pytest.mark.parametrize("mode", ["submit", "map", "shutdown"])
 def test_ctrl_c_stops_the_workers_and_raises_one_keyboard_interrupt(
     method: str, mode: str, tmp_path: Path

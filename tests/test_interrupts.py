@@ -130,8 +130,8 @@ def _kill_all(pids: list[int]) -> None:
     [
         (int(signal.SIGINT), True),
         (int(signal.SIGTERM), True),
-        (int(signal.SIGTERM), False),
-        ("timeout", True),
+        pytest.param(int(signal.SIGTERM), False, marks=pytest.mark.slow),
+        pytest.param("timeout", True, marks=pytest.mark.slow),
     ],
     ids=["ctrl-c", "sigterm", "sigterm-unhandled", "alarm-timeout"],
 )

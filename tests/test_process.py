@@ -36,6 +36,7 @@ from helpers import (
     CTRL_C_BOUND,
     DEADLINE,
     DEATH_BOUND,
+    FORK_FAST,
     METHODS,
     ORPHAN_BOUND,
     TESTS,
@@ -193,7 +194,7 @@ def test_a_killed_worker_is_noticed_at_once(method: str, ready: str) -> None:
 # -- timeouts and stopping -----------------------------------------------------
 
 
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("method", FORK_FAST)
 def test_a_timeout_kills_the_whole_tree(method: str, ready: str) -> None:
     with pytest.raises(TaskTimeoutError) as caught:
         run_process(
