@@ -27,6 +27,7 @@ __all__ = [
     "WORKER_PROBE",
     "any_done",
     "delays",
+    "done_ones",
     "run_blocking",
     "wait_until",
 ]
@@ -120,6 +121,12 @@ def wait_until(ready: Callable[[float | None], bool], timeout: float | None) -> 
                     return True
                 if deadline is not None and time.monotonic() >= deadline:
                     return False
+
+
+def done_ones(futures: Collection[Future[Any]]) -> list[Future[Any]]:
+    """Wait until any of ``futures`` is done (see :func:`wait_until`); those done."""
+    wait_until(any_done(futures), None)
+    return [future for future in futures if future.done()]
 
 
 def any_done(futures: Collection[Future[Any]]) -> Callable[[float | None], bool]:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
-from singleton_proc._base.waits import any_done, wait_until
+from singleton_proc._base.waits import done_ones
 
 from .child_loop import caller
 from .chunks import CHUNKS_AHEAD, Outcome
@@ -106,9 +106,7 @@ class ExecutorPool:
         """Wait for at least one chunk to finish; their outcomes."""
         if not self._running:  # a caller's bug: waiting would be for ever
             raise RuntimeError("collect() with nothing in flight")
-        wait_until(any_done(list(self._running)), None)
-        done = [future for future in self._running if future.done()]
-        return [self._outcome(future) for future in done]
+        return [self._outcome(future) for future in done_ones(list(self._running))]
 
     def _outcome(self, future: Future[Any]) -> Outcome:
         """A finished chunk's outcome; a failure as the error of its items."""

@@ -82,13 +82,16 @@ def run_in_pool(
             picks a safe one (``fork`` only in a single-threaded parent).
         progress: Show a tqdm bar on stderr counting finished items (the
             ``progress`` extra).
-        executor: Run on this ``concurrent.futures.Executor`` instead of our
-            own workers (loky, ``dask.distributed``'s
-            ``Client.get_executor()``, ...): same order, ``return_exceptions``
-            and first failure raised at once; but no ``timeout``,
-            ``initializer`` or ``start_method``, workers that are the
-            executor's to manage, and ``items=None`` means ``n`` calls
-            that may share a worker.
+        executor: A running ``process_pool()``: run on its workers, started
+            once for many calls (``timeout`` per call; an error or Ctrl-C
+            stops this call's work only; its ``initializer``,
+            ``start_method`` and ``max_tasks_per_child`` are the pool's).
+            Or any other ``concurrent.futures.Executor`` (loky,
+            ``dask.distributed``'s ``Client.get_executor()``, ...): same
+            order, ``return_exceptions`` and first failure raised at once;
+            but no ``timeout``, ``initializer`` or ``start_method``, and
+            workers that are the executor's to manage. Either way
+            ``items=None`` means ``n`` calls that may share a worker.
         max_tasks_per_child: How many items a worker runs before it is
             replaced by a fresh one (for tasks that leak memory or file
             descriptors); chunks then hold at most that many. ``None``: no

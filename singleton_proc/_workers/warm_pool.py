@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from singleton_proc._base.interrupts import signals_deferred
-from singleton_proc._base.waits import any_done, wait_until
+from singleton_proc._base.waits import done_ones
 
 from .chunks import CHUNKS_AHEAD, Outcome
 from .executor_jobs import Job, Lane, TaskFuture
@@ -82,9 +82,8 @@ class WarmPool:
         """Wait until a chunk is done; the outcomes in (indexed as in this call)."""
         if not self._jobs:  # a caller's bug: waiting would be for ever
             raise RuntimeError("collect() with nothing in flight")
-        wait_until(any_done(list(self._jobs)), None)
         outcomes = []
-        for future in [future for future in self._jobs if future.done()]:
+        for future in done_ones(list(self._jobs)):
             first, job = self._jobs.pop(future)
             if job.payload:
                 self._bytes_per_item = job.payload / len(job.items)
