@@ -161,9 +161,10 @@ class Manager:
         """Drop ``jobs`` (a call left early): those queued, and those not started.
 
         With ``stop``, the workers running one have their trees stopped (and
-        are replaced), and this returns once that is done (at most
-        :data:`_JOIN_BOUND`), Ctrl-C and SIGTERM held off meanwhile; else
-        they run on (a ``map`` left early). The pool's other work goes on.
+        are replaced); else they run on (a ``map`` left early). The pool's
+        other work goes on. This returns once the manager thread has done it
+        (at most :data:`_JOIN_BOUND`), Ctrl-C and SIGTERM held off meanwhile:
+        no chunk of ``jobs`` starts after (unless called on that thread).
         """
         if not self.ours():
             return
@@ -177,7 +178,9 @@ class Manager:
                 self._wake()
             for job in jobs:
                 job.future.cancel()
-            if stop and not wait_until(done.wait, _JOIN_BOUND):  # pragma: no cover
+            if threading.current_thread() is self.thread:  # pragma: no cover
+                return  # a finalizer: the thread drops them when it is back
+            if not wait_until(done.wait, _JOIN_BOUND):  # pragma: no cover
                 _log.warning(
                     "process_pool's thread did not cancel within %g s", _JOIN_BOUND
                 )

@@ -130,12 +130,17 @@ class WorkerLink:
         return not self.process.is_alive()
 
     def looks_exited(self) -> bool:
-        """Whether its process has ended, asked of any thread, as its sentinel says.
+        """Whether its process has ended, asked of any thread.
 
-        A ready sentinel means it is exiting (its descriptors close a moment
-        before it is a zombie), or, started by fork, that it ``exec``ed and
-        runs on: so it must also be a zombie (or gone) within a moment.
+        Gone or a zombie, it has. Else a ready sentinel means it is exiting
+        (its descriptors close a moment before it is a zombie), or, started
+        by fork, that it ``exec``ed and runs on: so it must also be a zombie
+        within a moment. Not the sentinel alone: a ``forkserver`` child's is
+        the server's socket, which says the exit status, and once the reader
+        thread has read that it is not ready until the server closes it.
         """
+        if self._zombie():
+            return True
         if not wait([self.process.sentinel], 0):
             return False
         deadline = time.monotonic() + _EXIT_GAP
