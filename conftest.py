@@ -3,12 +3,27 @@
 The examples in the docstrings take names such as ``"feishu"`` in the
 default directory; here ``$SINGLETON_PROC_DIR`` points each doctest at a
 fresh private one, so they never touch the user's own locks. The tests in
-``tests/`` have their own fixtures (``tests/conftest.py``).
+``tests/`` have their own fixtures (``tests/conftest.py``). And any run
+starts with Python's own Ctrl-C handler (see :func:`pytest_configure`).
 """
 
 from __future__ import annotations
 
+import signal
+
 import pytest
+
+
+def pytest_configure(config: pytest.Config) -> None:  # noqa: ARG001
+    """Give SIGINT Python's handler back if the run started with it ignored.
+
+    A command a shell without job control starts with ``&`` (a CI script
+    running suites side by side) inherits SIGINT ignored, and Python then
+    leaves it so, as do the programs it starts: the tests of Ctrl-C need
+    what a terminal gives.
+    """
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(autouse=True)
