@@ -13,11 +13,15 @@ unpickled is reported on the pipe and named.
 from __future__ import annotations
 
 import contextlib
+import multiprocessing
 import os
 import signal
 import threading
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+import psutil
 
 from singleton_proc._base import lineage
 from singleton_proc._base import platform as _platform
@@ -56,6 +60,9 @@ PARENT_GONE_EXIT = 75
 #: Exit status of a worker that could not write to its pipe: the parent is
 #: gone, or a task closed the descriptor (``os.closerange(3, ...)``).
 PIPE_LOST_EXIT = 76
+#: The longest a worker whose parent pipe a task closed waits between looks
+#: at its parent (psutil).
+_PARENT_PROBE = 1.0
 
 
 @dataclass(frozen=True)
@@ -201,15 +208,45 @@ def unpicklable_result(result: object, exc: Exception) -> tuple[str, ...]:
 def _watch_parent(parent_alive: Connection) -> None:
     """End this worker as soon as the parent process is gone.
 
-    Nothing is ever written to the pipe; it reads end of file when the last
-    copy of the write end closed: the parent died. (Through the connection,
-    not ``os.read``: on Windows its ``fileno()`` is a handle, not an fd.)
+    Nothing is ever written to the pipe: it is ready once the last copy of
+    its write end closed, the parent died. It is polled, never read: a task
+    may close every descriptor (``os.closerange``) and open others under the
+    same number, whose data stay the task's. So a ready (or closed) pipe is
+    checked against the parent itself, its pid and start time (psutil): if
+    the parent lives on, the pipe is no longer ours, and the thread asks
+    psutil instead, every second at most. (Polled through the connection:
+    on Windows its ``fileno()`` is a handle.)
     """
+    parent = _parent_identity()
 
     def watch() -> None:
-        with contextlib.suppress(EOFError, OSError):
-            while True:
-                parent_alive.recv_bytes()
+        with contextlib.suppress(OSError):  # closed by the task
+            parent_alive.poll(None)
+        delay = _PARENT_PROBE / 100  # an exiting parent closes its pipe first
+        while _lives(parent):
+            time.sleep(delay)
+            delay = min(2 * delay, _PARENT_PROBE)
         os._exit(PARENT_GONE_EXIT)
 
     threading.Thread(target=watch, name=_WATCHER_NAME, daemon=True).start()
+
+
+def _parent_identity() -> psutil.Process | None:
+    """The parent process (not a forkserver), or ``None`` if it is gone already."""
+    parent = multiprocessing.parent_process()
+    try:
+        return psutil.Process(os.getppid() if parent is None else parent.pid)
+    except psutil.Error:
+        return None
+
+
+def _lives(parent: psutil.Process | None) -> bool:
+    """Whether ``parent`` is still running: not gone, a zombie or its pid reused."""
+    try:
+        return (
+            parent is not None
+            and parent.is_running()
+            and parent.status() != psutil.STATUS_ZOMBIE
+        )
+    except psutil.Error:
+        return False
