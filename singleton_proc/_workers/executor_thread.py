@@ -164,26 +164,33 @@ class Manager:
         are replaced); else they run on (a ``map`` left early). The pool's
         other work goes on. This returns once the manager thread has done it
         (at most :data:`_JOIN_BOUND`), Ctrl-C and SIGTERM held off meanwhile:
-        no chunk of ``jobs`` starts after (unless called on that thread).
+        no chunk of ``jobs`` starts after (unless called on that thread). If
+        the call is left by a ``KeyboardInterrupt``, a Ctrl-C held off is the
+        same press, repeated: dropped.
         """
         if not self.ours():
             return
         done = threading.Event()
-        with signals_deferred():
-            with self._lock:
-                if self._wake_w.closed:  # the thread has ended, or is ending
-                    return
-                self._inbox = deque(job for job in self._inbox if job not in jobs)
-                self._cancels.append((jobs, stop, done))
-                self._wake()
-            for job in jobs:
-                job.future.cancel()
-            if threading.current_thread() is self.thread:  # pragma: no cover
-                return  # a finalizer: the thread drops them when it is back
-            if not wait_until(done.wait, _JOIN_BOUND):  # pragma: no cover
-                _log.warning(
-                    "process_pool's thread did not cancel within %g s", _JOIN_BOUND
-                )
+        pressed = isinstance(sys.exc_info()[1], KeyboardInterrupt)
+        try:
+            with signals_deferred():
+                with self._lock:
+                    if self._wake_w.closed:  # the thread has ended, or is ending
+                        return
+                    self._inbox = deque(job for job in self._inbox if job not in jobs)
+                    self._cancels.append((jobs, stop, done))
+                    self._wake()
+                for job in jobs:
+                    job.future.cancel()
+                if threading.current_thread() is self.thread:  # pragma: no cover
+                    return  # a finalizer: the thread drops them when it is back
+                if not wait_until(done.wait, _JOIN_BOUND):  # pragma: no cover
+                    _log.warning(
+                        "process_pool's thread did not cancel within %g s", _JOIN_BOUND
+                    )
+        except KeyboardInterrupt:
+            if not pressed:
+                raise
 
     def join(self, timeout: float | None) -> None:
         """Wait for the thread to end (not from the thread itself: a callback).
