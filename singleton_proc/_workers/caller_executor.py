@@ -72,12 +72,16 @@ class ExecutorPool:
 
     Args:
         executor: Where chunks run; it is neither shut down nor waited for.
+        fn: The function items are given to.
         workers: How many chunks may run at once (the executor's workers).
     """
 
-    def __init__(self, executor: Executor, workers: int) -> None:
+    def __init__(
+        self, executor: Executor, fn: Callable[..., Any], workers: int
+    ) -> None:
         """Remember the executor; nothing is submitted yet."""
         self._executor = executor
+        self._fn = fn
         self._ahead = CHUNKS_AHEAD * workers
         #: Unknown: the executor pickles the chunk (see ``ChunkSizer``).
         self.last_payload = 0
@@ -90,11 +94,8 @@ class ExecutorPool:
 
     def put(self, first: int, items: list[Any], work: Work) -> None:
         """Submit ``items`` (indices ``first``...), run as ``work``, as one call."""
-        fn = work.fn
-        if fn is None:  # pragma: no cover - options.work gives the executor fn
-            raise ValueError("an executor's work needs its function")
         future = self._executor.submit(
-            apply_chunk, fn, items, work.mode, work.keep_going, first
+            apply_chunk, self._fn, items, work.mode, work.keep_going, first
         )
         self._running[future] = (first, len(items), work.keep_going)
 

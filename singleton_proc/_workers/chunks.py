@@ -66,7 +66,8 @@ class Work:
     """What a call's items are given to, and how: the same for all its chunks.
 
     Attributes:
-        fn: The function, or ``None`` for the pool's own (in its job).
+        fn: The function, when the work brings it (a call on a warm pool, a
+            ``process_pool().map``); ``None`` where the runner has it already.
         mode: How each item is called (see ``protocol.Mode``).
         keep_going: Whether a worker goes on with the chunk after an item
             raised (``return_exceptions``), or stops there.

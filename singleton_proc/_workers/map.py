@@ -269,9 +269,9 @@ def _outcomes(
     sizer = ChunkSizer(1 if each else options.chunksize, workers, length,
                        options.max_tasks_per_child)  # fmt: skip
     bar = None
-    pool = options.pool(workers, each=each)
+    pool, work = options.start(workers, mode, each=each)
     try:
-        feed = _Feed(items, sizer, options.work(mode), windowed=length is None)
+        feed = _Feed(items, sizer, work, windowed=length is None)
         # After the workers start: tqdm's monitor thread would rule out fork.
         bar = open_bar(options.progress, length, getattr(options.fn, "__name__", None))
         waiting: dict[int, Outcome] = {}  # ordered: outcomes ahead of their turn

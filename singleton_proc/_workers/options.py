@@ -9,6 +9,7 @@ workers of a running ``process_pool()`` given as ``executor=``; or an
 
 from __future__ import annotations
 
+import dataclasses
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
@@ -62,16 +63,27 @@ class PoolOptions:
     executor: Executor | None
     max_tasks_per_child: int | None
 
-    def pool(self, workers: int, *, each: bool = False) -> Runner:
-        """Start a pool of ``workers`` with these options (or use the executor).
+    def start(
+        self, workers: int, mode: Mode, *, each: bool = False
+    ) -> tuple[Runner, Work]:
+        """Start a runner of ``workers`` with these options, and say how items run.
 
-        ``each``: every worker runs one item (``fn()`` in each of ``n``).
+        Our own pool and another executor are given ``fn`` once, at the
+        start; a running ``process_pool()`` gets it with the work, pickled
+        once for the whole call, before anything is sent. ``each``: every
+        worker runs one item (``fn()`` in each of ``n``).
+
+        Raises:
+            UnpicklableError: ``fn`` will not pickle (a warm pool's call).
         """
+        work = Work(None, mode, self.return_exceptions)
         if isinstance(self.executor, PoolExecutor):
-            return WarmPool(self.executor._manager, workers)  # noqa: SLF001  (our own)
+            work = dataclasses.replace(work, fn=self.fn, timeout=self.timeout)
+            manager = self.executor._manager  # noqa: SLF001  (our own)
+            return WarmPool(manager, workers), work.pickled()
         if self.executor is not None:
-            return ExecutorPool(self.executor, workers)
-        return WorkerPool(
+            return ExecutorPool(self.executor, self.fn, workers), work
+        pool = WorkerPool(
             self.fn,
             workers,
             initializer=self.initializer,
@@ -80,20 +92,7 @@ class PoolOptions:
             timeout=self.timeout,
             max_tasks=1 if each else self.max_tasks_per_child,
         )
-
-    def work(self, mode: Mode) -> Work:
-        """How each item is run, for the runner :meth:`pool` starts.
-
-        Raises:
-            UnpicklableError: ``fn`` will not pickle (for a warm pool, where
-                it is pickled once for the whole call).
-        """
-        keep_going = self.return_exceptions
-        if isinstance(self.executor, PoolExecutor):
-            return Work(self.fn, mode, keep_going, self.timeout).pickled()
-        if self.executor is not None:
-            return Work(self.fn, mode, keep_going)
-        return Work(None, mode, keep_going)  # our own pool has fn in its job
+        return pool, work
 
 
 def check_options(

@@ -52,7 +52,7 @@ class WarmPool:
         #: those the pool has packed so far.
         self.last_payload = 0
         self._bytes_per_item = 0.0
-        self._jobs: dict[Future[Any], tuple[int, Job]] = {}  # future: (first, job)
+        self._jobs: dict[Future[Any], Job] = {}
 
     def wants(self) -> bool:
         """Whether another chunk should be sent now."""
@@ -66,7 +66,7 @@ class WarmPool:
         """
         job = Job(TaskFuture(), items, work, self._lane, base=first)
         with signals_deferred():
-            self._jobs[job.future] = (first, job)
+            self._jobs[job.future] = job
             try:
                 self._manager.post(job, _AFTER_SHUTDOWN)
             except BaseException:
@@ -84,13 +84,13 @@ class WarmPool:
             raise RuntimeError("collect() with nothing in flight")
         outcomes = []
         for future in done_ones(list(self._jobs)):
-            first, job = self._jobs.pop(future)
+            job = self._jobs.pop(future)
             if job.payload:
                 self._bytes_per_item = job.payload / len(job.items)
             if future.cancelled():  # by shutdown(cancel_futures=True)
                 raise RuntimeError(_AFTER_SHUTDOWN)
             done: Outcome = future.result()
-            outcomes.append(Outcome(first, done.values, done.errors, done.seconds))
+            outcomes.append(Outcome(job.base, done.values, done.errors, done.seconds))
         return outcomes
 
     def close(self) -> None:
@@ -102,6 +102,6 @@ class WarmPool:
         Ctrl-C and SIGTERM are held off until that is done.
         """
         with signals_deferred():
-            jobs = [job for _, job in self._jobs.values()]
+            jobs = list(self._jobs.values())
             self._jobs.clear()
             self._manager.cancel(jobs)
