@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import logging
 import multiprocessing
+import operator
 import os
 import signal
 import subprocess
@@ -25,7 +26,7 @@ from singleton_proc import (
     iter_in_pool,
     run_in_pool,
 )
-from singleton_proc._workers.chunks import ChunkSizer, Outcome
+from singleton_proc._workers.chunks import ChunkSizer, Outcome, Packer, Work
 from singleton_proc._workers.cpus import usable_cpus
 from singleton_proc._workers.protocol import RemoteTraceback
 
@@ -474,6 +475,20 @@ def test_chunks_stay_small_after_a_death_of_slow_items() -> None:
     assert sizer.size() == 1
     sizer.observe(Outcome(3, [None], {0: WorkerDiedError("died")}))  # no timing
     assert sizer.size() == 1
+
+
+def test_chunks_grow_by_the_items_bytes_whatever_the_function_weighs() -> None:
+    # One tiny item sent with a function of 5 KB (pickled once per call,
+    # but inside every chunk's message) must not look like 5 KB an item:
+    # the next chunks would hold a dozen items, and a map of tiny tasks
+    # would crawl until its sizes recovered.
+    heavy = Work(functools.partial(operator.add, bytes(5000))).pickled()
+    chunk = Packer(timed=False).chunk(0, [7], heavy)
+    assert len(chunk.payload) > 5000
+    sizer = ChunkSizer(None, workers=2, length=200_000, limit=None)
+    sizer.observe_payload(chunk.items_bytes, 1)
+    sizer.observe(Outcome(0, [49], seconds=1e-7))  # tiny: as large as bytes allow
+    assert sizer.size() > 10_000  # 64 KB of small ints; 12 if the function counted
 
 
 def _in_a_forked_child(work: Callable[[], bool]) -> bool:

@@ -14,6 +14,7 @@ bounds the window of items in flight; and at about 64 KB pickled
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import math
 from dataclasses import dataclass, field
@@ -22,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from singleton_proc._errors import UnpicklableError
 
 from .child_loop import HEADER, STOP, chunk_message
-from .protocol import Mode, dumps_checked, loads, rebuild, task_alone
+from .protocol import Mode, dumps, dumps_checked, loads, rebuild, task_alone
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -108,6 +109,8 @@ class Chunk:
         work: How they are called.
         id: The pool's number for it (the board shows it while it runs).
         payload: Its message to the worker, pickled.
+        items_bytes: How much of ``payload`` its items take (what grows
+            with them: the function and the framing left out).
         ran_before: Whether its item already ran once, in a worker that died
             before the result came back (such a chunk holds one item, which
             never runs a third time; see ``deaths``).
@@ -118,6 +121,7 @@ class Chunk:
     work: Work
     id: int = 0
     payload: bytes = b""
+    items_bytes: int = 0
     ran_before: bool = False
 
     @property
@@ -152,6 +156,7 @@ class Packer:
         parts = ((f"item {shown + i}", item) for i, item in enumerate(items))
         body = dumps_checked(message, parts, f"items {shown}-{shown + len(items) - 1}")
         chunk.payload = chunk_message(chunk.id, work.payload, body)
+        chunk.items_bytes = len(body) - _framing(work.mode, work.keep_going, timed)
         return chunk
 
     def piece(
@@ -159,6 +164,17 @@ class Packer:
     ) -> Chunk:
         """Some items of a lost chunk, packed again to run elsewhere."""
         return self.chunk(first, items, lost.work, ran_before=ran_before)
+
+
+@functools.cache
+def _framing(mode: Mode, keep_going: bool, timed: bool) -> int:
+    """The bytes of a chunk's body without its items.
+
+    Left out of what the chunk sizer learns: counted in, they would make a
+    chunk of one small item look a hundred times its size, and the next
+    chunks far smaller than the items allow.
+    """
+    return len(dumps((mode, [], keep_going, timed)))
 
 
 @dataclass

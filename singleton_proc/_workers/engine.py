@@ -106,7 +106,7 @@ class WorkerPool:
         self._fatal: BaseException | None = None
         self._failed_starts = 0
         self._next_probe = 0.0
-        #: Bytes of the last chunk put, pickled (chunk sizes depend on it).
+        #: Bytes of the last chunk's items, pickled (chunk sizes depend on it).
         self.last_payload = 0
         live.add(self)
         try:
@@ -141,7 +141,7 @@ class WorkerPool:
             raise self._fatal
         try:
             chunk = self._packer.chunk(first, items, work)
-            self.last_payload = len(chunk.payload)
+            self.last_payload = chunk.items_bytes
             self._pending.append(chunk)
         except UnpicklableError:
             if not work.keep_going:

@@ -103,7 +103,7 @@ class Job:
     values: list[Any] = field(default_factory=list)
     errors: dict[int, BaseException] = field(default_factory=dict)
     seconds: float = 0.0
-    payload: int = 0  # bytes, pickled (map's chunk sizer learns from it)
+    payload: int = 0  # its items' bytes, pickled (map's chunk sizer learns them)
 
     @property
     def end(self) -> int:

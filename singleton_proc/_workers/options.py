@@ -43,7 +43,7 @@ class Runner(Protocol):
     def close(self) -> None: ...
     def terminate(self) -> None: ...
 
-    #: Bytes of the last chunk put, pickled (0: unknown).
+    #: Bytes of the last chunk's items, pickled (0: unknown).
     last_payload: int
 
 

@@ -48,7 +48,7 @@ class WarmPool:
         self._manager = manager
         self._lane = Lane(workers)
         self._ahead = CHUNKS_AHEAD * workers
-        #: The estimated pickled size of the last chunk put (0: unknown), from
+        #: The estimated pickled size of the last chunk's items (0: unknown), from
         #: those the pool has packed so far.
         self.last_payload = 0
         self._bytes_per_item = 0.0
