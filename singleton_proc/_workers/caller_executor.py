@@ -23,7 +23,7 @@ from .child_loop import caller
 from .chunks import CHUNKS_AHEAD, Outcome
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Sequence
     from concurrent.futures import Executor, Future
 
     from .chunks import Work
@@ -34,7 +34,7 @@ __all__ = ["ExecutorPool", "apply_chunk"]
 
 def apply_chunk(
     fn: Callable[..., Any],
-    items: list[Any],
+    items: Sequence[Any],
     mode: Mode,
     keep_going: bool,
     _first: int = 0,
@@ -92,7 +92,7 @@ class ExecutorPool:
         """Whether another chunk should be submitted now."""
         return len(self._running) < self._ahead
 
-    def put(self, first: int, items: list[Any], work: Work) -> None:
+    def put(self, first: int, items: Sequence[Any], work: Work) -> None:
         """Submit ``items`` (indices ``first``...), run as ``work``, as one call."""
         future = self._executor.submit(
             apply_chunk, self._fn, items, work.mode, work.keep_going, first

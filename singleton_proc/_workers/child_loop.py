@@ -37,7 +37,7 @@ from .logforward import forward
 from .protocol import Kind, Mode, dumps, loads, report_exception, with_inherited
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Sequence
     from multiprocessing.connection import Connection
 
     from .bootstrap import Channel, WorkerSettings
@@ -190,7 +190,7 @@ def _run_chunk(
     channel: Channel,
     board: memoryview,
     call: Callable[[Any], Any],
-    items: list[Any],
+    items: Sequence[Any],
     *,
     keep_going: bool,
     timed: bool,
@@ -224,7 +224,7 @@ def _run_chunk(
 def _call_each(
     board: memoryview,
     call: Callable[[Any], Any],
-    items: list[Any],
+    items: Sequence[Any],
     values: list[Any],
     timed: bool,
 ) -> tuple[int, Exception] | None:
@@ -252,7 +252,10 @@ def _call_each(
 
 
 def _median_ns(
-    board: memoryview, call: Callable[[Any], Any], items: list[Any], values: list[Any]
+    board: memoryview,
+    call: Callable[[Any], Any],
+    items: Sequence[Any],
+    values: list[Any],
 ) -> int:
     """Call the next :data:`SAMPLE` items, each shown on the board; their median ns."""
     clock, spent = time.monotonic_ns, []
@@ -267,7 +270,7 @@ def _median_ns(
 def _call_tracked(  # noqa: PLR0917  (the hot loop: positional is cheaper)
     board: memoryview,
     call: Callable[[Any], Any],
-    items: list[Any],
+    items: Sequence[Any],
     values: list[Any],
     end: int,
     timed: bool,

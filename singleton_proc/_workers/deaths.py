@@ -43,6 +43,8 @@ from .protocol import Mode, describe, name_of
 from .worker_view import Stage
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from .chunks import Chunk
 
 __all__ = ["Loss", "Repack", "settle", "start_failure"]
@@ -56,7 +58,7 @@ class Repack(Protocol):
     """Makes a chunk of some items of a lost one, to run elsewhere."""
 
     def __call__(
-        self, lost: Chunk, first: int, items: list[Any], *, ran_before: bool
+        self, lost: Chunk, first: int, items: Sequence[Any], *, ran_before: bool
     ) -> Chunk: ...
 
 

@@ -128,7 +128,7 @@ class WorkerPool:
         """Whether nothing is waiting, running, or uncollected."""
         return not self.busy() and not self._outcomes
 
-    def put(self, first: int, items: list[Any], work: Work) -> None:
+    def put(self, first: int, items: Sequence[Any], work: Work) -> None:
         """Queue ``items`` (indices ``first``...) to run as ``work``, and hand them out.
 
         Raises:
@@ -246,7 +246,7 @@ class WorkerPool:
 
     # -- internals -------------------------------------------------------------
 
-    def _put_each(self, first: int, items: list[Any], work: Work) -> None:
+    def _put_each(self, first: int, items: Sequence[Any], work: Work) -> None:
         """Queue items one by one; those that will not pickle get their error."""
         for index, item in enumerate(items, first):
             try:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from singleton_proc._base import validate
 
-from .chunks import ChunkSizer, Work
+from .chunks import ChunkSizer, Reader, Work
 from .cpus import check_workers
 from .engine import WorkerPool
 from .executor_jobs import Job, MapFeed, TaskFuture, map_results
@@ -123,8 +123,8 @@ class PoolExecutor(Executor):
         deadline = None if timeout is None else time.monotonic() + timeout
         lengths = [len(it) for it in iterables if isinstance(it, Sized)]
         length = min(lengths) if lengths and len(lengths) == len(iterables) else None
-        items = (
-            iter(iterables[0]) if len(iterables) == 1 else zip(*iterables, strict=False)
+        items = Reader(
+            iterables[0] if len(iterables) == 1 else zip(*iterables, strict=False)
         )
         mode = Mode.ONE if len(iterables) == 1 else Mode.STAR
         sizer = ChunkSizer(fixed, self.n, length, self.max_tasks_per_child)

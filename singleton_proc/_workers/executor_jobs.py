@@ -22,12 +22,12 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from singleton_proc._base.waits import any_done, wait_until
 from singleton_proc._errors import UnpicklableError
 
-from .chunks import CHUNKS_AHEAD, Work
+from .chunks import CHUNKS_AHEAD, Reader, Work
 from .errors import WorkerDiedError
 from .protocol import Mode, dumps_call, name_of, task_alone
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Generator, Iterable, Iterator
+    from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 
     from .chunks import ChunkSizer, Outcome
 
@@ -94,7 +94,7 @@ class Job:
     """A submitted call (``Mode.CALL``) or a chunk of a ``map``, and its future."""
 
     future: Future[Any]
-    items: list[Any]
+    items: Sequence[Any]
     work: Work = SUBMITTED
     lane: Lane | None = None  # run_in_pool's: at most its n running at once
     base: int = 0  # the index of its first item in its call (map, run_in_pool)
@@ -144,7 +144,7 @@ class MapFeed:
 
     def __init__(self, owner: object, *, post: Callable[[Job, str], None],
                  withdraw: Callable[[list[Job]], None], width: int, work: Work,
-                 items: Iterator[Any], sizer: ChunkSizer) -> None:  # fmt: skip
+                 items: Reader, sizer: ChunkSizer) -> None:  # fmt: skip
         """Feed ``items``, run as ``work``, to ``post`` (``owner``'s manager's).
 
         ``withdraw`` takes back the jobs not started when the map is left.
@@ -164,11 +164,8 @@ class MapFeed:
     def fill(self) -> None:
         """Send chunks until the window is full or the input ends."""
         while not self._exhausted and len(self.jobs) < CHUNKS_AHEAD * self.width:
-            batch: list[Any] = []
-            try:  # extend keeps the items read before a failure
-                batch.extend(itertools.islice(self.items, self.sizer.size()))
-            except Exception as exc:  # noqa: BLE001  (raised in its place)
-                self.error = exc
+            batch = self.items.take(self.sizer.size())
+            self.error = self.items.error  # raised after the items before it
             self._exhausted = self.error is not None or not batch
             if not batch:
                 return

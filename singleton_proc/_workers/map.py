@@ -10,7 +10,6 @@ closing the generator) stops the workers; the normal end lets them exit.
 
 from __future__ import annotations
 
-import itertools
 import time
 from collections import deque
 from collections.abc import Iterable, Sized
@@ -18,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from singleton_proc._base.interrupts import signals_deferred
 
-from .chunks import GATHER_SECONDS, ChunkSizer
+from .chunks import GATHER_SECONDS, ChunkSizer, Reader
 from .options import check_options
 from .progress import open_bar
 from .protocol import Mode
@@ -132,9 +131,9 @@ def run_in_pool(
     if items is None:
         return _in_each(options)
     if not isinstance(items, Sized):
-        return list(_flatten(_outcomes(options, iter(items), None, ordered=True)))
+        return list(_flatten(_outcomes(options, Reader(items), None, ordered=True)))
     results: list[Any] = [None] * len(items)
-    for outcome in _outcomes(options, iter(items), len(items), ordered=False):
+    for outcome in _outcomes(options, Reader(items), len(items), ordered=False):
         first = outcome.first
         results[first : first + len(outcome.values)] = outcome.values
         for offset, error in outcome.errors.items():
@@ -210,7 +209,7 @@ def iter_in_pool(
         executor=executor,
         max_tasks_per_child=max_tasks_per_child,
     )
-    source = iter(items)  # a TypeError now, not at the first next()
+    source = Reader(items)  # a TypeError now, not at the first next()
     return _flatten(_outcomes(options, source, None, ordered=bool(ordered)))
 
 
@@ -235,7 +234,7 @@ def _flatten(outcomes: Iterator[Outcome]) -> Generator[Any, None, None]:
 def _in_each(options: PoolOptions) -> list[Any]:
     """``fn()`` once in each of ``n`` distinct workers (none queued behind another)."""
     results: list[Any] = [None] * options.n
-    source = iter([None] * options.n)
+    source = Reader([None] * options.n)
     for outcome in _outcomes(
         options, source, options.n, ordered=False, mode=Mode.NONE, each=True
     ):
@@ -245,7 +244,7 @@ def _in_each(options: PoolOptions) -> list[Any]:
 
 def _outcomes(
     options: PoolOptions,
-    items: Iterator[Any],
+    items: Reader,
     length: int | None,
     *,
     ordered: bool,
@@ -256,7 +255,7 @@ def _outcomes(
 
     Args:
         options: The checked arguments.
-        items: The items, pulled lazily.
+        items: The items, read lazily.
         length: How many there are, when known (chunks are then sized like
             ``Pool.map``'s at most, and no more workers than items start).
         ordered: Yield in input order rather than as they come.
@@ -334,7 +333,7 @@ class _Feed:
     """Pulls items into chunks for the pool, within the window."""
 
     def __init__(
-        self, items: Iterator[Any], sizer: ChunkSizer, work: Work, *, windowed: bool
+        self, items: Reader, sizer: ChunkSizer, work: Work, *, windowed: bool
     ) -> None:
         """Feed ``items`` in chunks ``sizer`` sizes, to run as ``work``."""
         self.sizer = sizer
@@ -353,7 +352,11 @@ class _Feed:
                 room = min(room, self._window - (self._pulled - self.handed))
                 if room <= 0:
                     break
-            batch = self._pull(room)
+            # a sized input is never slow to read; a stream may be
+            within = None if self._window is None else GATHER_SECONDS
+            batch = self._items.take(room, within=within)
+            if self._items.error is not None:
+                raise self._items.error
             if not batch:
                 self._exhausted = True
                 break
@@ -361,19 +364,3 @@ class _Feed:
             self.sizer.observe_payload(pool.last_payload, len(batch))
             self._pulled += len(batch)
         return not self._exhausted
-
-    def _pull(self, room: int) -> list[Any]:
-        """Up to ``room`` items; from a stream, only those that come within 20 ms.
-
-        A slow producer (a socket, a queue) then does not hold back the
-        items it has given while the rest of a large chunk trickles in.
-        """
-        if self._window is None:  # a sized input is never slow to read
-            return list(itertools.islice(self._items, room))
-        batch: list[Any] = []
-        deadline = time.monotonic() + GATHER_SECONDS
-        for item in itertools.islice(self._items, room):
-            batch.append(item)
-            if time.monotonic() >= deadline:
-                break
-        return batch

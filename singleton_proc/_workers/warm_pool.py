@@ -22,6 +22,7 @@ from .chunks import CHUNKS_AHEAD, Outcome
 from .executor_jobs import Job, Lane, TaskFuture
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
     from concurrent.futures import Future
 
     from .chunks import Work
@@ -58,7 +59,7 @@ class WarmPool:
         """Whether another chunk should be sent now."""
         return len(self._jobs) < self._ahead
 
-    def put(self, first: int, items: list[Any], work: Work) -> None:
+    def put(self, first: int, items: Sequence[Any], work: Work) -> None:
         """Send ``items`` (indices ``first``... of this call) as one job.
 
         Noted before it is sent, Ctrl-C held off between: a job sent is
