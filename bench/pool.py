@@ -8,8 +8,10 @@ and the header says which), and printed as medians:
 
 1. throughput: tasks/s of ``square`` over 200,000 ints with 2 workers, cold
    (pool start-up, map and tear-down timed together) and warm (the map
-   only), as ratios to ``multiprocessing.Pool.map``; and the round trip of
-   one ``submit(...).result()`` on a warm executor;
+   only), as ratios to ``multiprocessing.Pool.map``: over ``range(200_000)``,
+   which ours sends in slices of the range, and over a list of the same
+   ints; and the round trip of one ``submit(...).result()`` on a warm
+   executor;
 2. streaming a 2,000,000-item generator: the parent's peak memory growth,
    and how many items were pulled from it while the consumer stalled 1 s;
 3. a task SIGKILLs its own worker: from the kill to the exception in the
@@ -75,17 +77,24 @@ TOOLS = {  # tool -> (module, the name used, how its map reads)
     LOKY: ("loky", "ProcessPoolExecutor", "loky ProcessPoolExecutor.map"),
 }
 BASELINE = "multiprocessing Pool.map"
+LIST_BASELINE = "  over a list: multiprocessing Pool.map"
 SLOW = 20  # ProcessPoolExecutor.map at its default chunksize runs on N / SLOW
-THROUGHPUT = {  # row -> (tool, chunksize or None for the tool's own, N divisor)
-    BASELINE: (POOL, None, 1),
-    "singleton_proc.run_in_pool": (RUN_IN_POOL, None, 1),
-    "singleton_proc process_pool().map": (PROCESS_POOL, None, 1),
-    "run_in_pool(executor=process_pool())": (WARM, None, 1),
-    "ProcessPoolExecutor.map *": (EXECUTOR, None, SLOW),
-    "ProcessPoolExecutor.map(chunksize=1000)": (EXECUTOR, 1000, 1),
-    "mpire WorkerPool.map": (MPIRE, None, 1),
-    "pebble ProcessPool.map(chunksize=1000)": (PEBBLE, 1000, 1),
-    "loky ProcessPoolExecutor.map(chunksize=1000)": (LOKY, 1000, 1),
+#: A throughput row: the tool, its chunksize (None: the tool's own), the
+#: divisor of N, and whether the items are a list (else a range).
+Row = tuple[str, int | None, int, bool]
+THROUGHPUT: dict[str, Row] = {
+    BASELINE: (POOL, None, 1, False),
+    "singleton_proc.run_in_pool": (RUN_IN_POOL, None, 1, False),
+    "singleton_proc process_pool().map": (PROCESS_POOL, None, 1, False),
+    "run_in_pool(executor=process_pool())": (WARM, None, 1, False),
+    "ProcessPoolExecutor.map *": (EXECUTOR, None, SLOW, False),
+    "ProcessPoolExecutor.map(chunksize=1000)": (EXECUTOR, 1000, 1, False),
+    "mpire WorkerPool.map": (MPIRE, None, 1, False),
+    "pebble ProcessPool.map(chunksize=1000)": (PEBBLE, 1000, 1, False),
+    "loky ProcessPoolExecutor.map(chunksize=1000)": (LOKY, 1000, 1, False),
+    LIST_BASELINE: (POOL, None, 1, True),
+    "  over a list: singleton_proc.run_in_pool": (RUN_IN_POOL, None, 1, True),
+    "  over a list: process_pool().map": (PROCESS_POOL, None, 1, True),
 }
 ROUND_TRIP_TOOLS = {
     EXECUTOR: "ProcessPoolExecutor.submit().result()",
@@ -230,16 +239,16 @@ def emit(report: Report) -> None:
     print(json.dumps(report), flush=True)
 
 
-def rate(
-    args: argparse.Namespace, tool: str, chunk: int | None, n: int, warm: bool
-) -> float:
-    """Tasks per second of one map of ``square`` over ``range(n)``."""
+def rate(args: argparse.Namespace, row: Row, n: int, *, warm: bool) -> float:
+    """Tasks per second of one map of ``square`` over ``range(n)`` (or its list)."""
+    tool, chunk, _, listed = row
+    items = list(range(n)) if listed else range(n)
     start = time.perf_counter()
     with open_pool(tool, args.start_method, args.workers, chunk) as pool_map:
         if warm:
             pool_map(square, range(WARM_UP))
             start = time.perf_counter()
-        results = pool_map(square, range(n))
+        results = pool_map(square, items)
         mapped = time.perf_counter()
     end = mapped if warm else time.perf_counter()
     assert results[-1] == square(n - 1)
@@ -252,11 +261,11 @@ def throughput_child(args: argparse.Namespace, _tool: str, size: str) -> None:
     rates: dict[str, list[list[float]]] = {name: [[], []] for name in THROUGHPUT}
     failed = {k: why for k, v in THROUGHPUT.items() if (why := unavailable(v[0]))}
     for _ in range(args.repeat):
-        for name, (tool, chunk, divisor) in THROUGHPUT.items():
+        for name, row in THROUGHPUT.items():
             try:
-                for warm in (False, True) if tool != RUN_IN_POOL else (False,):
+                for warm in (False, True) if row[0] != RUN_IN_POOL else (False,):
                     if name not in failed:
-                        speed = rate(args, tool, chunk, n // divisor, warm)
+                        speed = rate(args, row, n // row[2], warm=warm)
                         rates[name][warm].append(speed)
             except Exception as exc:  # noqa: BLE001  # report it, measure the rest
                 failed[name] = f"{type(exc).__name__}: {exc}"[:52]
@@ -495,13 +504,20 @@ def bench_throughput(args: argparse.Namespace, n: int) -> None:
         report, _ = run.finish(600)
     rates, failed = report.get("rates", {}), report.get("broken", {})
     print(f"\n1. throughput: square(x) for x in range({n:,}), {args.workers} workers")
-    print(f"(median tasks/s of {args.repeat}; x = the ratio to Pool.map, cold or warm)")
+    print(
+        f"(median tasks/s of {args.repeat}; x = the ratio to Pool.map, cold or warm,"
+        " on the same input)"
+    )
     if "failed" in report:
         print(f"the measuring child failed: {report['failed']}")
         return
     print(f"{'':48}{'cold: start+map+stop':>26}{'warm: map only':>26}")
-    base = [statistics.median(runs) for runs in rates[BASELINE]]
-    for name in THROUGHPUT:
+    bases = {
+        listed: [statistics.median(runs) for runs in rates[name]]
+        for listed, name in ((False, BASELINE), (True, LIST_BASELINE))
+    }
+    for name, (*_, listed) in THROUGHPUT.items():
+        base = bases[listed]
         cells = [f"{failed[name]:>52}"] if name in failed else []
         for warm in () if cells else (False, True):
             if runs := rates[name][warm]:
