@@ -12,6 +12,7 @@ import time
 import uuid
 from pathlib import Path
 
+import psutil
 from child_tasks import say_ready
 
 from helpers import wait_for_file
@@ -188,6 +189,20 @@ def log_a_lot(count: int) -> None:
 def length(item: bytes) -> int:
     """``len(item)``."""
     return len(item)
+
+
+def bytes_read_at(last: object, x: object) -> int | None:
+    """At item ``last``: how many bytes this worker has read so far (Linux)."""
+    return psutil.Process().io_counters().read_chars if x == last else None
+
+
+def heavy_result(size: int, _item: object = None) -> tuple[int, int, bytes]:
+    """``size`` bytes, after the worker's pid and the bytes it has written so far.
+
+    The items of one chunk see the same count: a worker writes a chunk's
+    results once, at its end.
+    """
+    return os.getpid(), psutil.Process().io_counters().write_chars, bytes(size)
 
 
 class _BadResult:

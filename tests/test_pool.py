@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import functools
 import logging
 import multiprocessing
@@ -13,7 +14,7 @@ import sys
 import threading
 import time
 from concurrent.futures.process import BrokenProcessPool
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pool_tasks
 import psutil
@@ -49,7 +50,7 @@ from helpers import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Callable, Iterator, Sequence
     from pathlib import Path
 
 RUNNER = TESTS / "child_pool.py"
@@ -503,6 +504,68 @@ def test_a_range_travels_in_slices_of_a_few_bytes_whatever_its_length() -> None:
     listed = Reader(list(range(100)))  # a list or tuple is sliced too
     assert listed.take(30) == list(range(30))
     assert Reader(tuple(range(100))).take(30) == tuple(range(30))
+
+
+def _each_api(fn: Callable[[int], object], items: Sequence[int], api: str) -> list[Any]:
+    """``fn`` over ``items`` (chunks of 5,000) through ``api``, forked workers."""
+    if api == "run_in_pool":
+        return run_in_pool(fn, items, n=2, chunksize=5000, start_method="fork")
+    if api == "iter_in_pool":
+        return list(iter_in_pool(fn, items, n=2, chunksize=5000, start_method="fork"))
+    with process_pool(2, start_method="fork") as pool:
+        if api == "map":
+            return list(pool.map(fn, items, chunksize=5000))
+        return run_in_pool(fn, items, chunksize=5000, executor=pool)
+
+
+APIS = ["run_in_pool", "iter_in_pool", "map", "warm run_in_pool"]
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="reads /proc/<pid>/io")
+@pytest.mark.parametrize("api", APIS)
+def test_a_range_reaches_the_workers_as_slices_not_as_its_items(api: str) -> None:
+    # What the worker that runs the last item has read by then: with its
+    # chunk (5,000 ints of 15 bytes, pickled), at least 75,000 bytes; for
+    # a slice of a range, a few dozen.
+    ints = range(10**30, 10**30 + 20_000)
+    probe = functools.partial(pool_tasks.bytes_read_at, ints[-1])
+    read = {
+        kind: _each_api(probe, items, api)[-1]
+        for kind, items in (("range", ints), ("list", list(ints)))
+    }
+    assert read["list"] > 75_000  # the probe sees what a worker reads
+    assert read["range"] < 20_000
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="reads /proc/<pid>/io")
+@pytest.mark.parametrize("api", ["run_in_pool", "map", "warm run_in_pool"])
+def test_chunks_of_large_results_stay_near_a_megabyte(api: str) -> None:
+    # 100 KB results from fast items: timing alone would make chunks of
+    # Pool.map's size (200 / 8 = 25 items, 2.5 MB); a chunk's results
+    # stay about 1 MB, 10 items. The items of a chunk see the same count
+    # of bytes their worker wrote, so the largest group is the largest chunk.
+    probe = functools.partial(pool_tasks.heavy_result, 100_000)
+    if api == "run_in_pool":
+        results = run_in_pool(probe, range(200), n=2)
+    else:
+        with process_pool(2) as pool:
+            if api == "map":
+                results = list(pool.map(probe, range(200)))
+            else:
+                results = run_in_pool(probe, range(200), executor=pool)
+    chunks = collections.Counter((pid, written) for pid, written, _ in results)
+    assert sum(chunks.values()) == 200
+    assert max(chunks.values()) <= 11
+
+
+def test_a_list_read_to_its_end_is_read_no_further() -> None:
+    # As an iterator would: items appended once map() has read the end of
+    # the list are not the map's.
+    with process_pool(1) as pool:
+        items = [0, 1, 2]
+        results = pool.map(pool_tasks.square, items, chunksize=2)  # [0, 1], [2]
+        items.extend([3, 4])
+        assert list(results) == [0, 1, 4]
 
 
 def test_a_list_subclass_is_read_as_it_iterates() -> None:

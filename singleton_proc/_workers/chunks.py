@@ -7,8 +7,8 @@ adapts to how long items take in the workers: it starts at one item, and
 from then on aims for chunks of about 20 ms, so tiny items travel by the
 thousand and slow ones one by one. A sized input caps it at ``Pool.map``'s
 choice (four chunks per worker); a stream at 2,000 items, which also
-bounds the window of items in flight; and at about 64 KB pickled
-(:data:`MESSAGE_BYTES`).
+bounds the window of items in flight; and so that its items, and its
+results, take about 1 MB pickled at most (:data:`MESSAGE_BYTES`).
 
 A ``range``, list or tuple is read in slices of itself (:class:`Reader`):
 a chunk of a range pickles in a few bytes and its worker makes the ints, so
@@ -52,10 +52,12 @@ __all__ = [
 #: What tells a pool worker to exit.
 STOP_MESSAGE = STOP.to_bytes(HEADER, "little", signed=True)
 
-#: About how large a chunk may be, pickled: a message that size crosses a
-#: pipe in well under a millisecond, next to a chunk's 20 ms of work, and
-#: results come back in pieces the parent unpickles while workers compute.
-MESSAGE_BYTES = 64 * 1024
+#: About how large a chunk's items, or its results, may be pickled: a
+#: message that size crosses a pipe in well under a millisecond, the chunks
+#: in flight hold a few MB, and results come back in pieces the parent
+#: unpickles while workers compute. (Timing alone would not see it: a task
+#: returning 1 KB in 0.1 µs made chunks of 125,000 results, 125 MB each.)
+MESSAGE_BYTES = 1024 * 1024
 #: Chunks submitted ahead per worker where chunks cannot wait ready in the
 #: parent (another executor, ``process_pool().map``).
 CHUNKS_AHEAD = 2
@@ -193,8 +195,10 @@ class Reader:
 
     Example:
         >>> reader = Reader(range(10))
-        >>> reader.take(4), reader.take(4), reader.take(4), reader.take(4)
-        (range(0, 4), range(4, 8), range(8, 10), range(10, 10))
+        >>> reader.take(4), reader.take(4), reader.take(4)
+        (range(0, 4), range(4, 8), range(8, 10))
+        >>> len(reader.take(4))  # its end
+        0
         >>> Reader([1, 2, 3]).take(2), Reader(iter("abc")).take(2)
         ([1, 2], ['a', 'b'])
     """
@@ -203,7 +207,7 @@ class Reader:
         """Read ``items``; a ``TypeError`` now if it is not iterable."""
         exact = type(items) in _SLICED  # a subclass may iterate otherwise
         self._sliced = items if isinstance(items, _SLICED) and exact else None
-        self._items = iter(items)
+        self._items = iter(() if self._sliced is not None else items)
         self._read = 0
         self.error: Exception | None = None
 
@@ -216,6 +220,8 @@ class Reader:
         if self._sliced is not None:
             batch = self._sliced[self._read : self._read + count]
             self._read += len(batch)
+            if len(batch) < count:  # its end: read no further, as an iterator
+                self._sliced = batch[:0]  # would not (a list may grow meanwhile)
             return batch
         read: list[Any] = []
         try:  # items read before a failure are kept
@@ -252,12 +258,15 @@ class Outcome:
         values: One value per item (``None`` where an error stands).
         errors: Offset in ``values`` to the exception of that item.
         seconds: How long the chunk ran in its worker (0 when unknown).
+        values_bytes: How many bytes its values took, pickled, on their way
+            back (0 when unknown).
     """
 
     first: int
     values: list[Any]
     errors: dict[int, BaseException] = field(default_factory=dict)
     seconds: float = 0.0
+    values_bytes: int = 0
 
 
 def failed(first: int, count: int, error: BaseException) -> Outcome:
@@ -290,7 +299,7 @@ def unpack(chunk: Chunk, done: tuple[Any, ...], *, pool_name: str, pid: int) -> 
         error.__cause__ = exc
         return failed(chunk.first, len(chunk.items), error)
     raised = {offset: rebuild(report) for offset, report in errors}
-    return Outcome(chunk.first, results, raised, seconds)
+    return Outcome(chunk.first, results, raised, seconds, len(values))
 
 
 class ChunkSizer:
@@ -330,7 +339,7 @@ class ChunkSizer:
             fixed = None if fixed is None else min(fixed, limit)
         self._fixed = fixed
         self._size = fixed or 1
-        self._byte_cap = self._cap
+        self._items_cap = self._results_cap = self._cap
         #: Items in flight or buffered, at most (for streams).
         self.window = _CHUNKS_PER_WORKER * workers * (fixed or self._cap)
 
@@ -339,14 +348,18 @@ class ChunkSizer:
         return self._size
 
     def observe(self, outcome: Outcome) -> None:
-        """Learn from how long ``outcome``'s chunk took."""
+        """Learn from how long ``outcome``'s chunk took, and what its values weigh."""
         if self._fixed is not None or not outcome.values or outcome.seconds <= 0:
             return  # no timing: a death, a timeout, an item that would not pickle
-        per_item = outcome.seconds / len(outcome.values)
+        count = len(outcome.values)
+        if outcome.values_bytes > 0:
+            self._results_cap = max(1, MESSAGE_BYTES * count // outcome.values_bytes)
+        per_item = outcome.seconds / count
         by_time = int(_TARGET_SECONDS / per_item) if per_item > 0 else self._cap
-        self._size = max(1, min(self._cap, self._byte_cap, by_time))
+        caps = (self._cap, self._items_cap, self._results_cap)
+        self._size = max(1, min(*caps, by_time))
 
     def observe_payload(self, nbytes: int, count: int) -> None:
         """Learn how many bytes ``count`` items take, pickled."""
         if self._fixed is None and nbytes > 0:
-            self._byte_cap = max(1, MESSAGE_BYTES * count // nbytes)
+            self._items_cap = max(1, MESSAGE_BYTES * count // nbytes)

@@ -22,14 +22,14 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from singleton_proc._base.waits import any_done, wait_until
 from singleton_proc._errors import UnpicklableError
 
-from .chunks import CHUNKS_AHEAD, Reader, Work
+from .chunks import CHUNKS_AHEAD, Outcome, Reader, Work
 from .errors import WorkerDiedError
 from .protocol import Mode, dumps_call, name_of, task_alone
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 
-    from .chunks import ChunkSizer, Outcome
+    from .chunks import ChunkSizer
 
 __all__ = ["Job", "Lane", "MapFeed", "TaskFuture", "map_results", "next_job"]
 
@@ -103,12 +103,26 @@ class Job:
     values: list[Any] = field(default_factory=list)
     errors: dict[int, BaseException] = field(default_factory=dict)
     seconds: float = 0.0
+    values_bytes: int = 0  # its values', pickled (map's chunk sizer learns them)
     payload: int = 0  # its items' bytes, pickled (map's chunk sizer learns them)
 
     @property
     def end(self) -> int:
         """The pool's index after its last item."""
         return self.first + len(self.items)
+
+    def note(self, outcome: Outcome) -> None:
+        """Take in the outcome of some of its items (it may come in pieces)."""
+        at = outcome.first - self.first
+        self.values[at : at + len(outcome.values)] = outcome.values
+        self.errors.update({at + k: error for k, error in outcome.errors.items()})
+        self.seconds += outcome.seconds
+        self.values_bytes += outcome.values_bytes
+        self.left -= len(outcome.values)
+
+    def outcome(self) -> Outcome:
+        """Its items' outcome, indexed from 0 (a chunk of a ``map`` or a call)."""
+        return Outcome(0, self.values, self.errors, self.seconds, self.values_bytes)
 
     def fail(self, error: BaseException) -> None:
         """Set ``error`` on the future unless it was cancelled or is done."""

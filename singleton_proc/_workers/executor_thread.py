@@ -321,11 +321,7 @@ class Manager:
         job = next((j for j in self._running if j.first <= at < j.end), None)
         if job is None:  # resolved already, by an earlier failure or a cancel
             return
-        at -= job.first
-        job.values[at : at + len(outcome.values)] = outcome.values
-        job.errors.update({at + k: error for k, error in outcome.errors.items()})
-        job.seconds += outcome.seconds
-        job.left -= len(outcome.values)
+        job.note(outcome)
         if job.left and (job.work.keep_going or not outcome.errors):
             return
         if outcome.errors and not job.work.keep_going and job.lane is not None:
@@ -334,7 +330,7 @@ class Manager:
             pool.cancel([(job.first, job.end)])
         self._running.remove(job)
         if job.work.mode is not Mode.CALL:
-            job.future.set_result(Outcome(0, job.values, job.errors, job.seconds))
+            job.future.set_result(job.outcome())
         elif 0 in job.errors:
             job.future.set_exception(job.named(job.errors[0]))
         else:

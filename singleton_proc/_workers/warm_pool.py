@@ -13,6 +13,7 @@ stays usable.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import TYPE_CHECKING, Any
 
 from singleton_proc._base.interrupts import signals_deferred
@@ -91,7 +92,7 @@ class WarmPool:
             if future.cancelled():  # by shutdown(cancel_futures=True)
                 raise RuntimeError(_AFTER_SHUTDOWN)
             done: Outcome = future.result()
-            outcomes.append(Outcome(job.base, done.values, done.errors, done.seconds))
+            outcomes.append(dataclasses.replace(done, first=job.base))
         return outcomes
 
     def close(self) -> None:
