@@ -242,12 +242,17 @@ def press_ctrl_c(
     SIGINT goes to the parent and every process below it (the foreground
     group), each by pid. Returns the parent's stderr, the seconds until it
     exited, and the processes below it that were signalled.
+
+    A terminal signals the group at once; here one by one, so a process
+    below may be gone by its turn (the parent stopped it first): skipped.
     """
     try:
         below = psutil.Process(parent.pid).children(recursive=True)
         pressed = time.monotonic()
-        for proc in [psutil.Process(parent.pid), *below]:
-            proc.send_signal(signal.SIGINT)
+        psutil.Process(parent.pid).send_signal(signal.SIGINT)
+        for proc in below:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                proc.send_signal(signal.SIGINT)
         _, err = parent.communicate(timeout=DEADLINE)
         elapsed = time.monotonic() - pressed
     finally:
