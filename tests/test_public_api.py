@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import inspect
 import json
 import subprocess
@@ -65,8 +66,8 @@ def _imported_after(code: str) -> dict[str, bool]:
     """Run ``code`` in a fresh interpreter (no coverage): which heavy modules load."""
     probe = (
         f"{code}\nimport json, sys\n"
-        "print(json.dumps({m: m in sys.modules for m in "
-        "('multiprocessing', 'concurrent.futures', 'asyncio', 'cloudpickle')}))"
+        "print(json.dumps({m: m in sys.modules for m in ('multiprocessing', "
+        "'concurrent.futures', 'asyncio', 'cloudpickle', 'redis')}))"
     )
     out = subprocess.run(
         [sys.executable, "-c", probe],
@@ -80,14 +81,44 @@ def _imported_after(code: str) -> dict[str, bool]:
     return result
 
 
-def test_import_loads_no_worker_machinery() -> None:
+def test_import_loads_no_worker_machinery_even_with_redis_py_installed() -> None:
+    # portalocker's own __init__ imports redis-py (and asyncio) when it can.
+    assert importlib.util.find_spec("redis"), "the dev extra installs redis-py"
     loaded = _imported_after("import singleton_proc")
     assert loaded == {
         "multiprocessing": False,
         "concurrent.futures": False,
         "asyncio": False,
         "cloudpickle": False,
+        "redis": False,
     }
+
+
+@pytest.mark.parametrize("first", ["singleton_proc", "portalocker"])
+def test_portalocker_stays_whole_for_the_program_whichever_comes_first(
+    first: str,
+) -> None:
+    # Its Redis lock and its file locks, with the exceptions we catch.
+    second = "portalocker" if first == "singleton_proc" else "singleton_proc"
+    probe = (
+        f"import {first}, {second}\n"
+        "from portalocker.redis import RedisLock\n"
+        "from singleton_proc._base import portalocker_core as core\n"
+        "assert portalocker.RedisLock is RedisLock\n"
+        "assert portalocker.exceptions is core.exceptions\n"
+        "assert portalocker.LockFlags is core.constants.LockFlags\n"
+        "with portalocker.TemporaryFileLock(timeout=1): pass\n"
+        "print('whole')"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        env=env_without_coverage(),
+        timeout=60,
+        check=False,
+    )
+    assert run.stdout == "whole\n", run.stderr
 
 
 def test_guarding_a_program_loads_no_worker_machinery() -> None:

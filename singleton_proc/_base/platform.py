@@ -25,9 +25,7 @@ import sys
 from pathlib import Path, PureWindowsPath
 from typing import TYPE_CHECKING
 
-from portalocker import exceptions as _pl_exceptions
-from portalocker.constants import LockFlags
-from portalocker.portalocker import BaseLocker
+from .portalocker_core import constants, exceptions, locking
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -64,22 +62,18 @@ IS_WINDOWS = os.name == "nt"
 HAS_FORK = hasattr(os, "fork")
 IS_MACOS = sys.platform == "darwin"
 
-_LOCKER: BaseLocker
+_LOCKER: locking.BaseLocker
 #: The ``fcntl``-style callable of the POSIX locker, called with plain ints.
 _PRIMITIVE: Callable[[int, int], object] | None
 if IS_WINDOWS:  # pragma: no cover - Windows is correct by design, not tested in CI
-    from portalocker.portalocker import MsvcrtLocker
-
-    _LOCKER = MsvcrtLocker()
+    _LOCKER = locking.MsvcrtLocker()
     _PRIMITIVE = None
 else:
-    from portalocker.portalocker import FlockLocker
-
-    _FLOCK = FlockLocker()
+    _FLOCK = locking.FlockLocker()
     _LOCKER, _PRIMITIVE = _FLOCK, _FLOCK.locker
-_EXCLUSIVE_NOW = LockFlags.EXCLUSIVE | LockFlags.NON_BLOCKING
+_EXCLUSIVE_NOW = constants.LockFlags.EXCLUSIVE | constants.LockFlags.NON_BLOCKING
 _EXCLUSIVE_NOW_BITS = int(_EXCLUSIVE_NOW)
-_UNLOCK_BITS = int(LockFlags.UNBLOCK)
+_UNLOCK_BITS = int(constants.LockFlags.UNBLOCK)
 
 #: ``O_NOFOLLOW`` refuses a symlink in the last path component at open time.
 #: Windows has no such flag; callers ``lstat`` first there.
@@ -122,9 +116,9 @@ def try_lock(fd: int) -> bool:
         return True
     try:  # pragma: no cover - Windows
         _LOCKER.lock(fd, _EXCLUSIVE_NOW)
-    except _pl_exceptions.AlreadyLocked:
+    except exceptions.AlreadyLocked:
         return False
-    except _pl_exceptions.LockException as exc:
+    except exceptions.LockException as exc:
         cause = exc.__cause__
         if isinstance(cause, OSError):
             raise cause from None
