@@ -93,10 +93,13 @@ def test_a_worker_whose_parent_died_before_it_was_ready_exits_quietly(
         worker = int(wait_for_file(str(tmp_path / "ready")))
         left = psutil.Process(parent.pid).children(recursive=True)
         assert {holder, worker} <= {proc.pid for proc in left}
+        # Looked up now: the forkserver's child may end and be reaped by it
+        # before the file below is even written.
+        worker_proc = next(proc for proc in left if proc.pid == worker)
         parent.kill()
         parent.wait(DEADLINE)
         (tmp_path / "go").touch()  # the worker goes on, to say "ready"
-        exitcode = psutil.Process(worker).wait(DEADLINE)  # ours now: a subreaper
+        exitcode = worker_proc.wait(DEADLINE)  # ours now: a subreaper
     finally:
         reap(parent)
         for proc in left:  # the holder, the forkserver, whatever is left
