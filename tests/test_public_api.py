@@ -94,31 +94,55 @@ def test_import_loads_no_worker_machinery_even_with_redis_py_installed() -> None
     }
 
 
-@pytest.mark.parametrize("first", ["singleton_proc", "portalocker"])
-def test_portalocker_stays_whole_for_the_program_whichever_comes_first(
-    first: str,
-) -> None:
-    # Its Redis lock and its file locks, with the exceptions we catch.
-    second = "portalocker" if first == "singleton_proc" else "singleton_proc"
-    probe = (
-        f"import {first}, {second}\n"
-        "from portalocker.redis import RedisLock\n"
-        "from singleton_proc._base import portalocker_core as core\n"
-        "assert portalocker.RedisLock is RedisLock\n"
-        "assert portalocker.exceptions is core.exceptions\n"
-        "assert portalocker.LockFlags is core.constants.LockFlags\n"
-        "with portalocker.TemporaryFileLock(timeout=1): pass\n"
-        "print('whole')"
-    )
-    run = subprocess.run(
-        [sys.executable, "-c", probe],
+def _run_python(code: str) -> subprocess.CompletedProcess[str]:
+    """``code`` in a fresh interpreter (no coverage)."""
+    return subprocess.run(
+        [sys.executable, "-c", code],
         capture_output=True,
         text=True,
         env=env_without_coverage(),
         timeout=60,
         check=False,
     )
+
+
+@pytest.mark.parametrize("first", ["singleton_proc", "portalocker"])
+def test_portalocker_stays_whole_for_the_program_whichever_comes_first(
+    first: str,
+) -> None:
+    # Its Redis lock and its file locks work, and so does ours.
+    second = "portalocker" if first == "singleton_proc" else "singleton_proc"
+    probe = (
+        f"import {first}, {second}, sys, tempfile\n"
+        "from portalocker.redis import RedisLock\n"
+        "assert portalocker.RedisLock is RedisLock\n"
+        "name = tempfile.mktemp()\n"
+        "with singleton_proc.SingleInstance('probe', directory=tempfile.mkdtemp()):\n"
+        "    pass\n"
+        "with portalocker.Lock(name, timeout=1):\n"
+        "    pass\n"
+        "print('whole')"
+    )
+    run = _run_python(probe)
     assert run.stdout == "whole\n", run.stderr
+
+
+def test_importing_both_at_once_from_two_threads_works() -> None:
+    # Each import is the other's business: nothing of portalocker's is
+    # shared, so no order of the two threads can break either.
+    probe = (
+        "import threading\n"
+        "other = threading.Thread(target=__import__, args=('portalocker',))\n"
+        "other.start()\n"
+        "import singleton_proc\n"
+        "other.join()\n"
+        "import portalocker\n"
+        "portalocker.Lock, singleton_proc.SingleInstance\n"
+        "print('both')"
+    )
+    for _ in range(10):  # the threads race differently each time
+        run = _run_python(probe)
+        assert run.stdout == "both\n", run.stderr
 
 
 def test_guarding_a_program_loads_no_worker_machinery() -> None:

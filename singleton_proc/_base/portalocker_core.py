@@ -2,17 +2,18 @@
 
 portalocker's ``__init__`` imports its ``RedisLock`` whenever redis-py is
 installed, and with it redis-py, ``asyncio`` and ``concurrent.futures``:
-about 90 ms, and the very modules ``import singleton_proc`` must not load
+about 80 ms, and the very modules ``import singleton_proc`` must not load
 (SPEC's first quality bar). The file lock needs three of its modules,
 ``portalocker.portalocker``, ``.constants`` and ``.exceptions``, which
-import nothing else of the package. So they are imported under a stand-in
-for the package, never executed, that is taken away at once: a later
-``import portalocker`` (the program's, or ours with a Redis backend) runs
-the real ``__init__``, which finds these same modules, so its classes and
-exceptions are ours. Where portalocker was imported already, it is used
-as it is.
+import nothing else of the package but ``.types``. So this module lends
+them a package of its own: its ``__path__`` is portalocker's directory,
+and they load as its submodules (``singleton_proc._base.portalocker_core
+.portalocker``, ...), never running portalocker's ``__init__``.
 
-The names here are those modules; use them as ``locking.FlockLocker``,
+They are our own copies: the program's ``import portalocker``, before or
+after ours, from any thread, is untouched and gets the whole package
+(portalocker's locks and ours still exclude each other: the OS holds the
+locks). Use the names here as ``locking.FlockLocker``,
 ``constants.LockFlags``, ``exceptions.AlreadyLocked``.
 """
 
@@ -20,43 +21,29 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-import sys
 from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from types import ModuleType
-
-    import portalocker.portalocker as locking
-    from portalocker import constants, exceptions
 
 __all__ = ["constants", "exceptions", "locking"]
 
-_PACKAGE = "portalocker"
-_MODULES = (
-    f"{_PACKAGE}.portalocker",
-    f"{_PACKAGE}.constants",
-    f"{_PACKAGE}.exceptions",
-)
 
+def _portalocker_directories() -> list[str]:
+    """Where portalocker's modules are, found without importing it.
 
-def _import_core() -> tuple[ModuleType, ...]:
-    """The three modules, without running the package's ``__init__`` if not yet run.
-
-    The stand-in is in ``sys.modules`` only while they import: a thread
-    that imports portalocker in that moment (under a millisecond, once per
-    process) gets the stand-in, which has nothing but these modules.
+    Raises:
+        ModuleNotFoundError: portalocker is not installed (or not a package).
     """
-    spec = importlib.util.find_spec(_PACKAGE)
-    if _PACKAGE in sys.modules or spec is None or spec.loader is None:
-        return tuple(importlib.import_module(name) for name in _MODULES)
-    stand_in = importlib.util.module_from_spec(spec)  # its __init__ not run
-    sys.modules[_PACKAGE] = stand_in
-    try:
-        return tuple(importlib.import_module(name) for name in _MODULES)
-    finally:
-        if sys.modules.get(_PACKAGE) is stand_in:
-            del sys.modules[_PACKAGE]
+    spec = importlib.util.find_spec("portalocker")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError("No module named 'portalocker'", name="portalocker")
+    return list(spec.submodule_search_locations)
 
 
-if not TYPE_CHECKING:
-    locking, constants, exceptions = _import_core()
+__path__ = _portalocker_directories()  # their package, for the imports below
+
+if TYPE_CHECKING:
+    import portalocker.portalocker as locking
+    from portalocker import constants, exceptions
+else:
+    locking = importlib.import_module(f"{__name__}.portalocker")
+    constants = importlib.import_module(f"{__name__}.constants")
+    exceptions = importlib.import_module(f"{__name__}.exceptions")
