@@ -506,16 +506,23 @@ def test_a_range_travels_in_slices_of_a_few_bytes_whatever_its_length() -> None:
     assert Reader(tuple(range(100))).take(30) == tuple(range(30))
 
 
-def _each_api(fn: Callable[[int], object], items: Sequence[int], api: str) -> list[Any]:
-    """``fn`` over ``items`` (chunks of 5,000) through ``api``, in one worker."""
+def _each_api(
+    fn: Callable[[int], object],
+    items: Sequence[int],
+    api: str,
+    *,
+    n: int,
+    chunksize: int | None = None,
+) -> list[Any]:
+    """``fn`` over ``items`` through ``api``, on ``n`` workers."""
     if api == "run_in_pool":
-        return run_in_pool(fn, items, n=1, chunksize=5000)
+        return run_in_pool(fn, items, n=n, chunksize=chunksize)
     if api == "iter_in_pool":
-        return list(iter_in_pool(fn, items, n=1, chunksize=5000))
-    with process_pool(1) as pool:
+        return list(iter_in_pool(fn, items, n=n, chunksize=chunksize))
+    with process_pool(n) as pool:
         if api == "map":
-            return list(pool.map(fn, items, chunksize=5000))
-        return run_in_pool(fn, items, chunksize=5000, executor=pool)
+            return list(pool.map(fn, items, chunksize=chunksize))
+        return run_in_pool(fn, items, chunksize=chunksize, executor=pool)
 
 
 APIS = ["run_in_pool", "iter_in_pool", "map", "warm run_in_pool"]
@@ -524,14 +531,14 @@ APIS = ["run_in_pool", "iter_in_pool", "map", "warm run_in_pool"]
 @pytest.mark.skipif(sys.platform != "linux", reason="reads /proc/<pid>/io")
 @pytest.mark.parametrize("api", APIS)
 def test_a_range_reaches_the_workers_as_slices_not_as_its_items(api: str) -> None:
-    # What the worker read from its first item to its last: the three
+    # What the one worker read from its first item to its last: the three
     # chunks after the first, 5,000 ints of 15 bytes each pickled, at least
     # 225,000 bytes; as slices of a range, a few dozen each.
     ints = range(10**30, 10**30 + 20_000)
     probe = functools.partial(pool_tasks.bytes_read_at, (ints[0], ints[-1]))
     read = {}
     for kind, items in (("range", ints), ("list", list(ints))):
-        results = _each_api(probe, items, api)
+        results = _each_api(probe, items, api, n=1, chunksize=5000)
         read[kind] = results[-1] - results[0]
     assert read["list"] > 225_000  # the probe sees what a worker reads
     assert read["range"] < 5_000
@@ -545,14 +552,7 @@ def test_chunks_of_large_results_stay_near_a_megabyte(api: str) -> None:
     # stay about 1 MB, 10 items. The items of a chunk see the same count
     # of bytes their worker wrote, so the largest group is the largest chunk.
     probe = functools.partial(pool_tasks.heavy_result, 100_000)
-    if api == "run_in_pool":
-        results = run_in_pool(probe, range(200), n=2)
-    else:
-        with process_pool(2) as pool:
-            if api == "map":
-                results = list(pool.map(probe, range(200)))
-            else:
-                results = run_in_pool(probe, range(200), executor=pool)
+    results = _each_api(probe, range(200), api, n=2)
     chunks = collections.Counter((pid, written) for pid, written, _ in results)
     assert sum(chunks.values()) == 200
     assert max(chunks.values()) <= 11

@@ -62,6 +62,18 @@ def test_unknown_attribute_is_an_attribute_error() -> None:
         singleton_proc.no_such_name  # noqa: B018
 
 
+def _run_python(code: str) -> subprocess.CompletedProcess[str]:
+    """``code`` in a fresh interpreter (no coverage)."""
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env=env_without_coverage(),
+        timeout=60,
+        check=False,
+    )
+
+
 def _imported_after(code: str) -> dict[str, bool]:
     """Run ``code`` in a fresh interpreter (no coverage): which heavy modules load."""
     probe = (
@@ -69,15 +81,9 @@ def _imported_after(code: str) -> dict[str, bool]:
         "print(json.dumps({m: m in sys.modules for m in ('multiprocessing', "
         "'concurrent.futures', 'asyncio', 'cloudpickle', 'redis')}))"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", probe],
-        capture_output=True,
-        text=True,
-        check=True,
-        env=env_without_coverage(),
-        timeout=60,
-    ).stdout
-    result: dict[str, bool] = json.loads(out)
+    run = _run_python(probe)
+    assert run.returncode == 0, run.stderr
+    result: dict[str, bool] = json.loads(run.stdout)
     return result
 
 
@@ -92,18 +98,6 @@ def test_import_loads_no_worker_machinery_even_with_redis_py_installed() -> None
         "cloudpickle": False,
         "redis": False,
     }
-
-
-def _run_python(code: str) -> subprocess.CompletedProcess[str]:
-    """``code`` in a fresh interpreter (no coverage)."""
-    return subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        env=env_without_coverage(),
-        timeout=60,
-        check=False,
-    )
 
 
 @pytest.mark.parametrize("first", ["singleton_proc", "portalocker"])

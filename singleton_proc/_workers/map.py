@@ -341,6 +341,8 @@ class _Feed:
         self._items = items
         self._work = work
         self._window = sizer.window if windowed else None
+        # a sized input is never slow to read; a stream may be
+        self._within = GATHER_SECONDS if windowed else None
         self._pulled = 0
         self._exhausted = False
 
@@ -352,9 +354,7 @@ class _Feed:
                 room = min(room, self._window - (self._pulled - self.handed))
                 if room <= 0:
                     break
-            # a sized input is never slow to read; a stream may be
-            within = None if self._window is None else GATHER_SECONDS
-            batch = self._items.take(room, within=within)
+            batch = self._items.take(room, within=self._within)
             if self._items.error is not None:
                 raise self._items.error
             if not batch:
