@@ -18,11 +18,13 @@ from typing import TYPE_CHECKING
 
 import psutil
 import pytest
+from redis_server import RedisServer
+from redis_server import redis_server as start_redis
 
 from singleton_proc._workers import main_free
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
 
 #: The scripts the tests start as processes: ``--doctest-modules`` must not
 #: import them (some do their work at import, as programs without a main
@@ -120,3 +122,28 @@ _LAST = ("test_foreign.py",)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Move the tests of :data:`_LAST` to the end, keeping the order otherwise."""
     items.sort(key=lambda item: item.path.name in _LAST)
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A real ``redis-server`` on a free loopback port, stopped by pid after."""
+    workdir = tmp_path / "redis"
+    workdir.mkdir()
+    with start_redis(workdir) as server:
+        yield server
+
+
+@pytest.fixture
+def host_dir(tmp_path: Path) -> Callable[[str], Path]:
+    """``host_dir("a")``: the private lock directory of simulated host "a".
+
+    Each host of a cluster test has its own, so that the local lock cannot
+    decide what only the lease must.
+    """
+
+    def make(host: str) -> Path:
+        path = tmp_path / f"host-{host}"
+        path.mkdir(mode=0o700, exist_ok=True)
+        return path
+
+    return make

@@ -4,13 +4,12 @@ portalocker and psutil do most of the platform work; what is left lives
 here, with every branch importable everywhere so that the rest of the
 package never tests ``os.name`` or ``sys.platform`` itself:
 
-* the OS lock: an explicit portalocker locker (``flock`` on POSIX, called
-  through the locker's primitive; ``msvcrt.locking`` on Windows), never
-  portalocker's global, mutable ``LOCKER`` setting;
+* the OS lock: an explicit portalocker locker (``flock`` on POSIX through
+  its primitive, ``msvcrt.locking`` on Windows), never its global ``LOCKER``;
 * open flags (``O_NOFOLLOW``, ``O_CLOEXEC``, ``O_NONBLOCK``) and file modes;
 * where the per-user cache directory and its fallback are;
-* symlinks and junctions, fork hooks, filesystem types, Linux's ``prctl``
-  and memory files.
+* symlinks and junctions, fork hooks, filesystem types, a SIGTERM to
+  oneself, Linux's ``prctl`` and memory files.
 """
 
 from __future__ import annotations
@@ -51,6 +50,7 @@ __all__ = [
     "set_mode",
     "set_parent_death_signal",
     "sigint_blocked",
+    "sigterm_self",
     "thread_count",
     "try_lock",
     "unblock_sigint",
@@ -226,6 +226,14 @@ def thread_count() -> int:
         return threading.active_count()
 
 
+def sigterm_self() -> None:
+    """SIGTERM to this process, as from another (POSIX: its main thread gets it)."""
+    if IS_WINDOWS:  # os.kill would terminate it on the spot
+        signal.raise_signal(signal.SIGTERM)
+    else:  # raise() would aim it at the calling thread
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 @contextlib.contextmanager
 def sigint_blocked() -> Iterator[None]:
     """Block SIGINT in this thread meanwhile; a child started now inherits the mask.
@@ -293,9 +301,8 @@ def cache_home() -> Path | None:
 def fallback_directory() -> Path:
     """Where the private directory goes when the home directory cannot hold it.
 
-    Service users and containers often have no home, or one they cannot
-    write to. ``/tmp`` is used literally (not ``$TMPDIR``, which differs
-    between sessions), with the uid in the name so that every user has one.
+    For service users and containers. ``/tmp`` literally (not ``$TMPDIR``,
+    which differs between sessions), with the uid in the name: one per user.
     """
     if IS_WINDOWS:  # pragma: no cover - Windows is correct by design
         import getpass  # noqa: PLC0415  (Windows only)
@@ -308,8 +315,8 @@ def fallback_directory() -> Path:
 def filesystem_type(path: str) -> str:
     """The type of the filesystem holding ``path`` (``"ext4"``, ``"nfs4"``, ...).
 
-    From psutil's mount table, which every platform has; ``"remote"`` is
-    appended for what Windows reports as a network drive.
+    From psutil's mount table (every platform); ``"remote"`` appended for a
+    Windows network drive.
     """
     import psutil  # noqa: PLC0415  (only on the first lock in a directory)
 
@@ -334,9 +341,8 @@ def set_parent_death_signal() -> None:
 
     For a child between fork and exec (``preexec_fn``): a command must not
     outlive the ``singleton-proc run`` wrapper holding its name. It survives
-    ``exec`` (not of set-user-ID programs), fires when the *thread* that
-    forked us exits, and misses a parent dead before this call (check
-    ``os.getppid()`` after). Elsewhere a no-op.
+    ``exec`` (not of set-user-ID programs), fires when the *thread* that forked
+    us exits, misses a parent dead before it (check ``os.getppid()`` after).
 
     Raises:
         OSError: ``prctl`` refused.
@@ -349,8 +355,8 @@ def set_parent_death_signal() -> None:
 def adopt_orphans() -> bool:
     """Become a child subreaper (Linux): our orphaned descendants become our children.
 
-    A daemon that double-forks is then re-parented to us, not to init, and
-    stays in our tree. Our children do not inherit it. Elsewhere a no-op.
+    A daemon that double-forks is then re-parented to us, not to init, and stays
+    in our tree; our children do not inherit it. Elsewhere a no-op.
 
     Returns:
         Whether this process adopts orphans now (the caller must reap them).

@@ -25,6 +25,7 @@ import math
 __all__ = [
     "chunk_size",
     "grace",
+    "lease_ttl",
     "task_timeout",
     "tasks_per_worker",
     "wait_timeout",
@@ -63,6 +64,18 @@ def grace(value: object) -> float:
     seconds = _seconds("grace", value)
     if not 0 <= seconds < math.inf:  # NaN fails too
         raise ValueError(f"grace must be >= 0 seconds and finite, not {value!r}")
+    return seconds
+
+
+#: The shortest lease: renewed every 33 ms, a renewal call may take 16 ms.
+MIN_TTL = 0.1
+
+
+def lease_ttl(value: object) -> float:
+    """How long a lease lasts unless renewed: seconds >= 0.1, finite."""
+    seconds = _seconds("ttl", value)
+    if not MIN_TTL <= seconds < math.inf:  # NaN fails too
+        raise ValueError(f"ttl must be >= {MIN_TTL} seconds and finite, not {value!r}")
     return seconds
 
 

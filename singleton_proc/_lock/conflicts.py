@@ -84,6 +84,8 @@ def describe(found: Inspection) -> str:
             f"{found.holder}; its lock file was deleted or replaced while it ran, "
             "so keep the lock directory away from tmp cleaners"
         )
+    if found.lease is not None:
+        return f"{found.holder}, on host {found.holder.host}"
     if found.holder.pid == os.getpid():
         return f"held by this very process, {found.holder}"
     return str(found.holder)

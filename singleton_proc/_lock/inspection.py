@@ -12,6 +12,8 @@ from singleton_proc._base.procfs import (
     open_lock_files,
 )
 
+from .backends import opened
+from .cluster_view import held_across, look_across
 from .directory import NameFiles, existing_directory
 from .identity import mismatch
 from .lockfile import LOCK_SUFFIX, lock_state
@@ -20,6 +22,8 @@ from .record import read_record
 
 if TYPE_CHECKING:
     from singleton_proc._base.holder import Holder
+
+    from .lease import Occupied
 
 __all__ = [
     "Inspection",
@@ -45,6 +49,8 @@ class Inspection:
         reason: When held but ``holder`` is ``None``, why it is unknown.
         detached: The holder runs but no longer holds the lock file: the
             file was deleted or replaced under it, or it lost the descriptor.
+        lease: With ``backend=``: the lease another token holds (the local
+            lock was free).
     """
 
     held: bool
@@ -52,6 +58,7 @@ class Inspection:
     lock_pids: frozenset[int] | None
     reason: str = ""
     detached: bool = False
+    lease: Occupied | None = None
 
 
 def inspect(files: NameFiles) -> Inspection:
@@ -152,7 +159,12 @@ def _pids(pids: frozenset[int]) -> str:
     return ", ".join(str(pid) for pid in sorted(pids))
 
 
-def holder(name: str, directory: str | os.PathLike[str] | None = None) -> Holder | None:
+def holder(
+    name: str,
+    directory: str | os.PathLike[str] | None = None,
+    *,
+    backend: object = None,
+) -> Holder | None:
     """Return the verified holder of ``name``, or ``None``.
 
     ``None`` means not running, or running with a record that is missing,
@@ -162,6 +174,10 @@ def holder(name: str, directory: str | os.PathLike[str] | None = None) -> Holder
     Args:
         name: The instance name.
         directory: The lock directory; ``None`` for the private default.
+        backend: Look across hosts instead, at the lease on this backend (as
+            ``SingleInstance(backend=...)``; ``None`` reads
+            ``$SINGLETON_PROC_BACKEND``). Its record is believed while the
+            lease exists: it names a process on another host.
 
     Example:
         >>> import os
@@ -173,19 +189,32 @@ def holder(name: str, directory: str | os.PathLike[str] | None = None) -> Holder
         >>> holder("feishu") is None
         True
     """
+    with opened(backend) as across:
+        if across is not None:
+            seen = look_across(across, validate_name(name))
+            return None if seen is None else seen[1]
     return look(name, directory).holder
 
 
-def is_running(name: str, directory: str | os.PathLike[str] | None = None) -> bool:
+def is_running(
+    name: str,
+    directory: str | os.PathLike[str] | None = None,
+    *,
+    backend: object = None,
+) -> bool:
     """Return whether some process holds ``name``, whatever its record says.
 
     Also true for a verified holder whose lock file was deleted under it.
+    With a ``backend`` (see :func:`holder`): whether its lease is held.
 
     Example:
         >>> from singleton_proc import is_running
         >>> is_running("feishu")
         False
     """
+    with opened(backend) as across:
+        if across is not None:
+            return look_across(across, validate_name(name)) is not None
     return look(name, directory).held
 
 
@@ -201,11 +230,14 @@ def look(name: str, directory: str | os.PathLike[str] | None = None) -> Inspecti
     return inspect(NameFiles.of(path, name))
 
 
-def list_instances(directory: str | os.PathLike[str] | None = None) -> list[Holder]:
+def list_instances(
+    directory: str | os.PathLike[str] | None = None, *, backend: object = None
+) -> list[Holder]:
     """Return the verified holders of every name in ``directory``, by name.
 
     Names whose lock is held under an unreadable record are left out (they
-    have no :class:`Holder`); :func:`is_running` still reports them.
+    have no :class:`Holder`); :func:`is_running` still reports them. With a
+    ``backend`` (see :func:`holder`): the holders of every lease on it.
 
     Example:
         >>> from singleton_proc import SingleInstance, list_instances
@@ -213,6 +245,9 @@ def list_instances(directory: str | os.PathLike[str] | None = None) -> list[Hold
         ...     [h.name for h in list_instances()]
         ['feishu', 'nightly-backup']
     """
+    with opened(backend) as across:
+        if across is not None:
+            return held_across(across)
     found = (inspection.holder for _, inspection in held_names(directory))
     return [one for one in found if one is not None]
 

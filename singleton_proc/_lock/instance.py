@@ -2,25 +2,24 @@
 
 from __future__ import annotations
 
+import copy
 import functools
+import logging
 import os
 import threading
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, TypeVar, get_args, overload
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
-from singleton_proc._base import lineage, validate
+from singleton_proc._base import validate
 from singleton_proc._base.interrupts import shielded, signals_deferred
 from singleton_proc._base.waits import run_blocking
 
-from . import registry as _registry
 from . import sigterm as _sigterm
+from .cluster import OnLost, cluster_name
 from .decorate import decorate
 from .directory import absolute_directory
-from .identity import current_identity
-from .inspection import Inspection, detached_holder
+from .holding import Held, let_go, take
 from .names import derive_name, validate_name
-from .policy import tries
-from .record import encode_own_record, load_record, remove_record, write_record
+from .policy import ConflictPolicy, conflict_policy, tries
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Generator
@@ -28,26 +27,15 @@ if TYPE_CHECKING:
 
     from typing_extensions import Self
 
+    from . import registry as _registry
     from .directory import NameFiles
+    from .inspection import Inspection
     from .lockfile import OpenLock
 
 __all__ = ["ConflictPolicy", "SingleInstance", "single_instance"]
 
-ConflictPolicy = Literal["raise", "exit", "wait", "replace"]
-_POLICIES: tuple[str, ...] = get_args(ConflictPolicy)
 _F = TypeVar("_F", bound="Callable[..., Any]")
-
-
-@dataclass
-class _Held:
-    """What an instance holds: the lock, where, which process took it."""
-
-    lock: OpenLock
-    files: NameFiles
-    key: _registry.NameKey
-    owner_pid: int
-    record_written: bool = False
-    sigterm_held: bool = False
+_log = logging.getLogger("singleton_proc")
 
 
 class SingleInstance:
@@ -89,10 +77,23 @@ class SingleInstance:
         handle_sigterm: While held by the main thread, turn SIGTERM (if its
             handler is still the default) into ``SystemExit(143)``, so that
             ``finally`` blocks run and the record is removed.
+        backend: Hold the name across hosts too: a ``redis://``,
+            ``rediss://`` or ``unix://`` URL or a ready ``redis.Redis``
+            client (needs ``singleton-proc[redis]``). ``None`` reads
+            ``$SINGLETON_PROC_BACKEND``; unset, this machine only. The local
+            lock is taken first, then a lease renewed every ``ttl/3``.
+        ttl: Seconds the lease outlives its last renewal (at least 0.1).
+        on_lost: When the lease is lost while held (not renewed in time, or
+            revoked): ``"exit"`` acts as a SIGTERM would (``SystemExit(143)``
+            in the main thread, whatever ``handle_sigterm`` says);
+            ``"raise"`` makes :meth:`check` and the block's exit raise
+            :class:`LeaseLostError`; a callable is called once, in the
+            renewal thread, with that error.
 
     Raises:
-        ValueError: an invalid name, ``on_conflict``, ``timeout``, ``grace``
-            or a relative ``directory``.
+        ValueError: an invalid name, ``on_conflict``, ``timeout``, ``grace``,
+            ``ttl``, ``on_lost``, backend URL or a relative ``directory``.
+        ImportError: ``backend=`` without redis-py installed.
 
     Example:
         >>> import asyncio
@@ -116,19 +117,13 @@ class SingleInstance:
         directory: str | os.PathLike[str] | None = None,
         exit_code: int = 1,
         handle_sigterm: bool = True,
+        backend: object = None,
+        ttl: float = 15.0,
+        on_lost: OnLost = "exit",
     ) -> None:
         """Validate the options; nothing is locked until entered or acquired."""
         self.name = derive_name() if name is None else validate_name(name)
-        if on_conflict not in _POLICIES:
-            allowed = ", ".join(repr(policy) for policy in _POLICIES)
-            raise ValueError(
-                f"on_conflict must be one of {allowed}, not {on_conflict!r}"
-            )
-        if timeout is not None and on_conflict != "wait":
-            raise ValueError('timeout only applies to on_conflict="wait"')
-        if type(exit_code) is not int:
-            raise TypeError(f"exit_code must be an int, not {type(exit_code).__name__}")
-        self.on_conflict: ConflictPolicy = on_conflict
+        self.on_conflict = conflict_policy(on_conflict, timeout, exit_code)
         self.timeout = validate.wait_timeout(timeout)
         self.grace = validate.grace(grace)
         self.exit_code = exit_code
@@ -136,14 +131,24 @@ class SingleInstance:
         self._directory = (
             None if directory is None else absolute_directory("directory", directory)
         )
+        self._cluster = cluster_name(backend, self.name, ttl, on_lost)
+        self._reset()
+
+    def _reset(self) -> None:
+        """Unheld: as constructed, or in a forked child, or as a copy."""
         self._mutex = threading.Lock()
         self._busy = False  # between the start and the end of an acquire
-        self._held: _Held | None = None
+        self._held: Held | None = None
 
     def __repr__(self) -> str:
-        """Show the name, the policy and whether this object holds it."""
+        """Show the name, the policy, the backend and whether this object holds it."""
+        where = (
+            ""
+            if self._cluster is None
+            else f", backend={self._cluster.backend.where!r}"
+        )
         return (
-            f"SingleInstance({self.name!r}, on_conflict={self.on_conflict!r}, "
+            f"SingleInstance({self.name!r}, on_conflict={self.on_conflict!r}{where}, "
             f"held={self.held})"
         )
 
@@ -152,6 +157,26 @@ class SingleInstance:
         """Whether this object holds its name in this process."""
         held = self._held
         return held is not None and held.owner_pid == os.getpid()
+
+    @property
+    def fence(self) -> int | None:
+        """With ``backend=``, while held: the lease's fencing token, else ``None``.
+
+        It grows with every acquisition of the name on the backend (even
+        across a server restart that lost its data): give it to storage that
+        can refuse a write stamped with a lower one than it has seen.
+        """
+        return None if self._cluster is None or not self.held else self._cluster.fence
+
+    def check(self) -> None:
+        """Raise :class:`LeaseLostError` if the lease was lost; no network call.
+
+        Call it before acting on what the name guards. Without ``backend=``,
+        or while the lease is held, it returns at once.
+        """
+        lost = None if self._cluster is None or not self.held else self._cluster.lost()
+        if lost is not None:
+            raise lost
 
     def acquire(self) -> Self:
         """Take the name, or apply ``on_conflict`` when another process has it.
@@ -167,7 +192,7 @@ class SingleInstance:
             SystemExit: another process holds it (``"exit"``).
             InsecureLockPathError: the directory or a file in it is unsafe.
         """
-        taken: list[_Held] = []
+        taken: list[Held] = []
         try:
             run_blocking(self._acquiring(taken))
         except BaseException:
@@ -183,7 +208,7 @@ class SingleInstance:
         """
         import asyncio  # noqa: PLC0415  (loaded by the caller's event loop already)
 
-        taken: list[_Held] = []
+        taken: list[Held] = []
         steps = shielded(self._acquiring(taken))
         try:
             for delay in steps:
@@ -195,7 +220,7 @@ class SingleInstance:
             steps.close()
         return self
 
-    def _let_go_if_interrupted(self, taken: list[_Held]) -> None:
+    def _let_go_if_interrupted(self, taken: list[Held]) -> None:
         """After a failed acquire: let go if it had taken the name after all.
 
         A Ctrl-C or SIGTERM that arrived during the last step of an acquire
@@ -218,23 +243,17 @@ class SingleInstance:
             if held.owner_pid != os.getpid():
                 held.lock.abandon()
                 return
-            _registry.discard(held.key, held.lock.key)
-            try:
-                if held.record_written:
-                    remove_record(held.files)
-            finally:
-                held.lock.release()
-                if held.sigterm_held:
-                    _sigterm.let_go()
+            let_go(held)
 
     def _abandon(self) -> None:
-        """In a forked child: forget the inherited lock without releasing it.
+        """In a forked child: forget the inherited lock and lease, releasing neither.
 
-        The descriptor itself was closed by the lock file's own fork hook.
+        The descriptor itself was closed by the lock file's own fork hook;
+        the lease's renewal thread is the parent's.
         """
-        self._mutex = threading.Lock()
-        self._busy = False
-        self._held = None
+        if self._cluster is not None:
+            self._cluster.abandon()
+        self._reset()
 
     def __enter__(self) -> Self:
         """Acquire, as :meth:`acquire`."""
@@ -246,8 +265,8 @@ class SingleInstance:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        """Release, as :meth:`release`."""
-        self.release()
+        """Release, as :meth:`release`; with ``on_lost="raise"``, say a loss."""
+        self._release_saying_loss(exc)
 
     async def __aenter__(self) -> Self:
         """Acquire without blocking the event loop while waiting."""
@@ -259,8 +278,23 @@ class SingleInstance:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        """Release, as :meth:`release` (quick file operations, no waiting)."""
+        """Release, as :meth:`__exit__` (a lease's release is one round trip)."""
+        self._release_saying_loss(exc)
+
+    def _release_saying_loss(self, exc: BaseException | None) -> None:
+        """Release; a lease lost meanwhile raises (``on_lost="raise"``).
+
+        If the block is raising already, its exception wins and the loss is
+        logged.
+        """
+        cluster = self._cluster
+        lost = None if cluster is None or not self.held else cluster.lost()
         self.release()
+        if lost is None or cluster is None or cluster.on_lost != "raise":
+            return
+        if exc is None:
+            raise lost
+        _log.warning("%s (while the block raised %r)", lost, exc)
 
     def __call__(self, func: _F) -> _F:
         """Decorate ``func`` so that every call holds the name while it runs.
@@ -275,18 +309,14 @@ class SingleInstance:
         return decorate(self._copy, func)
 
     def _copy(self) -> SingleInstance:
-        """A new, unheld object with the same settings."""
-        return SingleInstance(
-            self.name,
-            on_conflict=self.on_conflict,
-            timeout=self.timeout,
-            grace=self.grace,
-            directory=self._directory,
-            exit_code=self.exit_code,
-            handle_sigterm=self.handle_sigterm,
-        )
+        """A new, unheld object with the same settings (and backend client)."""
+        twin = copy.copy(self)
+        twin._reset()  # noqa: SLF001  (its own class)
+        if self._cluster is not None:
+            twin._cluster = self._cluster.copy()  # noqa: SLF001
+        return twin
 
-    def _acquiring(self, taken: list[_Held]) -> Generator[float, None, None]:
+    def _acquiring(self, taken: list[Held]) -> Generator[float, None, None]:
         """The acquire algorithm, shared by the sync and async drivers.
 
         Yields how long to sleep before the next try; returns once held, with
@@ -308,10 +338,14 @@ class SingleInstance:
                 )
             self._busy = True
         sigterm_held = False
+        cluster = self._cluster
+        exits_on_loss = cluster is not None and cluster.on_lost == "exit"
         try:
-            sigterm_held = self.handle_sigterm and _sigterm.hold()
-            take = functools.partial(self._take, sigterm_held=sigterm_held)
-            yield from tries(self, self._directory, take)
+            sigterm_held = (self.handle_sigterm or exits_on_loss) and _sigterm.hold()
+            if cluster is not None:
+                cluster.new_token()
+            take_it = functools.partial(self._take, sigterm_held=sigterm_held)
+            yield from tries(self, self._directory, take_it, cluster)
             sigterm_held = False  # the instance holds it now, and lets go of it
             assert self._held is not None  # noqa: S101  (_tries returns once held)
             taken.append(self._held)
@@ -328,40 +362,13 @@ class SingleInstance:
         *,
         sigterm_held: bool,
     ) -> Inspection | None:
-        """Having locked the file: check for a detached holder, write the record.
+        """Having locked the file: take the rest (see :func:`.holding.take`)."""
+        held = Held(lock, files, key, os.getpid(), sigterm_held=sigterm_held)
+        return take(self, self.name, held, self._cluster, self._publish)
 
-        The instance counts as held (registered for exit) before the record
-        is written, and anything that interrupts this removes the record
-        before the lock is released, so no record outlives its lock.
-
-        Returns:
-            ``None`` once held; or, with the lock released again, the
-            inspection of a live holder whose lock file was deleted under
-            it, for the conflict policy to deal with.
-        """
-        held = _Held(lock, files, key, os.getpid(), sigterm_held=sigterm_held)
-        try:
-            detached = detached_holder(files, load_record(files))
-            if detached is not None:
-                lock.release()
-                return Inspection(
-                    held=True, holder=detached, lock_pids=None, detached=True
-                )
-            with self._mutex:
-                self._held = held
-            _registry.add(key, lock.key, self)
-            me = current_identity()
-            lineage.carry(me.mark)  # a stop of ours finds the daemons we start
-            held.record_written = write_record(files, encode_own_record(me, self.name))
-        except BaseException:
-            with self._mutex:
-                self._held = None
-            _registry.discard(key, lock.key)
-            if held.record_written:
-                remove_record(files)
-            lock.release()
-            raise
-        return None
+    def _publish(self, held: Held | None) -> None:
+        with self._mutex:
+            self._held = held
 
 
 @overload

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import time
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol, cast, get_args
 
 from singleton_proc._base.waits import delays
 
@@ -24,7 +24,13 @@ from .stop import refusal, stopping
 if TYPE_CHECKING:
     from collections.abc import Callable, Generator
 
-__all__ = ["Options", "tries"]
+    from .cluster import ClusterName
+    from .lease import Watch
+
+__all__ = ["ConflictPolicy", "Options", "conflict_policy", "tries"]
+
+ConflictPolicy = Literal["raise", "exit", "wait", "replace"]
+_POLICIES: tuple[str, ...] = get_args(ConflictPolicy)
 
 #: A holder that lets go between our failed lock and our look at it gets
 #: another try at once, a few times, instead of a confusing "held by nobody".
@@ -51,10 +57,25 @@ class Options(Protocol):
     def exit_code(self) -> int: ...
 
 
+def conflict_policy(
+    policy: object, timeout: object, exit_code: object
+) -> ConflictPolicy:
+    """``on_conflict`` checked, with the options that go with it."""
+    if policy not in _POLICIES:
+        allowed = ", ".join(repr(known) for known in _POLICIES)
+        raise ValueError(f"on_conflict must be one of {allowed}, not {policy!r}")
+    if timeout is not None and policy != "wait":
+        raise ValueError('timeout only applies to on_conflict="wait"')
+    if type(exit_code) is not int:
+        raise TypeError(f"exit_code must be an int, not {type(exit_code).__name__}")
+    return cast("ConflictPolicy", policy)
+
+
 def tries(
     options: Options,
     directory: str | os.PathLike[str] | None,
     take: Callable[[NameFiles, registry.NameKey, OpenLock], Inspection | None],
+    cluster: ClusterName | None = None,
 ) -> Generator[float, None, None]:
     """Try the lock until held, applying ``on_conflict`` between tries.
 
@@ -64,7 +85,28 @@ def tries(
     Every try is a non-blocking lock attempt, so a wait that times out or
     is cancelled leaves nothing behind. (A cancelled ``"replace"`` has
     sent SIGTERM already; see :func:`~singleton_proc._lock.stop.stopping`.)
+
+    With a ``cluster``, ``take`` also returns the holder of the lease on
+    another host; a ``"wait"`` or ``"replace"`` subscribes to the name's
+    releases first, so that none is missed.
     """
+    watch = None
+    if cluster is not None and options.on_conflict in ("wait", "replace"):
+        watch = cluster.watch()
+    try:
+        yield from _tries(options, directory, take, cluster, watch)
+    finally:
+        if watch is not None:
+            watch.close()
+
+
+def _tries(  # noqa: C901, PLR0912  (one loop over the policies, as SPEC lists them)
+    options: Options,
+    directory: str | os.PathLike[str] | None,
+    take: Callable[[NameFiles, registry.NameKey, OpenLock], Inspection | None],
+    cluster: ClusterName | None,
+    watch: Watch | None,
+) -> Generator[float, None, None]:
     name, policy, timeout = options.name, options.on_conflict, options.timeout
     files, key = _locate(directory, name)
     start = time.monotonic()
@@ -92,8 +134,12 @@ def tries(
                     continue
                 found = unseen_holder(found)
         races = 0
+        remote = _remote(cluster, watch, found)
         if policy == "replace" and not replaced:
-            yield from _replace(name, found, options.grace)
+            if remote is not None:
+                yield from remote[0].replacing(found, remote[1], options.grace)
+            else:
+                yield from _replace(name, found, options.grace)
             replaced = True  # once: a newcomer taking it meanwhile wins
             continue
         if policy != "wait":
@@ -102,7 +148,19 @@ def tries(
         remaining = _remaining(timeout, start)
         if remaining <= 0:
             raise timeout_error(name, found, timeout or 0.0)
-        yield min(next(polls), remaining)
+        if remote is not None:
+            yield from remote[0].waiting(found, remote[1], remaining)
+        else:
+            yield min(next(polls), remaining)
+
+
+def _remote(
+    cluster: ClusterName | None, watch: Watch | None, found: Inspection
+) -> tuple[ClusterName, Watch] | None:
+    """The lease and its watch, when the holder is the lease's on another host."""
+    if cluster is None or watch is None or found.lease is None:
+        return None
+    return cluster, watch
 
 
 def _replace(

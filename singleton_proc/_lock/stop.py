@@ -30,6 +30,8 @@ from singleton_proc._base.tree import (
 from singleton_proc._base.waits import run_blocking
 from singleton_proc._errors import ReplaceRefusedError, SingletonProcError
 
+from .backends import opened
+from .cluster_view import stepping_down
 from .directory import NameFiles, existing_directory
 from .identity import CREATE_TIME_TOLERANCE, current_identity
 from .inspection import Inspection, inspect
@@ -146,7 +148,11 @@ def _log_report(holder: Holder, stopped: TreeStop, grace: float) -> None:
 
 
 def terminate(
-    name: str, grace: float = 5.0, directory: str | os.PathLike[str] | None = None
+    name: str,
+    grace: float = 5.0,
+    directory: str | os.PathLike[str] | None = None,
+    *,
+    backend: object = None,
 ) -> Holder | None:
     """Stop the proven holder of ``name`` and its whole process tree.
 
@@ -154,10 +160,18 @@ def terminate(
     unless the holder is proven. SIGTERM first, SIGKILL for whatever is
     left after ``grace`` seconds; the lock is not taken.
 
+    With a ``backend`` (as ``SingleInstance(backend=...)``; ``None`` reads
+    ``$SINGLETON_PROC_BACKEND``), nothing is signalled on any host: the
+    holder of the lease is asked to step down (its next renewal sees it and
+    takes its ``on_lost`` path), and after ``grace`` its lease is revoked,
+    the name kept free of everyone until it can no longer believe it holds it.
+
     Args:
         name: The instance name.
-        grace: Seconds between SIGTERM and SIGKILL.
+        grace: Seconds between SIGTERM and SIGKILL (or the step-down request
+            and the revocation).
         directory: The lock directory; ``None`` for the private default.
+        backend: Stop the holder of the lease on this backend instead.
 
     Returns:
         The holder that was stopped, or ``None`` when nothing was running.
@@ -176,6 +190,9 @@ def terminate(
     """
     validate_name(name)
     grace = validate.grace(grace)
+    with opened(backend) as across:
+        if across is not None:
+            return run_blocking(stepping_down(across, name, grace))[1]
     path = existing_directory(directory)
     if path is None:
         return None

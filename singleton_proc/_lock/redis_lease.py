@@ -1,0 +1,324 @@
+"""Leases on Redis: one key per name, changed only by scripts that compare tokens.
+
+The keys of a name share one hash tag, so they live in one slot of a Redis
+Cluster; the tag is the name percent-encoded (``{`` and ``}`` included), so
+no name can break it::
+
+    singleton_proc:{<name>}:lease      the holder's token, with the lease's TTL
+    singleton_proc:{<name>}:record     a hash: the holder's record (JSON),
+                                       fence, ttl (ms), renewed (server time)
+    singleton_proc:{<name>}:stepdown   a token asked to step down
+    singleton_proc:{<name>}:fence      the last fence drawn (never expires)
+    singleton_proc:{<name>}:released   the pub/sub channel of releases
+
+Each change of state is one ``EVAL``: one round trip, atomic on the server.
+The fence is the count of grants, floored by the server's clock in
+microseconds, so it still grows after a restart that lost every key.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import urllib.parse
+import weakref
+from typing import TYPE_CHECKING, Any, cast
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from singleton_proc._errors import BackendUnavailableError
+
+from .lease import RENEWAL_CALL_SHARE, Granted, Occupied, Renewal
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from typing_extensions import Self
+
+__all__ = ["RedisBackend", "open_redis"]
+
+_SCHEMES = ("redis", "rediss", "unix")
+_PREFIX = "singleton_proc:"
+#: Each of connect and reply, for acquire and release: a server that cannot
+#: be reached, or accepts and never answers, fails a call within 10 s.
+_CALL_TIMEOUT = 5.0
+#: A renewal's share of the TTL for each of connect and reply.
+_RENEWAL_SHARE = RENEWAL_CALL_SHARE / 2
+_UNREACHABLE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+
+# KEYS: lease, record, stepdown, fence. Each script is one atomic step.
+_LOOK = """
+local function look()
+  local token = redis.call('GET', KEYS[1])
+  if not token then return {0} end
+  local r = redis.call('HMGET', KEYS[2], 'json', 'fence', 'ttl', 'renewed')
+  return {2, token, r[1], r[2], r[3], r[4], redis.call('PTTL', KEYS[1])}
+end
+"""
+_TAKE = (
+    _LOOK
+    + """
+local token = redis.call('GET', KEYS[1])
+if token and token ~= ARGV[1] then return look() end
+local fence = redis.call('INCR', KEYS[4])
+local now = redis.call('TIME')
+local floor = tonumber(now[1]) * 1000000 + tonumber(now[2])
+if fence < floor then
+  fence = floor
+  redis.call('SET', KEYS[4], string.format('%.0f', floor))
+end
+fence = string.format('%.0f', fence)
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+redis.call('DEL', KEYS[2], KEYS[3])
+redis.call('HSET', KEYS[2], 'json', ARGV[3], 'fence', fence, 'ttl', ARGV[2],
+           'renewed', now[1] .. '.' .. string.format('%06d', tonumber(now[2])))
+redis.call('PEXPIRE', KEYS[2], ARGV[2])
+return {1, fence}
+"""
+)
+_RENEW = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+local now = redis.call('TIME')
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+redis.call('HSET', KEYS[2], 'renewed',
+           now[1] .. '.' .. string.format('%06d', tonumber(now[2])))
+redis.call('PEXPIRE', KEYS[2], ARGV[2])
+if redis.call('GET', KEYS[3]) == ARGV[1] then return 2 end
+return 1
+"""
+_RELEASE = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
+redis.call('PUBLISH', ARGV[2], 'released')
+return 1
+"""
+_ASK = """
+local ttl = redis.call('PTTL', KEYS[1])
+if redis.call('GET', KEYS[1]) ~= ARGV[1] or ttl <= 0 then return 0 end
+redis.call('SET', KEYS[3], ARGV[1], 'PX', ttl)
+return 1
+"""
+_REVOKE = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+redis.call('DEL', KEYS[2], KEYS[3])
+return 1
+"""
+_RENEWALS: dict[int, Renewal] = {0: "lost", 1: "held", 2: "asked"}
+
+
+def _ms(seconds: float) -> int:
+    """Whole milliseconds, at least one."""
+    return max(1, round(seconds * 1000))
+
+
+class RedisLease:
+    """One name's lease on a Redis server (see the module's key layout)."""
+
+    def __init__(self, backend: RedisBackend, name: str) -> None:
+        """Compute the name's keys; nothing is sent."""
+        prefix = f"{_PREFIX}{{{urllib.parse.quote(name, safe='')}}}:"
+        self._backend = backend
+        self._keys = [
+            prefix + part for part in ("lease", "record", "stepdown", "fence")
+        ]
+        self._channel = prefix + "released"
+
+    def _eval(self, script: str, *args: str | bytes | int) -> Any:
+        return self._backend.call(
+            lambda client: client.eval(script, len(self._keys), *self._keys, *args)
+        )
+
+    def take(self, token: str, ttl: float, record: bytes) -> Granted | Occupied:
+        reply = self._eval(_TAKE, token, _ms(ttl), record)
+        if reply[0] == 1:
+            return Granted(int(reply[1]))
+        occupied = _occupied(reply)
+        if occupied is None:  # expired between our GET and look(): cannot be
+            msg = f"{self._backend.where}: the lease vanished within one script"
+            raise BackendUnavailableError(msg)
+        return occupied
+
+    def renew(self, token: str, ttl: float) -> Renewal:
+        return _RENEWALS[int(self._eval(_RENEW, token, _ms(ttl)))]
+
+    def release(self, token: str) -> None:
+        self._eval(_RELEASE, token, self._channel)
+
+    def ask_to_step_down(self, token: str) -> bool:
+        return bool(self._eval(_ASK, token))
+
+    def revoke(self, token: str, keeper: str, keep: float) -> bool:
+        return bool(self._eval(_REVOKE, token, keeper, _ms(keep)))
+
+    def look(self) -> Occupied | None:
+        return _occupied(self._eval(_LOOK + "return look()"))
+
+    def watch(self) -> RedisWatch:
+        return RedisWatch(self._backend, self._channel)
+
+
+def _occupied(reply: list[Any]) -> Occupied | None:
+    """The holder :data:`_LOOK` found, its record with fence, ttl and renewed."""
+    if reply[0] != 2:  # noqa: PLR2004  (the script's "held" answer)
+        return None
+    token, raw, fence, ttl, renewed, pttl = reply[1:7]
+    record: bytes | None = None
+    if raw is not None:
+        try:
+            fields = json.loads(raw)
+            fields.update(fence=int(fence), ttl=int(ttl) / 1000, renewed=float(renewed))
+            record = json.dumps(fields).encode()
+        except (ValueError, TypeError, AttributeError):
+            record = None  # not ours, or damaged: unknown, like a local record
+    return Occupied(token.decode(), record, max(0, int(pttl)) / 1000)
+
+
+class RedisWatch:
+    """A subscription to one name's releases, confirmed before it is used."""
+
+    def __init__(self, backend: RedisBackend, channel: str) -> None:
+        """Subscribe, and read the server's confirmation."""
+        self._backend = backend
+        self._pubsub = backend.call(lambda client: client.pubsub())
+        try:
+            backend.call(lambda _: self._subscribe(channel))
+        except BaseException:
+            self.close()
+            raise
+
+    def _subscribe(self, channel: str) -> None:
+        self._pubsub.subscribe(channel)
+        while self._pubsub.get_message(timeout=_CALL_TIMEOUT) is None:
+            pass  # a message each time until the confirmation; then ready
+
+    def released(self) -> bool:
+        def read(_: object) -> bool:
+            seen = False
+            while (message := self._pubsub.get_message(timeout=0)) is not None:
+                seen = seen or message["type"] == "message"
+            return seen
+
+        return bool(self._backend.call(read))
+
+    def close(self) -> None:
+        with contextlib.suppress(*_UNREACHABLE):
+            self._pubsub.close()
+
+
+class RedisBackend:
+    """A Redis server reached by one client, and where it is for messages."""
+
+    def __init__(self, client: redis.Redis, where: str, *, owned: bool) -> None:
+        """Use ``client``; ``owned``: we made it, so :meth:`close` closes it.
+
+        An owned client keeps its connection between acquires, and closes it
+        when this object is closed or collected.
+        """
+        self.client = client
+        self.where = where
+        self._close = weakref.finalize(self, _close_client, client) if owned else None
+
+    def __repr__(self) -> str:
+        """Where it is (never a password)."""
+        return f"RedisBackend({self.where!r})"
+
+    def call(self, action: Callable[[redis.Redis], Any]) -> Any:
+        """Run ``action`` on the client; an unreachable server is our error."""
+        try:
+            return action(self.client)
+        except _UNREACHABLE as exc:
+            raise BackendUnavailableError(f"{self.where}: {exc}") from None
+        except redis.exceptions.ReadOnlyError as exc:
+            msg = f"{self.where} is a read-only replica: {exc}"
+            raise BackendUnavailableError(msg) from None
+
+    def lease(self, name: str) -> RedisLease:
+        return RedisLease(self, name)
+
+    def names(self) -> list[str]:
+        def scan(client: redis.Redis) -> list[str]:
+            keys = client.scan_iter(match=f"{_PREFIX}{{*}}:lease", count=1000)
+            return [
+                urllib.parse.unquote(key.decode()[len(_PREFIX) + 1 : -len("}:lease")])
+                for key in keys
+            ]
+
+        return cast("list[str]", self.call(scan))
+
+    def for_renewal(self, ttl: float) -> Self:
+        pool = self.client.connection_pool
+        timeout = ttl * _RENEWAL_SHARE
+        kwargs = {
+            **pool.connection_kwargs,
+            "socket_connect_timeout": timeout,
+            "socket_timeout": timeout,
+            "retry": Retry(NoBackoff(), 0),
+            "health_check_interval": 0,
+        }
+        own = redis.ConnectionPool(connection_class=pool.connection_class, **kwargs)
+        return type(self)(redis.Redis(connection_pool=own), self.where, owned=True)
+
+    def close(self) -> None:
+        if self._close is not None:
+            self._close()
+
+
+def _close_client(client: redis.Redis) -> None:
+    """Close a client of ours and every connection of its pool."""
+    client.close()
+    client.connection_pool.disconnect()
+
+
+def open_redis(spec: object) -> RedisBackend:
+    """A backend for a Redis URL or a ready ``redis.Redis`` client."""
+    if isinstance(spec, redis.Redis):
+        return RedisBackend(spec, _client_where(spec), owned=False)
+    if not isinstance(spec, str):
+        msg = (
+            "backend must be a redis://, rediss:// or unix:// URL or a "
+            f"redis.Redis client, not {type(spec).__name__}"
+        )
+        raise TypeError(msg)
+    where = redacted(spec)
+    if urllib.parse.urlsplit(spec).scheme not in _SCHEMES:
+        msg = f"backend must be a redis://, rediss:// or unix:// URL, not {where!r}"
+        raise ValueError(msg)
+    try:
+        client = redis.Redis.from_url(
+            spec,
+            socket_connect_timeout=_CALL_TIMEOUT,
+            socket_timeout=_CALL_TIMEOUT,
+            retry=Retry(NoBackoff(), 0),
+            health_check_interval=0,
+        )
+    except ValueError:  # its message may quote the password: not repeated
+        msg = (
+            f"backend URL {where!r} is not valid: check its port, database and options"
+        )
+        raise ValueError(msg) from None
+    return RedisBackend(client, where, owned=True)
+
+
+def redacted(url: str) -> str:
+    """``url`` with any password (before the host or in the query) as ``***``."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.password is not None:
+        host = parts.netloc.rpartition("@")[2]
+        parts = parts._replace(netloc=f"{parts.username or ''}:***@{host}")
+    query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
+    if any(key == "password" for key, _ in query):
+        hidden = [(key, "***" if key == "password" else value) for key, value in query]
+        parts = parts._replace(query=urllib.parse.urlencode(hidden, safe="*"))
+    return parts.geturl()
+
+
+def _client_where(client: redis.Redis) -> str:
+    """Where a ready client connects, for messages."""
+    kwargs = client.connection_pool.connection_kwargs
+    if "path" in kwargs:
+        return f"unix://{kwargs['path']}"
+    host, port = kwargs.get("host", "?"), kwargs.get("port", "?")
+    return f"redis://{host}:{port}/{kwargs.get('db', 0)}"

@@ -1,0 +1,282 @@
+"""One instance across hosts under real faults: kills, pauses, restarts, partitions.
+
+Holders are real processes (or this one), Redis is a real ``redis-server``
+paused with SIGSTOP, restarted empty, or reached through a relay the test
+cuts; every bound is SPEC's "bound in tests", a safety net.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from typing import TYPE_CHECKING
+
+import pytest
+from relay import Relay
+from test_cluster import (
+    lease_keys,
+    on_host,
+    ready_fence,
+    start_lease,
+    wait_for_subscriber,
+)
+
+from singleton_proc import LeaseLostError
+
+from helpers import DEADLINE, finish, read_line, reap
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from pathlib import Path
+
+    from redis_server import RedisServer
+
+#: SPEC: a lost lease is noticed by the holder within ttl + 5 s (tests).
+LOSS_SLACK = 5.0
+
+
+class Losses:
+    """An ``on_lost`` callable that records when, and why, it was called."""
+
+    def __init__(self) -> None:
+        """Nothing lost yet."""
+        self.errors: list[LeaseLostError] = []
+        self.at: list[float] = []
+        self.event = threading.Event()
+
+    def __call__(self, error: LeaseLostError) -> None:
+        """Record the loss."""
+        self.at.append(time.monotonic())
+        self.errors.append(error)
+        self.event.set()
+
+
+@pytest.fixture
+def losses() -> Losses:
+    """A fresh :class:`Losses`."""
+    return Losses()
+
+
+def test_a_sigkilled_holder_is_taken_over_with_a_higher_fence(
+    redis_server: RedisServer, host_dir: Callable[[str], Path]
+) -> None:
+    ttl = 1.0
+    holder = start_lease("bot", host_dir("a"), redis_server.url, "--ttl", str(ttl))
+    waiter = None
+    try:
+        first = ready_fence(holder)
+        waiter = start_lease("bot", host_dir("b"), redis_server.url, "--policy", "wait")
+        wait_for_subscriber(redis_server, "bot")
+        killed = time.monotonic()
+        os.kill(holder.pid, signal.SIGKILL)
+        line = read_line(waiter, timeout=3 * ttl + DEADLINE).split()
+        assert line[0] == "ready"
+        assert int(line[1]) > first
+        assert float(line[2]) - killed < 3 * ttl  # SPEC: ttl + 1 s, bound 3 x ttl
+        assert finish(waiter)[0] == 0
+    finally:
+        reap(holder)
+        if waiter is not None:
+            reap(waiter)
+
+
+def test_a_holder_stopped_past_its_ttl_loses_and_leaves_cleanly(
+    redis_server: RedisServer, host_dir: Callable[[str], Path]
+) -> None:
+    ttl = 1.0
+    holder = start_lease("bot", host_dir("a"), redis_server.url, "--ttl", str(ttl))
+    try:
+        first = ready_fence(holder)
+        os.kill(holder.pid, signal.SIGSTOP)
+        newcomer = on_host(
+            host_dir("b"),
+            redis_server.url,
+            on_conflict="wait",
+            timeout=3 * ttl + DEADLINE,
+        )
+        with newcomer:
+            assert newcomer.fence is not None
+            assert newcomer.fence > first
+            os.kill(holder.pid, signal.SIGCONT)
+            holder.wait(DEADLINE)  # it leaves by itself, its stdin still open
+            status, out, _ = finish(holder)
+            assert status == 143  # on_lost="exit": as if SIGTERM came
+            assert out.splitlines()[-1] == "finally"
+            newcomer.check()  # the resumed holder took nothing from us
+            assert lease_keys(redis_server)
+    finally:
+        if holder.poll() is None:
+            os.kill(holder.pid, signal.SIGCONT)
+        reap(holder)
+
+
+def test_a_paused_server_makes_the_holder_declare_the_loss_by_its_deadline(
+    redis_server: RedisServer, host_dir: Callable[[str], Path], losses: Losses
+) -> None:
+    ttl = 1.5
+    instance = on_host(host_dir("a"), redis_server.url, ttl=ttl, on_lost=losses)
+    with instance:
+        paused = time.monotonic()
+        redis_server.pause()
+        try:
+            assert losses.event.wait(ttl + LOSS_SLACK)
+            # The deadline is 2/3 ttl after the last renewal sent, which was
+            # at most ttl/3 before the pause.
+            assert losses.at[0] - paused <= ttl + LOSS_SLACK
+            assert "was lost" in str(losses.errors[0])
+            with pytest.raises(LeaseLostError):
+                instance.check()
+        finally:
+            redis_server.resume()
+    assert len(losses.errors) == 1
+
+
+def test_a_server_restarted_empty_is_a_loss_and_fences_still_grow(
+    redis_server: RedisServer, host_dir: Callable[[str], Path], losses: Losses
+) -> None:
+    ttl = 1.5
+    instance = on_host(host_dir("a"), redis_server.url, ttl=ttl, on_lost=losses)
+    with instance:
+        first = instance.fence
+        assert first is not None
+        redis_server.restart_empty()
+        assert losses.event.wait(ttl + LOSS_SLACK)
+        assert "no longer has it" in str(losses.errors[0])
+    with instance:
+        assert instance.fence is not None
+        assert instance.fence > first
+
+
+def test_killed_connections_do_not_cost_the_lease(
+    redis_server: RedisServer, host_dir: Callable[[str], Path], losses: Losses
+) -> None:
+    ttl = 1.0
+    instance = on_host(host_dir("a"), redis_server.url, ttl=ttl, on_lost=losses)
+    with redis_server.client() as admin, instance:
+        token = admin.get(b"singleton_proc:{bot}:lease")
+        end = time.monotonic() + 3 * ttl
+        kills = 0
+        while time.monotonic() < end:
+            kills += admin.client_kill_filter(_type="normal", skipme=True)
+            time.sleep(ttl / 10)  # a fault every tenth of the TTL
+        assert kills >= 3  # the renewal connection was killed, again and again
+        instance.check()
+        assert admin.get(b"singleton_proc:{bot}:lease") == token
+    assert losses.errors == []
+
+
+def test_a_partition_makes_the_holder_give_up_by_its_deadline(
+    redis_server: RedisServer, host_dir: Callable[[str], Path], losses: Losses
+) -> None:
+    ttl = 1.5
+    relay = Relay(redis_server.port)
+    try:
+        instance = on_host(
+            host_dir("a"), f"redis://127.0.0.1:{relay.port}/0", ttl=ttl, on_lost=losses
+        )
+        with instance:
+            cut = time.monotonic()
+            relay.cut()
+            assert losses.event.wait(ttl + LOSS_SLACK)
+            assert losses.at[0] - cut <= ttl + LOSS_SLACK
+            # Across the partition, another host takes the name once it expires.
+            other = on_host(
+                host_dir("b"),
+                redis_server.url,
+                on_conflict="wait",
+                timeout=ttl + DEADLINE,
+            )
+            with other:
+                assert other.fence is not None
+    finally:
+        relay.close()
+
+
+def test_replace_asks_a_remote_holder_to_step_down(
+    redis_server: RedisServer, host_dir: Callable[[str], Path]
+) -> None:
+    ttl = 3.0
+    holder = start_lease("bot", host_dir("a"), redis_server.url, "--ttl", str(ttl))
+    try:
+        first = ready_fence(holder)
+        newcomer = on_host(
+            host_dir("b"), redis_server.url, on_conflict="replace", grace=DEADLINE
+        )
+        start = time.monotonic()
+        with newcomer:
+            # Seen by the holder's next renewal (within ttl/3), which exits.
+            assert time.monotonic() - start < ttl + LOSS_SLACK
+            assert newcomer.fence is not None
+            assert newcomer.fence > first
+            status, out, _ = finish(holder)
+            assert status == 143
+            assert out.splitlines()[-1] == "finally"
+    finally:
+        reap(holder)
+
+
+def test_replace_revokes_a_holder_that_does_not_step_down(
+    redis_server: RedisServer, host_dir: Callable[[str], Path]
+) -> None:
+    ttl = 1.0
+    holder = start_lease(
+        "bot", host_dir("a"), redis_server.url, "--ttl", str(ttl), "--on-lost", "print"
+    )
+    try:
+        first = ready_fence(holder)
+        grace = ttl  # its renewals see the request meanwhile
+        newcomer = on_host(
+            host_dir("b"), redis_server.url, on_conflict="replace", grace=grace
+        )
+        start = time.monotonic()
+        with newcomer:
+            # It waited out the grace, then the old holder's TTL.
+            assert time.monotonic() - start >= grace + ttl
+            assert newcomer.fence is not None
+            assert newcomer.fence > first
+            line = read_line(holder)
+            assert line.startswith("lost")
+            assert "step down" in line
+            assert finish(holder)[0] == 0  # it lets go of nothing of ours
+            newcomer.check()
+            assert lease_keys(redis_server)
+    finally:
+        reap(holder)
+
+
+def test_ctrl_c_while_keeping_a_revoked_lease_leaves_no_key(
+    redis_server: RedisServer, host_dir: Callable[[str], Path]
+) -> None:
+    ttl = 30.0
+    holder = start_lease(
+        "bot", host_dir("a"), redis_server.url, "--ttl", str(ttl), "--on-lost", "print"
+    )
+    newcomer = None
+    try:
+        ready_fence(holder)
+        newcomer = start_lease(
+            "bot",
+            host_dir("b"),
+            redis_server.url,
+            "--policy",
+            "replace",
+            "--grace",
+            "0",
+        )
+        with redis_server.client() as admin:
+            deadline = time.monotonic() + DEADLINE
+            while admin.exists(b"singleton_proc:{bot}:record"):  # until revoked
+                assert time.monotonic() < deadline, "the lease was never revoked"
+                time.sleep(0.005)
+            assert admin.exists(b"singleton_proc:{bot}:lease")  # kept, by the newcomer
+            os.kill(newcomer.pid, signal.SIGINT)
+            status, _, err = finish(newcomer)
+            assert status != 0
+            assert "KeyboardInterrupt" in err
+            assert not admin.exists(b"singleton_proc:{bot}:lease")
+    finally:
+        reap(holder)
+        if newcomer is not None:
+            reap(newcomer)
