@@ -7,6 +7,9 @@ Three subcommands, on the public API only (``docs/cli.md`` tells the rest):
 * ``status [NAME]``: who holds what, as a table or JSON; never locks.
 * ``stop NAME``: stop the proven holder and its whole process tree.
 
+Each takes ``--backend URL`` (or ``$SINGLETON_PROC_BACKEND``) to hold, show
+or stop a name across hosts instead.
+
 Every error ends in :func:`main`: an expected one (a ``SingletonProcError``,
 a bad argument, an OS error that names its path) becomes an exit status by
 ``_EXIT_STATUS`` and one line on stderr; anything else is a bug, shown with
@@ -17,11 +20,9 @@ systemd would read as "already running".
 from __future__ import annotations
 
 import argparse
-import contextlib
 import functools
 import json
 import logging
-import math
 import os
 import sys
 import traceback
@@ -29,6 +30,8 @@ from typing import TYPE_CHECKING, NoReturn
 
 from singleton_proc import (
     AlreadyRunningError,
+    BackendUnavailableError,
+    LeaseLostError,
     LockTimeoutError,
     ReplaceRefusedError,
     SingleInstance,
@@ -37,10 +40,22 @@ from singleton_proc import (
     terminate,
 )
 from singleton_proc._base.holder import printable
+from singleton_proc._base.waits import run_blocking
+from singleton_proc._lock.backends import BACKEND_VARIABLE, opened
+from singleton_proc._lock.cluster import lease_inspections
+from singleton_proc._lock.cluster_view import stepping_down
 from singleton_proc._lock.directory import ENV_DIRECTORY, absolute_directory
 from singleton_proc._lock.inspection import Inspection, held_names, look
 from singleton_proc._lock.names import validate_name
 
+from .arguments import (
+    UsageError,
+    backend_url,
+    exit_code,
+    lease_ttl,
+    library_check,
+    seconds,
+)
 from .show import as_json, describe, table
 from .supervise import (
     EXIT_SIGNAL_BASE,
@@ -51,7 +66,7 @@ from .supervise import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Sequence
 
 
 __all__ = ["main"]
@@ -61,7 +76,10 @@ EXIT_NOT_RUNNING = 1
 EXIT_USAGE = 2
 EXIT_REFUSED = 3
 EXIT_BUG = 70  # EX_SOFTWARE, sysexits.h
+EXIT_TEMPFAIL = 75  # EX_TEMPFAIL: the backend failed; a supervisor may retry
+FENCE_VARIABLE = "SINGLETON_PROC_FENCE"  # run gives CMD the lease's fence in it
 _DEFAULT_GRACE = 5.0
+_DEFAULT_TTL = 15.0
 _MAX_LINE = 2000
 _UNKNOWN = (
     "holder unknown: no readable record; another tool, such as flock(1), "
@@ -69,19 +87,17 @@ _UNKNOWN = (
 )
 
 
-class _UsageError(Exception):
-    """A bad command line."""
-
-
 #: The exit status of every error the command line expects (first match wins).
 #: Under ``run``, any AlreadyRunningError (the name is held, a wait ran out,
 #: a replace was refused) becomes ``--conflict-exit-code`` instead.
 _EXIT_STATUS: tuple[tuple[type[BaseException], int], ...] = (
     (ReplaceRefusedError, EXIT_REFUSED),
+    (LeaseLostError, EXIT_TEMPFAIL),
+    (BackendUnavailableError, EXIT_TEMPFAIL),
     (AlreadyRunningError, 1),
     (CommandNotFoundError, 127),  # as a shell says
     (CannotExecuteError, 126),
-    (_UsageError, EXIT_USAGE),
+    (UsageError, EXIT_USAGE),
     (SingletonProcError, EXIT_USAGE),  # InsecureLockPathError
     (KeyboardInterrupt, EXIT_SIGNAL_BASE + 2),
 )
@@ -159,7 +175,7 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         """Raise the error; main() prints it as one line and exits 2."""
-        raise _UsageError(f"{message} (see '{self.prog} --help')")
+        raise UsageError(f"{message} (see '{self.prog} --help')")
 
 
 def _parse(argv: list[str]) -> argparse.Namespace:
@@ -175,54 +191,32 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     args, extra = _parser().parse_known_args(argv)
     if extra:
         hint = "; put '--' before the command" if args.func is _run else ""
-        raise _UsageError(f"unrecognized arguments: {' '.join(extra)}{hint}")
+        raise UsageError(f"unrecognized arguments: {' '.join(extra)}{hint}")
     if args.func is _run:
         if not command:
-            raise _UsageError(f"run needs a command: {_RUN_USAGE}")
+            raise UsageError(f"run needs a command: {_RUN_USAGE}")
         if args.timeout is not None and not args.wait:
-            raise _UsageError("--timeout applies only with --wait")
+            raise UsageError("--timeout applies only with --wait")
         if args.grace is not None and not args.replace:
-            raise _UsageError("--grace applies only with --replace")
+            raise UsageError("--grace applies only with --replace")
+        if args.ttl is not None and not (
+            args.backend or os.environ.get(BACKEND_VARIABLE)
+        ):
+            raise UsageError("--ttl applies only with --backend")
         args.command = command
     configured = os.environ.get(ENV_DIRECTORY)
     if args.dir is None and configured:  # checked like --dir, before anything runs
-        _library_check(functools.partial(absolute_directory, f"${ENV_DIRECTORY}"))(
+        library_check(functools.partial(absolute_directory, f"${ENV_DIRECTORY}"))(
             configured
         )
+    if args.backend is None and os.environ.get(BACKEND_VARIABLE):
+        backend_url(os.environ[BACKEND_VARIABLE])  # as --backend, before anything runs
     return args
-
-
-def _seconds(text: str) -> float:
-    """An argparse type: a finite number of seconds, at least 0."""
-    with contextlib.suppress(ValueError):
-        if 0 <= (value := float(text)) < math.inf:
-            return value
-    raise argparse.ArgumentTypeError(f"not a number of seconds >= 0: {text!r}")
-
-
-def _library_check(check: Callable[[str], object]) -> Callable[[str], str]:
-    """An argparse type: ``check`` (a library's), its refusal a usage error."""
-
-    def checked(text: str) -> str:
-        try:
-            check(text)
-        except ValueError as exc:
-            raise _UsageError(str(exc)) from None
-        return text
-
-    return checked
-
-
-def _exit_code(text: str) -> int:
-    """An argparse type: an exit status, 0 to 255."""
-    if text.isdigit() and int(text) <= 255:  # noqa: PLR2004
-        return int(text)
-    raise argparse.ArgumentTypeError(f"not an exit status from 0 to 255: {text!r}")
 
 
 _RUN_USAGE = (
     f"{PROG} run [--replace [--grace S] | --wait [--timeout S]] "
-    "[--conflict-exit-code N] [--dir D] NAME -- CMD [ARG ...]"
+    "[--conflict-exit-code N] [--dir D] [--backend URL [--ttl S]] NAME -- CMD ..."
 )
 #: Each subcommand's one-line help, description and exit statuses (argparse
 #: reflows the text).
@@ -230,10 +224,13 @@ _TEXTS = {
     "run": (
         "run CMD while holding NAME",
         """Run CMD as a child while holding NAME, forwarding SIGINT, SIGTERM and
-        SIGHUP to it. If this wrapper is killed, so is CMD (Linux).""",
+        SIGHUP to it. If this wrapper is killed, so is CMD (Linux). With
+        --backend, CMD gets the lease's fencing token in $SINGLETON_PROC_FENCE,
+        and a lost lease stops CMD's whole tree.""",
         """Exit status: CMD's, or 128+N when it died by signal N; the conflict
         code when NAME is held, a --wait --timeout runs out or --replace is
-        refused; 2: bad usage; 126: CMD cannot be executed; 127: not found.""",
+        refused; 2: bad usage; 75: the backend cannot be reached, or the lease
+        was lost; 126: CMD cannot be executed; 127: not found.""",
     ),
     "status": (
         "show who holds which name",
@@ -243,9 +240,11 @@ _TEXTS = {
     "stop": (
         "stop the holder of NAME and its process tree",
         """Stop the proven holder of NAME and its whole process tree: SIGTERM,
-        then SIGKILL after --grace seconds.""",
+        then SIGKILL after --grace seconds. With --backend: ask the holder of
+        the lease to step down, and revoke its lease after --grace seconds.""",
         """Exit status: 0 when stopped, 1 when nothing ran, 3 when the holder
-        cannot be proven (then nothing is stopped; the line says why).""",
+        cannot be proven (then nothing is stopped; the line says why); 75: the
+        backend cannot be reached.""",
     ),
 }
 
@@ -260,41 +259,46 @@ def _parser() -> _Parser:
         for name, (h, d, e) in _TEXTS.items()
     )
     run.usage = _RUN_USAGE
-    name = _library_check(validate_name)
+    name = library_check(validate_name)
     run.add_argument("name", type=name, metavar="NAME", help="the instance name")
     policy = run.add_mutually_exclusive_group()
     policy.add_argument("--replace", action="store_true", help="stop the holder first")
     policy.add_argument("--wait", action="store_true", help="wait until NAME is free")
-    run.add_argument("--timeout", type=_seconds, metavar="S", help="wait S s at most")
+    run.add_argument("--timeout", type=seconds, metavar="S", help="wait S s at most")
     run.add_argument(
-        "--grace", type=_seconds, metavar="S", help="SIGTERM to SIGKILL (5 s)"
+        "--grace", type=seconds, metavar="S", help="SIGTERM to SIGKILL (5 s)"
     )
     run.add_argument(
         "--conflict-exit-code",
-        type=_exit_code,
+        type=exit_code,
         default=1,
         metavar="N",
         help="status when held (1)",
     )
+    run.add_argument("--ttl", type=lease_ttl, metavar="S", help="lease ttl (15 s)")
     status.add_argument("name", nargs="?", type=name, metavar="NAME", help="only one")
     status.add_argument("--json", action="store_true", help="a JSON list of objects")
     stop.add_argument("name", type=name, metavar="NAME", help="the instance name")
     stop.add_argument(
         "--grace",
-        type=_seconds,
+        type=seconds,
         default=_DEFAULT_GRACE,
         metavar="S",
         help="SIGTERM to SIGKILL (5 s)",
     )
-    directory = _library_check(functools.partial(absolute_directory, "--dir"))
+    directory = library_check(functools.partial(absolute_directory, "--dir"))
     for sub, func in ((run, _run), (status, _status), (stop, _stop)):
         sub.add_argument("--dir", type=directory, metavar="D", help="lock directory")
+        sub.add_argument(
+            "--backend", type=backend_url, metavar="URL", help="across hosts (redis://)"
+        )
         sub.set_defaults(func=func)
     return parser
 
 
 def _run(args: argparse.Namespace) -> int:
     """``run``: hold the name, run CMD, return its exit status."""
+    wrapper = Wrapper(args.command)
     instance = SingleInstance(
         args.name,
         on_conflict="replace" if args.replace else "wait" if args.wait else "raise",
@@ -302,24 +306,31 @@ def _run(args: argparse.Namespace) -> int:
         grace=_DEFAULT_GRACE if args.grace is None else args.grace,
         directory=args.dir,
         handle_sigterm=False,  # SIGTERM is for CMD: we forward it
+        backend=args.backend,
+        ttl=_DEFAULT_TTL if args.ttl is None else args.ttl,
+        on_lost=wrapper.lose,
     )
-    wrapper = Wrapper(args.command)
     with wrapper.forwarding(), instance:
+        if instance.fence is not None:
+            os.environ[FENCE_VARIABLE] = str(instance.fence)
         return wrapper.run()
 
 
 def _status(args: argparse.Namespace) -> int:
     """``status``: print the held instances, or NAME; 1 when NAME is not running."""
     found: list[tuple[str, Inspection]]
-    if args.name is None:
-        found = held_names(args.dir)
-    else:
-        one = look(args.name, args.dir)
-        found = [(args.name, one)] if one.held else []
+    with opened(args.backend) as across:
+        if across is not None:
+            found = lease_inspections(across, args.name)
+        elif args.name is None:
+            found = held_names(args.dir)
+        else:
+            one = look(args.name, args.dir)
+            found = [(args.name, one)] if one.held else []
     if args.json:
         _say(json.dumps([as_json(name, i) for name, i in found], indent=2))
     elif found:
-        for line in table(found):
+        for line in table(found, hosts=across is not None):
             _say(line)
     else:
         _say(f"{args.name!r} is not running" if args.name else "nothing is running")
@@ -327,12 +338,21 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _stop(args: argparse.Namespace) -> int:
-    """``stop``: stop the holder's tree; 1 when nothing was running."""
-    stopped = terminate(args.name, grace=args.grace, directory=args.dir)
-    if stopped is None:
+    """``stop``: stop the holder's tree (or ask it to step down); 1: none ran."""
+    with opened(args.backend) as across:
+        if across is not None:
+            held, stopped = run_blocking(stepping_down(across, args.name, args.grace))
+            who = describe(stopped) if stopped else "holder unknown"
+            done = f"the holder of {args.name!r} on {across.where} let go: {who}"
+        else:
+            stopped = terminate(args.name, grace=args.grace, directory=args.dir)
+            held = stopped is not None
+            who = describe(stopped) if stopped else ""
+            done = f"stopped {args.name!r} and its process tree: {who}"
+    if not held:
         _say(f"{args.name!r} is not running")
         return EXIT_NOT_RUNNING
-    _say(f"stopped {args.name!r} and its process tree: {describe(stopped)}")
+    _say(done)
     return 0
 
 

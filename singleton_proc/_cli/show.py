@@ -4,11 +4,14 @@
 naming one (``pid 4242, up 3m 12s, command: python bot.py``), an aligned
 table for ``status``, and one JSON object per instance for ``status --json``.
 A holder that cannot be identified still shows the pid holding its lock
-when the platform can tell (a ``flock(1)`` process, say).
+when the platform can tell (a ``flock(1)`` process, say). A name held across
+hosts (``--backend``) shows its host, and in JSON its fence, ttl and last
+renewal too.
 """
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
@@ -22,6 +25,8 @@ __all__ = ["as_json", "describe", "human_age", "table"]
 JSON_KEYS = (
     "name", "pid", "started_at", "age_seconds", "command", "user", "host", "create_time"
 )  # fmt: skip
+#: ... and after them, for a lease (``--backend``), these from its record.
+LEASE_KEYS = ("fence", "ttl", "renewed")
 
 
 def human_age(seconds: float) -> str:
@@ -61,11 +66,12 @@ def as_json(name: str, inspection: Inspection) -> dict[str, object]:
 
     An unknown holder still has its ``pid`` when one process holds the lock.
     """
+    lease = _lease_fields(inspection)
     found = inspection.holder
     if found is None:
         pids = _lock_pids(inspection)
         pid = pids[0] if len(pids) == 1 else None
-        return {**dict.fromkeys(JSON_KEYS), "name": name, "pid": pid}
+        return {**dict.fromkeys(JSON_KEYS), "name": name, "pid": pid, **lease}
     values = (
         name,
         found.pid,
@@ -76,21 +82,46 @@ def as_json(name: str, inspection: Inspection) -> dict[str, object]:
         found.host,
         found.create_time,
     )
-    return dict(zip(JSON_KEYS, values, strict=True))
+    return {**dict(zip(JSON_KEYS, values, strict=True)), **lease}
 
 
-def table(found: list[tuple[str, Inspection]]) -> list[str]:
-    """An aligned table: NAME, PID, AGE, COMMAND (an unknown holder says why)."""
-    rows = [("NAME", "PID", "AGE", "COMMAND")]
+def _lease_fields(inspection: Inspection) -> dict[str, object]:
+    """A lease's fence, ttl and renewal time (epoch seconds), from its record."""
+    if inspection.lease is None:
+        return {}
+    record = inspection.lease.record
+    fields = json.loads(record) if record is not None else {}
+    return {key: fields.get(key) for key in LEASE_KEYS}
+
+
+def table(found: list[tuple[str, Inspection]], *, hosts: bool = False) -> list[str]:
+    """An aligned table: NAME, PID, AGE, COMMAND; HOST after NAME with ``hosts``.
+
+    An unknown holder says why in place of its command.
+    """
+    rows = [["NAME", "HOST", "PID", "AGE", "COMMAND"]]
     for name, inspection in found:
         h = inspection.holder
         if h is None:
             pid = ",".join(map(str, _lock_pids(inspection))) or "?"
-            rows.append((name, pid, "?", f"(holder unknown: {inspection.reason})"))
+            why = f"(holder unknown: {inspection.reason})"
+            rows.append([name, "?", pid, "?", why])
         else:
-            rows.append((name, str(h.pid), human_age(_age(h)), h.command))
-    width = [max(len(row[col]) for row in rows) for col in range(3)]
+            rows.append([name, h.host, str(h.pid), human_age(_age(h)), h.command])
+    aligns = "<<>>"  # NAME, HOST, PID, AGE; COMMAND is last, as long as it is
+    if not hosts:
+        rows = [[row[0], *row[2:]] for row in rows]
+        aligns = "<>>"
+    widths = [max(len(row[col]) for row in rows) for col in range(len(aligns))]
     return [
-        f"{name:<{width[0]}}  {pid:>{width[1]}}  {age:>{width[2]}}  {command}"
-        for name, pid, age, command in rows
+        "  ".join(
+            [
+                *(
+                    f"{c:{a}{w}}"
+                    for c, a, w in zip(row[:-1], aligns, widths, strict=True)
+                ),
+                row[-1],
+            ]
+        )
+        for row in rows
     ]

@@ -16,10 +16,15 @@ import contextlib
 import os
 import signal
 import subprocess
+import threading
 from typing import TYPE_CHECKING
 
+import psutil
+
 from singleton_proc._base import platform as _platform
-from singleton_proc._errors import SingletonProcError
+from singleton_proc._base.tree import TreeRoot, stopping_trees
+from singleton_proc._base.waits import STOP_GRACE, run_blocking
+from singleton_proc._errors import LeaseLostError, SingletonProcError
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -60,15 +65,25 @@ class Wrapper:
     Until CMD starts, a forwarded signal stops us (exit 128 + N, the name
     released); while it starts, signals are kept and passed on once it runs;
     then each goes to CMD, whose exit ends the wrapper.
+
+    A lease lost meanwhile (``backend=``, see :meth:`lose`) ends the wait:
+    CMD's whole tree is stopped, escaped descendants included, and the
+    :class:`LeaseLostError` rises.
     """
 
-    def __init__(self, command: list[str]) -> None:
-        """Prepare to run ``command``; nothing starts yet."""
+    def __init__(self, command: list[str], grace: float = STOP_GRACE) -> None:
+        """Prepare to run ``command``; nothing starts yet.
+
+        ``grace``: SIGTERM to SIGKILL when a lost lease stops CMD's tree.
+        """
         self.command = command
+        self.grace = grace
         self.pid = os.getpid()
         self.child: subprocess.Popen[bytes] | None = None
         self.starting = False
         self.pending: list[int] = []
+        self.lost: LeaseLostError | None = None
+        self._stopping = threading.Lock()  # lose() and run() may both stop
         self._reaping = False  # in _reap_adopted
         self._look_again = False  # a SIGCHLD came while it ran
 
@@ -105,7 +120,29 @@ class Wrapper:
     def run(self) -> int:
         """Start CMD, pass on what arrived meanwhile, wait; return its status."""
         with self._adopting():
-            return self._run()
+            status = self._run()
+            if self.lost is not None:
+                self._stop_everything()  # what started after lose() looked
+                raise self.lost
+            return status
+
+    def lose(self, error: LeaseLostError) -> None:
+        """``on_lost``, in the renewal thread: stop CMD's tree; ``run`` raises.
+
+        No signal is needed (SIGTERM may be ignored, under ``nohup``): CMD's
+        end ends the main thread's wait.
+        """
+        self.lost = error
+        self._stop_everything()
+
+    def _stop_everything(self) -> None:
+        """Stop the tree of each of our children: CMD and the daemons we adopted."""
+        with self._stopping:
+            roots = [
+                TreeRoot(child, f"the command {self.command[0]!r}")
+                for child in psutil.Process().children()
+            ]
+            run_blocking(stopping_trees(roots, self.grace))
 
     @contextlib.contextmanager
     def _adopting(self) -> Iterator[None]:
@@ -180,6 +217,8 @@ class Wrapper:
         self.child = child
         for signum in self.pending:
             _forward(child, signum)
+        if self.lost is not None:  # lost as CMD started: run() stops it
+            return 0
         status = child.wait()
         return status if status >= 0 else EXIT_SIGNAL_BASE - status
 
