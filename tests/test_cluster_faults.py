@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from typing import TYPE_CHECKING
@@ -280,3 +282,39 @@ def test_ctrl_c_while_keeping_a_revoked_lease_leaves_no_key(
         reap(holder)
         if newcomer is not None:
             reap(newcomer)
+
+
+#: Takes and lets go of "bot" on a backend, round after round, until stopped.
+CHURN = (
+    "import sys\n"
+    "from singleton_proc import SingleInstance\n"
+    "instance = SingleInstance('bot', directory=sys.argv[1], backend=sys.argv[2])\n"
+    "print('ready', flush=True)\n"
+    "while True:\n"
+    "    with instance:\n"
+    "        pass\n"
+)
+
+
+def test_ctrl_c_at_any_point_of_acquire_or_release_leaves_no_key(
+    redis_server: RedisServer, host_dir: Callable[[str], Path]
+) -> None:
+    # Each press lands at another point of the acquire/release cycle (about
+    # a millisecond each): the offsets only vary where, they wait for nothing.
+    for offset in (0.0, 0.0013, 0.0029, 0.0047, 0.0061, 0.0083, 0.0101, 0.0137):
+        proc = subprocess.Popen(
+            [sys.executable, "-c", CHURN, str(host_dir("a")), redis_server.url],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert read_line(proc) == "ready"
+            time.sleep(0.05 + offset)  # some rounds in
+            os.kill(proc.pid, signal.SIGINT)
+            _, err = proc.communicate(timeout=DEADLINE)
+            assert "KeyboardInterrupt" in err
+            # Held and released, or never taken: no key left under its token.
+            assert lease_keys(redis_server) == set(), f"offset {offset}"
+        finally:
+            reap(proc)
