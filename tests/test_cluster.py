@@ -22,6 +22,8 @@ from singleton_proc import (
     BackendUnavailableError,
     LeaseLostError,
     SingleInstance,
+    is_running,
+    list_instances,
 )
 
 from helpers import DEADLINE, TESTS, env_without_coverage, finish, read_line, reap
@@ -401,3 +403,45 @@ def lost(instance: SingleInstance) -> bool:
     except LeaseLostError:
         return True
     return False
+
+
+def test_a_client_that_decodes_replies_works_too(
+    redis_server: RedisServer, host_dir: Callable[[str], Path]
+) -> None:
+    proc = start_lease("bot", host_dir("a"), redis_server.url)
+    try:
+        ready_fence(proc)
+        with redis_server.client(decode_responses=True) as client:
+            with pytest.raises(AlreadyRunningError) as caught:
+                on_host(host_dir("b"), client).acquire()
+            assert caught.value.holder is not None
+            assert caught.value.holder.pid == proc.pid
+            assert is_running("bot", backend=client)
+            assert [h.pid for h in list_instances(backend=client)] == [proc.pid]
+    finally:
+        reap(proc)
+
+
+def test_a_waiter_whose_subscription_is_killed_still_gets_the_release(
+    redis_server: RedisServer, host_dir: Callable[[str], Path]
+) -> None:
+    holder = start_lease("bot", host_dir("a"), redis_server.url)
+    waiter = None
+    try:
+        first = ready_fence(holder)
+        waiter = start_lease("bot", host_dir("b"), redis_server.url, "--policy", "wait")
+        wait_for_subscriber(redis_server, "bot")
+        with redis_server.client() as admin:
+            assert admin.client_kill_filter(_type="pubsub") == 1
+        wait_for_subscriber(redis_server, "bot")  # it subscribed again
+        assert holder.stdin is not None
+        holder.stdin.close()
+        released = float(read_line(holder).split()[1])
+        line = read_line(waiter).split()
+        assert line[0] == "ready"
+        assert int(line[1]) > first
+        assert float(line[2]) - released < HANDOVER_BOUND  # not the ttl of 15 s
+    finally:
+        reap(holder)
+        if waiter is not None:
+            reap(waiter)

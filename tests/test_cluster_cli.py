@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import psutil
 import pytest
-from redis_server import free_port
+from redis_server import free_port, redis_server
 from test_cli import CLI, cli, one_error_line
 from test_cluster import ready_fence, start_lease
 
@@ -196,3 +196,30 @@ def test_bad_backend_options_are_usage_errors(args: list[str], words: str) -> No
     status, _, err = cli(*args)
     assert status == 2
     assert words in one_error_line(err)
+
+
+def test_a_password_on_the_holders_command_line_is_never_shown(
+    tmp_path: Path, host_dir: Callable[[str], Path]
+) -> None:
+    workdir = tmp_path / "redis"
+    workdir.mkdir()
+    with redis_server(workdir, "--requirepass", "s3cret") as server:
+        url = f"redis://:s3cret@127.0.0.1:{server.port}/0"
+        proc = start_lease("bot", host_dir("a"), url)  # the URL is in its argv
+        try:
+            ready_fence(proc)
+            assert "s3cret" in " ".join(psutil.Process(proc.pid).cmdline())
+            local = (host_dir("a") / "bot.pid").read_text()
+            with server.client(password="s3cret") as admin:  # noqa: S106
+                remote = admin.hget(b"singleton_proc:{bot}:record", "json")
+            for shown in (
+                local,
+                remote.decode(),
+                cli("status", "--backend", url)[1],
+                cli("status", "--json", "--backend", url)[1],
+                str(holder("bot", backend=url)),
+            ):
+                assert "s3cret" not in shown
+                assert ":***@" in shown
+        finally:
+            reap(proc)

@@ -7,13 +7,14 @@ cuts; every bound is SPEC's "bound in tests", a safety net.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
 import sys
 import threading
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from relay import Relay
@@ -25,12 +26,12 @@ from test_cluster import (
     wait_for_subscriber,
 )
 
-from singleton_proc import LeaseLostError
+from singleton_proc import BackendUnavailableError, LeaseLostError
 
 from helpers import DEADLINE, finish, read_line, reap
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Awaitable, Callable
     from pathlib import Path
 
     from redis_server import RedisServer
@@ -219,33 +220,49 @@ def test_replace_asks_a_remote_holder_to_step_down(
         reap(holder)
 
 
+#: A holder of another make: renews its lease by token, ignores step-downs.
+STUBBORN_RENEW = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+"""
+
+
 def test_replace_revokes_a_holder_that_does_not_step_down(
     redis_server: RedisServer, host_dir: Callable[[str], Path]
 ) -> None:
-    ttl = 1.0
-    holder = start_lease(
-        "bot", host_dir("a"), redis_server.url, "--ttl", str(ttl), "--on-lost", "print"
-    )
+    ttl_ms, key = 2000, b"singleton_proc:{bot}:lease"
+    revoked_at: list[float] = []
+    stop = threading.Event()
+
+    def stubborn() -> None:  # renews every 50 ms until its token is gone
+        with redis_server.client() as client:
+            while not stop.wait(0.05):
+                if not client.eval(STUBBORN_RENEW, 1, key, "stubborn", ttl_ms):
+                    revoked_at.append(time.monotonic())
+                    return
+
+    with redis_server.client() as admin:
+        admin.set(key, "stubborn", px=ttl_ms)
+    renewer = threading.Thread(target=stubborn)
+    renewer.start()
     try:
-        first = ready_fence(holder)
-        grace = ttl  # its renewals see the request meanwhile
+        grace = 0.3
         newcomer = on_host(
             host_dir("b"), redis_server.url, on_conflict="replace", grace=grace
         )
         start = time.monotonic()
         with newcomer:
-            # It waited out the grace, then the old holder's TTL.
-            assert time.monotonic() - start >= grace + ttl
+            held_at = time.monotonic()
+            assert revoked_at, "the stubborn lease was never revoked"
+            assert revoked_at[0] - start >= grace  # asked first, revoked after grace
+            # Taken only once the revoked lease would have expired: its last
+            # renewal (50 ms before the revoke, more under load) set 2 s.
+            assert held_at - revoked_at[0] >= ttl_ms / 1000 - 0.5
             assert newcomer.fence is not None
-            assert newcomer.fence > first
-            line = read_line(holder)
-            assert line.startswith("lost")
-            assert "step down" in line
-            assert finish(holder)[0] == 0  # it lets go of nothing of ours
             newcomer.check()
-            assert lease_keys(redis_server)
     finally:
-        reap(holder)
+        stop.set()
+        renewer.join(DEADLINE)
 
 
 def test_ctrl_c_while_keeping_a_revoked_lease_leaves_no_key(
@@ -318,3 +335,74 @@ def test_ctrl_c_at_any_point_of_acquire_or_release_leaves_no_key(
             assert lease_keys(redis_server) == set(), f"offset {offset}"
         finally:
             reap(proc)
+
+
+def test_renewals_refused_for_a_while_do_not_end_the_renewals(
+    redis_server: RedisServer, host_dir: Callable[[str], Path], losses: Losses
+) -> None:
+    ttl = 3.0
+    with redis_server.client() as admin:
+        admin.acl_setuser("holder", enabled=True, passwords=["+pw"], keys=["*"],
+                          channels=["*"], commands=["+@all"])  # fmt: skip
+        url = f"redis://holder:pw@127.0.0.1:{redis_server.port}/0"
+        instance = on_host(host_dir("a"), url, ttl=ttl, on_lost=losses)
+        with instance:
+            renewed = admin.hget(b"singleton_proc:{bot}:record", "renewed")
+            refused = _rejected_evals(admin)
+            admin.acl_setuser("holder", enabled=True, commands=["-eval"])  # NOPERM
+            deadline = time.monotonic() + DEADLINE
+            while _rejected_evals(admin) == refused:  # until a renewal is refused
+                assert time.monotonic() < deadline, "no renewal was refused"
+                time.sleep(0.005)
+            admin.acl_setuser("holder", enabled=True, commands=["+eval"])
+            while admin.hget(b"singleton_proc:{bot}:record", "renewed") == renewed:
+                assert time.monotonic() < deadline, "the renewals did not go on"
+                time.sleep(0.005)
+            instance.check()
+    assert losses.errors == []
+
+
+def _rejected_evals(admin: Any) -> int:
+    """How many EVALs the server refused so far (``INFO commandstats``)."""
+    stats = admin.info("commandstats").get("cmdstat_eval", {})
+    return int(stats.get("rejected_calls", 0))
+
+
+def test_async_with_never_blocks_the_loop_on_a_server_that_does_not_answer(
+    redis_server: RedisServer, host_dir: Callable[[str], Path], losses: Losses
+) -> None:
+    # Short timeouts of the URL's own, so the test need not wait 5 s each.
+    url = f"{redis_server.url}?socket_timeout=0.5&socket_connect_timeout=0.5"
+    instance = on_host(host_dir("a"), url, on_lost=losses)
+
+    async def ticking_while(work: Callable[[], Awaitable[object]]) -> int:
+        ticks = 0
+
+        async def tick() -> None:
+            nonlocal ticks
+            while True:
+                ticks += 1
+                await asyncio.sleep(0.01)
+
+        ticker = asyncio.create_task(tick())
+        try:
+            await work()
+        finally:
+            ticker.cancel()
+        return ticks
+
+    async def hold_then_pause() -> None:
+        async with instance:
+            redis_server.pause()  # the release's round trip waits 0.5 s
+
+    async def acquire_paused() -> None:
+        with pytest.raises(BackendUnavailableError):
+            async with instance:
+                pass
+
+    try:
+        assert asyncio.run(ticking_while(hold_then_pause)) >= 10
+        assert not instance.held
+        assert asyncio.run(ticking_while(acquire_paused)) >= 10
+    finally:
+        redis_server.resume()

@@ -6,14 +6,20 @@ annotations of a public dataclass stay real objects, so
 and friends although ``__module__`` says ``singleton_proc``.
 """
 
+import re
 import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-__all__ = ["Holder", "command_line", "printable"]
+__all__ = ["Holder", "command_line", "hide_passwords", "printable"]
 
 _MAX_COMMAND = 200
+#: A password in a URL: ``scheme://user:PASSWORD@``, or ``?password=...``.
+_PASSWORDS = re.compile(
+    r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^:/@\s]*:)[^@/\s]*(?P<at>@)"
+    r"|(?P<key>[?&]password=)[^&\s]*"
+)
 
 
 @dataclass(frozen=True)
@@ -61,8 +67,29 @@ class Holder:
 
 
 def command_line(argv: Sequence[str]) -> str:
-    """A command line for one line of a message or a log: quoted, printable, cut."""
-    return printable(shlex.join(argv), _MAX_COMMAND)
+    """A command line for one line of a message or a log: quoted, printable, cut.
+
+    Passwords in URLs are hidden (see :func:`hide_passwords`).
+    """
+    return printable(shlex.join(hide_passwords(arg) for arg in argv), _MAX_COMMAND)
+
+
+def hide_passwords(text: str) -> str:
+    """``text`` with every password of a URL in it replaced by ``***``.
+
+    Example:
+        >>> hide_passwords("--backend=redis://:s3cret@db:6379/0")
+        '--backend=redis://:***@db:6379/0'
+        >>> hide_passwords("rediss://app:pw@db/0?password=pw2&db=1")
+        'rediss://app:***@db/0?password=***&db=1'
+    """
+    return _PASSWORDS.sub(_hidden, text)
+
+
+def _hidden(found: re.Match[str]) -> str:
+    if found["key"] is not None:
+        return f"{found['key']}***"
+    return f"{found['head']}***{found['at']}"
 
 
 def printable(text: str, limit: int = _MAX_COMMAND) -> str:

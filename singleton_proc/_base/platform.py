@@ -8,8 +8,7 @@ package never tests ``os.name`` or ``sys.platform`` itself:
   its primitive, ``msvcrt.locking`` on Windows), never its global ``LOCKER``;
 * open flags (``O_NOFOLLOW``, ``O_CLOEXEC``, ``O_NONBLOCK``) and file modes;
 * where the per-user cache directory and its fallback are;
-* symlinks and junctions, fork hooks, filesystem types, a SIGTERM to
-  oneself, Linux's ``prctl`` and memory files.
+* links and junctions, fork hooks, filesystems, SIGTERM to oneself, ``prctl``.
 """
 
 from __future__ import annotations
@@ -21,6 +20,7 @@ import os
 import signal
 import stat
 import sys
+import threading
 from pathlib import Path, PureWindowsPath
 from typing import TYPE_CHECKING
 
@@ -227,11 +227,11 @@ def thread_count() -> int:
 
 
 def sigterm_self() -> None:
-    """SIGTERM to this process, as from another (POSIX: its main thread gets it)."""
+    """SIGTERM to this process from any thread, as if sent by another process."""
     if IS_WINDOWS:  # os.kill would terminate it on the spot
         signal.raise_signal(signal.SIGTERM)
-    else:  # raise() would aim it at the calling thread
-        os.kill(os.getpid(), signal.SIGTERM)
+    else:  # to the main thread: sent to the process, another thread may get it
+        signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGTERM)
 
 
 @contextlib.contextmanager

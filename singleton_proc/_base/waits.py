@@ -10,6 +10,7 @@ thread waits for one of our threads (an ``Event``, a ``Future``) through
 
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
@@ -28,6 +29,7 @@ __all__ = [
     "any_done",
     "delays",
     "done_ones",
+    "run_async",
     "run_blocking",
     "wait_until",
 ]
@@ -80,6 +82,50 @@ def run_blocking(steps: Generator[float, None, _R]) -> _R:
         return cast("_R", done.value)
     finally:
         sleeps.close()
+
+
+async def run_async(steps: Generator[float, None, _R], *, off_loop: bool) -> _R:
+    """:func:`run_blocking` for ``async`` code: sleeps are ``asyncio.sleep``.
+
+    With ``off_loop``, every step after the first runs in a worker thread, so
+    that steps which wait on a server (one round trip, bounded by its
+    timeouts) never block the event loop; the first, which may install
+    signal handlers, runs on the loop's (main) thread. A cancelled or
+    interrupted await lets the step in flight end before the generator is
+    closed, which it then is, from a ``yield``.
+    """
+    import asyncio  # noqa: PLC0415  (loaded by the caller's event loop already)
+
+    loop = asyncio.get_running_loop()
+    sleeps = shielded(steps)
+    first = True
+    try:
+        while True:
+            if first or not off_loop:
+                done, value = _advance(sleeps)
+            else:
+                step = loop.run_in_executor(None, _advance, sleeps)
+                try:
+                    done, value = await asyncio.shield(step)
+                except BaseException:
+                    while not step.done():  # never close a running generator
+                        with contextlib.suppress(asyncio.CancelledError):
+                            await asyncio.wait([step])
+                    raise
+            first = False
+            if done:
+                return cast("_R", value)
+            await asyncio.sleep(value)
+    finally:
+        sleeps.close()
+
+
+def _advance(steps: Generator[float, None, Any]) -> tuple[bool, Any]:
+    """One step: ``(False, delay)``, or ``(True, result)`` once finished."""
+    try:
+        return False, steps.send(None)
+    except StopIteration as finished:
+        return True, finished.value
 
 
 def wait_until(ready: Callable[[float | None], bool], timeout: float | None) -> bool:

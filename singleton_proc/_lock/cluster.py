@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import threading
 import time
 from typing import TYPE_CHECKING, Literal, Union
 
@@ -72,7 +73,10 @@ class ClusterName:
         self.lease = backend.lease(name)
         self.token = ""
         self.fence: int | None = None
+        self.keeping = False  # a revoked lease is kept under our token
         self._renewer: Renewer | None = None
+        self._lost_then: LeaseLostError | None = None  # at the last release
+        self._mutex = threading.Lock()
 
     def copy(self) -> ClusterName:
         """An unheld twin on the same backend."""
@@ -97,11 +101,20 @@ class ClusterName:
         try:
             got = self.lease.take(self.token, self.ttl, record)
         except BackendUnavailableError:
-            self._release_quietly(say=False)  # the error raised says enough
+            # It may have been granted, the answer lost: let go of it in the
+            # background, the error raised at once (it says enough).
+            threading.Thread(
+                target=self._release_quietly,
+                kwargs={"token": self.token, "say": False},
+                name=f"singleton_proc release {self.name!r}",
+                daemon=True,
+            ).start()
             raise
         if isinstance(got, Occupied):
             return _lease_inspection(self.name, self.backend.where, got)
         self.fence = got.fence
+        self.keeping = False
+        self._lost_then = None
         renewal = self.backend.for_renewal(self.ttl)
         self._renewer = Renewer(
             renewal,
@@ -114,29 +127,41 @@ class ClusterName:
         )
         return None
 
+    def drop_kept(self) -> None:
+        """At the end of an acquire: let go of a kept key not taken after all."""
+        if self.keeping:
+            self.keeping = False
+            self._release_quietly()
+
     def lost(self) -> LeaseLostError | None:
-        """Why the held lease is lost, or ``None`` (no network call)."""
+        """Why the held lease is (or was, once released) lost; no network call."""
         renewer = self._renewer
-        return None if renewer is None else renewer.lost()
+        return self._lost_then if renewer is None else renewer.lost()
 
     def release(self) -> None:
-        """Stop renewing and release the lease (if it is still ours)."""
-        renewer, self._renewer = self._renewer, None
-        self.fence = None
+        """Stop renewing and release the lease (if it is still ours).
+
+        Once: a second call (``async with`` releases the lease in a thread,
+        then the rest) finds nothing to do.
+        """
+        with self._mutex:
+            renewer, self._renewer = self._renewer, None
         if renewer is not None:
             renewer.stop()
+            self._lost_then = renewer.lost()
             if renewer.answered_lately():  # else lost to a silent server
                 self._release_quietly()
+            self.fence = None
 
     def abandon(self) -> None:
         """In a forked child: forget the lease; the parent's thread renews it."""
         self._renewer = None
         self.fence = None
 
-    def _release_quietly(self, *, say: bool = True) -> None:
+    def _release_quietly(self, *, token: str = "", say: bool = True) -> None:
         """Release by our token; unreachable, the key expires within the TTL."""
         try:
-            self.lease.release(self.token)
+            self.lease.release(token or self.token)
         except BackendUnavailableError as exc:
             if say:
                 _log.warning(
@@ -168,8 +193,9 @@ class ClusterName:
 
         A revoked lease stays under our token while its holder may still
         believe it holds it, so no third process takes the name meanwhile;
-        then the next try takes it (ours already). Interrupted meanwhile,
-        the key under our token is released.
+        then the next try takes it (ours already). If the acquire ends
+        without it (interrupted, or the local lock taken meanwhile), the
+        policy lets go of the key with :meth:`drop_kept`.
         """
         assert held.lease is not None  # noqa: S101  (a lease conflict)
         keeper = (self.token, self.ttl)
@@ -178,13 +204,10 @@ class ClusterName:
         )
         if keep is None:
             return  # it let go: try again
-        try:
-            end = time.monotonic() + keep
-            while (left := end - time.monotonic()) > 0:
-                yield left
-        except BaseException:
-            self._release_quietly()
-            raise
+        self.keeping = True  # until taken, or let go by drop_kept()
+        end = time.monotonic() + keep
+        while (left := end - time.monotonic()) > 0:
+            yield left
 
 
 def _lease_inspection(name: str, where: str, occupied: Occupied) -> Inspection:

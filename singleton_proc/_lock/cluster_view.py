@@ -9,9 +9,7 @@ holder's token; the cluster layer never signals a process.
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 import secrets
 import time
 from typing import TYPE_CHECKING
@@ -91,8 +89,8 @@ def asking_to_step_down(
     The holder's next renewal (within a third of its TTL) sees the request
     and takes its ``on_lost`` path. A revoked lease is kept under
     ``keeper``'s token for as long as the old holder may still believe it
-    holds it (its recorded TTL), so no one else takes the name meanwhile.
-    ``keeper`` is that token and how much longer than that to keep it.
+    holds it (until its lease would have expired), so no one else takes the
+    name meanwhile. ``keeper`` is that token and how much longer to keep it.
 
     Returns:
         Seconds the key is kept under ``keeper`` when the lease was revoked;
@@ -102,9 +100,9 @@ def asking_to_step_down(
         return None
     _log.info("asked the holder of %r to step down", name)
     yield from until_released(watch, grace)
-    keep = _holder_ttl(occupied) or occupied.expires_in
     token, linger = keeper
-    if not lease.revoke(occupied.token, token, keep + linger):
+    keep = lease.revoke(occupied.token, token, linger)
+    if keep is None:
         return None
     _log.warning(
         "the holder of %r did not step down within %g s: its lease is revoked "
@@ -137,13 +135,3 @@ def stepping_down(
         return True, remote_holder(name, occupied)
     finally:
         watch.close()
-
-
-def _holder_ttl(occupied: Occupied) -> float | None:
-    """The TTL the holder recorded, if its record says."""
-    if occupied.record is None:
-        return None
-    ttl = json.loads(occupied.record).get("ttl")
-    if isinstance(ttl, (int, float)) and math.isfinite(ttl) and ttl > 0:
-        return float(ttl)
-    return None

@@ -16,12 +16,19 @@ from typing import TYPE_CHECKING
 
 import psutil
 
+from singleton_proc._base.holder import hide_passwords
 from singleton_proc._base.lineage import holder_mark
 
 if TYPE_CHECKING:
     from singleton_proc._base.holder import Holder
 
-__all__ = ["CREATE_TIME_TOLERANCE", "Identity", "current_identity", "mismatch"]
+__all__ = [
+    "CREATE_TIME_TOLERANCE",
+    "Identity",
+    "current_identity",
+    "mismatch",
+    "recorded_command",
+]
 
 #: How far (seconds) a live process's create_time may drift from the record.
 CREATE_TIME_TOLERANCE = 1.0
@@ -60,12 +67,17 @@ def current_identity() -> Identity:
             cached = Identity(
                 pid=pid,
                 create_time=proc.create_time(),
-                cmdline=tuple(proc.cmdline()),
+                cmdline=recorded_command(proc),
                 user=proc.username(),
                 host=socket.gethostname(),
             )
         _current = cached
     return cached
+
+
+def recorded_command(proc: psutil.Process) -> tuple[str, ...]:
+    """A process's command line as records keep it: passwords in URLs hidden."""
+    return tuple(hide_passwords(arg) for arg in proc.cmdline())
 
 
 def mismatch(holder: Holder, lock_pids: frozenset[int] | None) -> str:  # noqa: PLR0911
@@ -99,7 +111,7 @@ def mismatch(holder: Holder, lock_pids: frozenset[int] | None) -> str:  # noqa: 
                     f"record's process at {_stamp(holder.create_time)}: the pid "
                     "was reused by another program"
                 )
-            cmdline = tuple(proc.cmdline())
+            cmdline = recorded_command(proc)
             if cmdline != holder.cmdline:
                 return (
                     f"pid {pid} runs {' '.join(cmdline)!r}, not "

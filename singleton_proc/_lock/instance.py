@@ -10,8 +10,8 @@ import threading
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from singleton_proc._base import validate
-from singleton_proc._base.interrupts import shielded, signals_deferred
-from singleton_proc._base.waits import run_blocking
+from singleton_proc._base.interrupts import signals_deferred
+from singleton_proc._base.waits import run_async, run_blocking
 
 from . import sigterm as _sigterm
 from .cluster import OnLost, cluster_name
@@ -205,19 +205,15 @@ class SingleInstance:
 
         A cancelled wait stops at its current ``await``; the generator is
         closed, nothing is held and nothing keeps trying in the background.
+        With a backend, the steps that talk to it run in a worker thread.
         """
-        import asyncio  # noqa: PLC0415  (loaded by the caller's event loop already)
-
         taken: list[Held] = []
-        steps = shielded(self._acquiring(taken))
+        off_loop = self._cluster is not None  # its steps wait on a server
         try:
-            for delay in steps:
-                await asyncio.sleep(delay)
+            await run_async(self._acquiring(taken), off_loop=off_loop)
         except BaseException:
             self._let_go_if_interrupted(taken)
             raise
-        finally:
-            steps.close()
         return self
 
     def _let_go_if_interrupted(self, taken: list[Held]) -> None:
@@ -278,8 +274,15 @@ class SingleInstance:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        """Release, as :meth:`__exit__` (a lease's release is one round trip)."""
-        self._release_saying_loss(exc)
+        """Release, as :meth:`__exit__`; a lease's release runs in a worker thread."""
+        cluster = self._cluster
+        try:
+            if cluster is not None and self.held:
+                import asyncio  # noqa: PLC0415  (loaded by the caller's event loop)
+
+                await asyncio.to_thread(cluster.release)
+        finally:
+            self._release_saying_loss(exc)
 
     def _release_saying_loss(self, exc: BaseException | None) -> None:
         """Release; a lease lost meanwhile raises (``on_lost="raise"``).
@@ -344,6 +347,7 @@ class SingleInstance:
             sigterm_held = (self.handle_sigterm or exits_on_loss) and _sigterm.hold()
             if cluster is not None:
                 cluster.new_token()
+                yield 0.0  # that was the main thread's part: run_async's first step
             take_it = functools.partial(self._take, sigterm_held=sigterm_held)
             yield from tries(self, self._directory, take_it, cluster)
             sigterm_held = False  # the instance holds it now, and lets go of it

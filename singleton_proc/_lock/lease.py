@@ -97,11 +97,16 @@ class Lease(Protocol):
     def ask_to_step_down(self, token: str) -> bool:
         """Ask the holder of ``token`` to let go; ``False`` if it holds no more."""
 
-    def revoke(self, token: str, keeper: str, keep: float) -> bool:
-        """Replace ``token``'s lease by ``keeper``'s for ``keep`` seconds.
+    def revoke(self, token: str, keeper: str, linger: float) -> float | None:
+        """Put ``keeper``'s token in place of ``token``'s, in the same key.
 
-        The key stays occupied, so no third process can take the name while
-        the revoked holder may still believe it holds it.
+        The key stays occupied until ``token``'s lease would have expired
+        (its holder cannot believe it holds it past that) and ``linger``
+        seconds more, so no third process takes the name meanwhile.
+
+        Returns:
+            The seconds until ``token``'s lease would have expired; ``None``
+            when the lease is not ``token``'s any more.
         """
 
     def look(self) -> Occupied | None:

@@ -96,6 +96,8 @@ def tries(
     try:
         yield from _tries(options, directory, take, cluster, watch)
     finally:
+        if cluster is not None:
+            cluster.drop_kept()
         if watch is not None:
             watch.close()
 

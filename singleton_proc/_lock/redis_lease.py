@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import time
 import urllib.parse
 import weakref
 from typing import TYPE_CHECKING, Any, cast
@@ -28,6 +29,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from singleton_proc._base.holder import hide_passwords
 from singleton_proc._errors import BackendUnavailableError
 
 from .lease import RENEWAL_CALL_SHARE, Granted, Occupied, Renewal
@@ -101,10 +103,11 @@ redis.call('SET', KEYS[3], ARGV[1], 'PX', ttl)
 return 1
 """
 _REVOKE = """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
+local left = math.max(redis.call('PTTL', KEYS[1]), 0)
+redis.call('SET', KEYS[1], ARGV[2], 'PX', left + tonumber(ARGV[3]))
 redis.call('DEL', KEYS[2], KEYS[3])
-return 1
+return left
 """
 _RENEWALS: dict[int, Renewal] = {0: "lost", 1: "held", 2: "asked"}
 
@@ -150,8 +153,9 @@ class RedisLease:
     def ask_to_step_down(self, token: str) -> bool:
         return bool(self._eval(_ASK, token))
 
-    def revoke(self, token: str, keeper: str, keep: float) -> bool:
-        return bool(self._eval(_REVOKE, token, keeper, _ms(keep)))
+    def revoke(self, token: str, keeper: str, linger: float) -> float | None:
+        left = int(self._eval(_REVOKE, token, keeper, _ms(linger)))
+        return None if left < 0 else left / 1000
 
     def look(self) -> Occupied | None:
         return _occupied(self._eval(_LOOK + "return look()"))
@@ -173,7 +177,12 @@ def _occupied(reply: list[Any]) -> Occupied | None:
             record = json.dumps(fields).encode()
         except (ValueError, TypeError, AttributeError):
             record = None  # not ours, or damaged: unknown, like a local record
-    return Occupied(token.decode(), record, max(0, int(pttl)) / 1000)
+    return Occupied(_text(token), record, max(0, int(pttl)) / 1000)
+
+
+def _text(value: bytes | str) -> str:
+    """A reply as text, whether the client decodes replies or not."""
+    return value.decode() if isinstance(value, bytes) else value
 
 
 class RedisWatch:
@@ -191,17 +200,24 @@ class RedisWatch:
 
     def _subscribe(self, channel: str) -> None:
         self._pubsub.subscribe(channel)
+        deadline = time.monotonic() + _CALL_TIMEOUT
         while self._pubsub.get_message(timeout=_CALL_TIMEOUT) is None:
-            pass  # a message each time until the confirmation; then ready
+            if time.monotonic() >= deadline:  # the confirmation never came
+                raise redis.exceptions.TimeoutError("no answer to SUBSCRIBE")
 
     def released(self) -> bool:
-        def read(_: object) -> bool:
-            seen = False
+        """Whether a release was announced; ``True`` also when the connection broke.
+
+        A release announced while the subscription was down is lost, so the
+        caller looks again; the next call reconnects and subscribes again.
+        """
+        seen = False
+        try:
             while (message := self._pubsub.get_message(timeout=0)) is not None:
                 seen = seen or message["type"] == "message"
-            return seen
-
-        return bool(self._backend.call(read))
+        except _UNREACHABLE:
+            return True
+        return seen
 
     def close(self) -> None:
         with contextlib.suppress(*_UNREACHABLE):
@@ -242,7 +258,7 @@ class RedisBackend:
         def scan(client: redis.Redis) -> list[str]:
             keys = client.scan_iter(match=f"{_PREFIX}{{*}}:lease", count=1000)
             return [
-                urllib.parse.unquote(key.decode()[len(_PREFIX) + 1 : -len("}:lease")])
+                urllib.parse.unquote(_text(key)[len(_PREFIX) + 1 : -len("}:lease")])
                 for key in keys
             ]
 
@@ -282,7 +298,7 @@ def open_redis(spec: object) -> RedisBackend:
             f"redis.Redis client, not {type(spec).__name__}"
         )
         raise TypeError(msg)
-    where = redacted(spec)
+    where = hide_passwords(spec)
     if urllib.parse.urlsplit(spec).scheme not in _SCHEMES:
         msg = f"backend must be a redis://, rediss:// or unix:// URL, not {where!r}"
         raise ValueError(msg)
@@ -300,19 +316,6 @@ def open_redis(spec: object) -> RedisBackend:
         )
         raise ValueError(msg) from None
     return RedisBackend(client, where, owned=True)
-
-
-def redacted(url: str) -> str:
-    """``url`` with any password (before the host or in the query) as ``***``."""
-    parts = urllib.parse.urlsplit(url)
-    if parts.password is not None:
-        host = parts.netloc.rpartition("@")[2]
-        parts = parts._replace(netloc=f"{parts.username or ''}:***@{host}")
-    query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
-    if any(key == "password" for key, _ in query):
-        hidden = [(key, "***" if key == "password" else value) for key, value in query]
-        parts = parts._replace(query=urllib.parse.urlencode(hidden, safe="*"))
-    return parts.geturl()
 
 
 def _client_where(client: redis.Redis) -> str:

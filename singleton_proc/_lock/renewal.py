@@ -7,8 +7,10 @@ renewal, a third of the TTL before the server could expire it. The deadline
 is kept here, so asking whether the lease is still held is a clock read,
 never a network call. Past it (the server unreachable, the process stopped),
 or when a renewal finds the lease gone, someone else's, or asked to step
-down, the lease is *lost*: the thread says so once, through ``on_lost``, and
-stops.
+down, the lease is *lost*: ``on_lost`` is told once. A second thread watches
+the deadline alone, so the loss is told on time even while a renewal call
+hangs where no socket timeout reaches (a name lookup, say), and whatever a
+renewal call raises only counts as a failed renewal.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import threading
 import time
 from typing import TYPE_CHECKING
 
-from singleton_proc._errors import BackendUnavailableError, LeaseLostError
+from singleton_proc._errors import LeaseLostError
 
 from .lease import RENEWAL_CALL_SHARE
 
@@ -45,13 +47,14 @@ class Renewer:
 
     Args:
         backend: The renewal's own connection (``Backend.for_renewal``);
-            closed when the thread ends.
+            closed when the renewal thread ends.
         lease: The name's lease on that connection.
+        name: The name, for messages.
         token: The holder's token.
         ttl: The lease's TTL in seconds.
         sent: When the grant was sent (``time.monotonic()``).
-        on_lost: Called once, in the renewal thread, with the error that
-            says why, when the lease is lost while still held.
+        on_lost: Called once, in one of the lease's threads, with the error
+            that says why, when the lease is lost while still held.
     """
 
     def __init__(
@@ -65,23 +68,28 @@ class Renewer:
         sent: float,
         on_lost: Callable[[LeaseLostError], None],
     ) -> None:
-        """Start renewing."""
+        """Start renewing, and watching the deadline."""
         self._backend, self._lease, self._name = backend, lease, name
         self._token, self._ttl = token, ttl
         self._renewed = sent
         self.deadline = sent + ttl * BELIEVED_FOR
+        self._failure = "it was not renewed in time"
         self._on_lost = on_lost
         self._lost: LeaseLostError | None = None
-        self._stopped = threading.Event()
-        self._thread = threading.Thread(
-            target=self._run, name=f"singleton_proc lease {name!r}", daemon=True
-        )
-        self._thread.start()
+        self._stopped = False
+        self._changed = threading.Condition()  # guards the fields above
+        label = f"singleton_proc lease {name!r}"
+        self._threads = [
+            threading.Thread(target=self._renew, name=label, daemon=True),
+            threading.Thread(target=self._watch, name=f"{label} deadline", daemon=True),
+        ]
+        for thread in self._threads:
+            thread.start()
 
     def lost(self) -> LeaseLostError | None:
         """Why the lease is lost, or ``None`` while it is held (no network call)."""
         if self._lost is None and time.monotonic() >= self.deadline:
-            return self._error("it was not renewed in time")
+            return self._error(self._failure)
         return self._lost
 
     def answered_lately(self) -> bool:
@@ -94,9 +102,12 @@ class Renewer:
 
     def stop(self) -> None:
         """Stop renewing (before the lease is released): no loss is said after."""
-        self._stopped.set()
-        if self._thread is not threading.current_thread():
-            self._thread.join(self._ttl * RENEWAL_CALL_SHARE + 1.0)
+        with self._changed:
+            self._stopped = True
+            self._changed.notify_all()
+        for thread in self._threads:
+            if thread is not threading.current_thread():
+                thread.join(self._ttl * RENEWAL_CALL_SHARE + 1.0)
 
     def _error(self, why: str) -> LeaseLostError:
         ago = time.monotonic() - self._renewed
@@ -106,46 +117,69 @@ class Renewer:
             "process may hold the name now, so stop acting on it"
         )
 
-    def _run(self) -> None:
-        try:
-            why = self._renew_until_lost()
-        finally:
-            self._backend.close()
-        if why is None or self._stopped.is_set():
-            return
-        self._lost = error = self._error(why)
+    def _lose(self, why: str) -> None:
+        """Say the loss once (unless stopped), from whichever thread saw it."""
+        with self._changed:
+            if self._stopped or self._lost is not None:
+                return
+            self._lost = error = self._error(why)
+            self._changed.notify_all()
         try:
             self._on_lost(error)
         except Exception:  # noqa: BLE001  (the user's callback: logged, as threads do)
             _log.exception("on_lost of %r failed", self._name)
 
-    def _renew_until_lost(self) -> str | None:
-        """Renew while held: why it was lost, or ``None`` once stopped."""
+    def _watch(self) -> None:
+        """Say the loss at the deadline, unless a renewal moved it on first."""
+        with self._changed:
+            while not self._stopped and self._lost is None:
+                left = self.deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._changed.wait(left)
+        self._lose(self._failure)
+
+    def _renew(self) -> None:
+        """Renew every ``ttl/3`` until stopped or lost."""
+        try:
+            self._renew_until_lost()
+        finally:
+            self._backend.close()
+
+    def _renew_until_lost(self) -> None:
         ttl = self._ttl
         next_at = self._renewed + ttl * RENEW_EVERY
-        failure = "it was not renewed in time"
-        while not self._stopped.wait(
-            max(0.0, min(next_at, self.deadline) - time.monotonic())
-        ):
-            sent = time.monotonic()
-            if sent >= self.deadline:
-                return failure
+        while True:
+            with self._changed:
+                while not self._stopped and self._lost is None:
+                    left = min(next_at, self.deadline) - time.monotonic()
+                    if left <= 0:
+                        break
+                    self._changed.wait(left)
+                sent = time.monotonic()
+                if self._stopped or self._lost is not None or sent >= self.deadline:
+                    return  # the watcher says a loss by the deadline
             if sent + ttl * RENEWAL_CALL_SHARE > self.deadline:
                 next_at = self.deadline  # no time for a call that could end late
                 continue
             try:
                 outcome = self._lease.renew(self._token, ttl)
-            except BackendUnavailableError as exc:
-                failure = f"the server did not answer ({exc})"
+            except Exception as exc:  # noqa: BLE001  (any failure is a failed renewal)
+                self._failure = f"the server did not renew it ({exc})"
                 next_at = time.monotonic() + ttl * RETRY_AFTER
                 continue
-            if time.monotonic() >= self.deadline:
-                return "the renewal was answered after the holder's deadline"
             if outcome == "lost":
-                return "the server no longer has it under this holder's token"
-            self._renewed = sent
-            self.deadline = sent + ttl * BELIEVED_FOR
+                self._lose("the server no longer has it under this holder's token")
+                return
+            with self._changed:
+                if time.monotonic() >= self.deadline:
+                    return  # answered too late: the watcher says so
+                self._renewed = sent
+                self.deadline = sent + ttl * BELIEVED_FOR
+                self._changed.notify_all()
             if outcome == "asked":  # still ours: the release hands it over
-                return "another process asked it to step down (on_conflict='replace')"
+                self._lose(
+                    "another process asked it to step down (on_conflict='replace')"
+                )
+                return
             next_at = sent + ttl * RENEW_EVERY
-        return None
