@@ -320,8 +320,12 @@ def open_redis(spec: object) -> RedisBackend:
 
 def _client_where(client: redis.Redis) -> str:
     """Where a ready client connects, for messages."""
-    kwargs = client.connection_pool.connection_kwargs
+    pool = client.connection_pool
+    kwargs = pool.connection_kwargs
     if "path" in kwargs:
         return f"unix://{kwargs['path']}"
+    service = getattr(pool, "service_name", None)  # Sentinel's master_for()
+    if service is not None:
+        return f"the primary of {service!r} (Sentinel)"
     host, port = kwargs.get("host", "?"), kwargs.get("port", "?")
     return f"redis://{host}:{port}/{kwargs.get('db', 0)}"
