@@ -22,6 +22,7 @@ and the inconsistencies found (none, if all is well).
 
 from __future__ import annotations
 
+import collections
 import json
 import os
 import random
@@ -123,21 +124,25 @@ def main() -> int:
         signal.signal(signal.SIGTERM, _program_sigterm)
         signal.signal(signal.SIGALRM, lambda *_: signal.raise_signal(raised))
     instance = SingleInstance(NAME, directory=directory)
-    spans = []
+    # A cycle's length, from the last 50 uninterrupted ones: under load it
+    # changes, and a span measured once would then miss the cycles.
+    spans: collections.deque[float] = collections.deque(maxlen=50)
     for _ in range(50):
         start = time.perf_counter()
         _cycle(instance)
         spans.append(time.perf_counter() - start)
-    span = statistics.median(spans) * 1.2
     interrupted = 0
     problems: list[str] = []
     for _ in range(tries):
         done = False
         raised_before = _counts["raised"]
+        span = statistics.median(spans) * 1.2
         try:
             signal.setitimer(signal.ITIMER_REAL, random.uniform(1e-6, span))  # noqa: S311
             try:
+                start = time.perf_counter()
                 _cycle(instance)
+                spans.append(time.perf_counter() - start)
                 done = True
                 interrupted += _counts["raised"] > raised_before  # FLAG: it returned
                 # Let it fire here, between tries, if not yet: inside a call,
