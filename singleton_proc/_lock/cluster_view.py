@@ -14,7 +14,7 @@ import secrets
 import time
 from typing import TYPE_CHECKING
 
-from singleton_proc._base.waits import delays
+from singleton_proc._base.waits import SIGNAL_SLICE
 
 from .record import decode_record
 
@@ -68,11 +68,16 @@ def held_across(backend: Backend) -> list[Holder]:
 
 
 def until_released(watch: Watch, seconds: float) -> Generator[float, None, None]:
-    """Wait until a release is announced, or ``seconds`` have passed."""
+    """Wait until a release is announced, or ``seconds`` have passed.
+
+    Each step waits on the subscription itself, a slice at a time (a Ctrl-C
+    lands between slices), so the release wakes it at once.
+    """
     end = time.monotonic() + seconds
-    polls = delays()
-    while not watch.released() and (left := end - time.monotonic()) > 0:
-        yield min(next(polls), left)
+    while (left := end - time.monotonic()) > 0:
+        if watch.released(min(SIGNAL_SLICE, left)):
+            return
+        yield 0.0
 
 
 def asking_to_step_down(

@@ -70,8 +70,11 @@ class Occupied:
 class Watch(Protocol):
     """A subscription to a name's releases, opened before the first try."""
 
-    def released(self) -> bool:
-        """Whether a release was announced since the last call (no waiting)."""
+    def released(self, wait: float = 0.0) -> bool:
+        """Whether a release was announced since the last call.
+
+        Waits up to ``wait`` seconds for one (and only as long as that).
+        """
 
     def close(self) -> None:
         """Unsubscribe and close the connection."""

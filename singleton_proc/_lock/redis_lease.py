@@ -205,7 +205,7 @@ class RedisWatch:
             if time.monotonic() >= deadline:  # the confirmation never came
                 raise redis.exceptions.TimeoutError("no answer to SUBSCRIBE")
 
-    def released(self) -> bool:
+    def released(self, wait: float = 0.0) -> bool:
         """Whether a release was announced; ``True`` also when the connection broke.
 
         A release announced while the subscription was down is lost, so the
@@ -213,8 +213,10 @@ class RedisWatch:
         """
         seen = False
         try:
-            while (message := self._pubsub.get_message(timeout=0)) is not None:
+            message = self._pubsub.get_message(timeout=wait)
+            while message is not None:
                 seen = seen or message["type"] == "message"
+                message = self._pubsub.get_message(timeout=0)
         except _UNREACHABLE:
             return True
         return seen
