@@ -12,6 +12,7 @@ after ``grace``. The cluster layer never signals a process.
 
 from __future__ import annotations
 
+import functools
 import logging
 import secrets
 import threading
@@ -115,10 +116,9 @@ class ClusterName:
         self.fence = got.fence
         self.keeping = False
         self._lost_then = None
-        renewal = self.backend.for_renewal(self.ttl)
         self._renewer = Renewer(
-            renewal,
-            renewal.lease(self.name),
+            functools.partial(self.backend.for_renewal, self.ttl),
+            where=self.backend.where,
             name=self.name,
             token=self.token,
             ttl=self.ttl,

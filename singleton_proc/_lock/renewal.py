@@ -7,10 +7,12 @@ renewal, a third of the TTL before the server could expire it. The deadline
 is kept here, so asking whether the lease is still held is a clock read,
 never a network call. Past it (the server unreachable, the process stopped),
 or when a renewal finds the lease gone, someone else's, or asked to step
-down, the lease is *lost*: ``on_lost`` is told once. A second thread watches
-the deadline alone, so the loss is told on time even while a renewal call
-hangs where no socket timeout reaches (a name lookup, say), and whatever a
-renewal call raises only counts as a failed renewal.
+down, the lease is *lost*: ``on_lost`` is told once. The process's lease
+clock (``lease_clock``) watches the deadline, so the loss is told on time
+even while a renewal call hangs where no socket timeout reaches (a name
+lookup, say); it also starts the renewal thread, when the first renewal is
+due, so a hold shorter than ``ttl/3`` starts no thread and opens no
+connection. Whatever a renewal call raises only counts as a failed renewal.
 """
 
 from __future__ import annotations
@@ -22,12 +24,13 @@ from typing import TYPE_CHECKING
 
 from singleton_proc._errors import LeaseLostError
 
+from . import lease_clock
 from .lease import RENEWAL_CALL_SHARE
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from .lease import Backend, Lease
+    from .lease import Backend
 
 __all__ = ["Renewer"]
 
@@ -46,45 +49,42 @@ class Renewer:
     """Keeps one lease renewed and says when it is lost.
 
     Args:
-        backend: The renewal's own connection (``Backend.for_renewal``);
-            closed when the renewal thread ends.
-        lease: The name's lease on that connection.
-        name: The name, for messages.
+        connect: Makes the renewal's own connection (``Backend.for_renewal``)
+            when the first renewal is due; closed when the renewals end.
+        where: Where the backend is, for messages.
+        name: The name.
         token: The holder's token.
         ttl: The lease's TTL in seconds.
         sent: When the grant was sent (``time.monotonic()``).
-        on_lost: Called once, in one of the lease's threads, with the error
-            that says why, when the lease is lost while still held.
+        on_lost: Called once, in a thread of the lease's, with the error that
+            says why, when the lease is lost while still held.
     """
 
     def __init__(
         self,
-        backend: Backend,
-        lease: Lease,
+        connect: Callable[[], Backend],
         *,
+        where: str,
         name: str,
         token: str,
         ttl: float,
         sent: float,
         on_lost: Callable[[LeaseLostError], None],
     ) -> None:
-        """Start renewing, and watching the deadline."""
-        self._backend, self._lease, self._name = backend, lease, name
+        """Watch the deadline; renew from a thread of its own once it is due."""
+        self._connect, self._where, self._name = connect, where, name
         self._token, self._ttl = token, ttl
         self._renewed = sent
         self.deadline = sent + ttl * BELIEVED_FOR
+        self._first_renewal = sent + ttl * RENEW_EVERY
         self._failure = "it was not renewed in time"
         self._on_lost = on_lost
         self._lost: LeaseLostError | None = None
         self._stopped = False
+        self._thread: threading.Thread | None = None
         self._changed = threading.Condition()  # guards the fields above
-        label = f"singleton_proc lease {name!r}"
-        self._threads = [
-            threading.Thread(target=self._renew, name=label, daemon=True),
-            threading.Thread(target=self._watch, name=f"{label} deadline", daemon=True),
-        ]
-        for thread in self._threads:
-            thread.start()
+        lease_clock.at(self._first_renewal, self._tick)
+        lease_clock.at(self.deadline, self._tick)
 
     def lost(self) -> LeaseLostError | None:
         """Why the lease is lost, or ``None`` while it is held (no network call)."""
@@ -105,50 +105,67 @@ class Renewer:
         with self._changed:
             self._stopped = True
             self._changed.notify_all()
-        for thread in self._threads:
-            if thread is not threading.current_thread():
-                thread.join(self._ttl * RENEWAL_CALL_SHARE + 1.0)
+            thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(self._ttl * RENEWAL_CALL_SHARE + 1.0)
 
     def _error(self, why: str) -> LeaseLostError:
         ago = time.monotonic() - self._renewed
         return LeaseLostError(
-            f"the lease on {self._name!r} ({self._backend.where}) was lost: {why} "
+            f"the lease on {self._name!r} ({self._where}) was lost: {why} "
             f"(last renewed {ago:.1f} s ago, ttl {self._ttl:g} s); another "
             "process may hold the name now, so stop acting on it"
         )
 
+    def _tick(self) -> None:
+        """In the clock's thread: start the renewals when due; at the deadline, lose.
+
+        Quick, never waiting: the user's ``on_lost`` runs in a thread of its own.
+        """
+        with self._changed:
+            if self._stopped or self._lost is not None:
+                return
+            now = time.monotonic()
+            if now >= self.deadline:
+                self._lost = error = self._error(self._failure)
+                self._changed.notify_all()
+            else:
+                if self._thread is None and now >= self._first_renewal:
+                    self._thread = threading.Thread(
+                        target=self._renew,
+                        name=f"singleton_proc lease {self._name!r}",
+                        daemon=True,
+                    )
+                    self._thread.start()
+                return
+        threading.Thread(target=self._tell, args=(error,), daemon=True).start()
+
     def _lose(self, why: str) -> None:
-        """Say the loss once (unless stopped), from whichever thread saw it."""
+        """In the renewal thread: say the loss once (unless stopped)."""
         with self._changed:
             if self._stopped or self._lost is not None:
                 return
             self._lost = error = self._error(why)
             self._changed.notify_all()
+        self._tell(error)
+
+    def _tell(self, error: LeaseLostError) -> None:
         try:
             self._on_lost(error)
         except Exception:  # noqa: BLE001  (the user's callback: logged, as threads do)
             _log.exception("on_lost of %r failed", self._name)
 
-    def _watch(self) -> None:
-        """Say the loss at the deadline, unless a renewal moved it on first."""
-        with self._changed:
-            while not self._stopped and self._lost is None:
-                left = self.deadline - time.monotonic()
-                if left <= 0:
-                    break
-                self._changed.wait(left)
-        self._lose(self._failure)
-
     def _renew(self) -> None:
-        """Renew every ``ttl/3`` until stopped or lost."""
+        """Renew every ``ttl/3`` until stopped or lost, on a connection of its own."""
+        backend = self._connect()
         try:
-            self._renew_until_lost()
+            self._renew_until_lost(backend)
         finally:
-            self._backend.close()
+            backend.close()
 
-    def _renew_until_lost(self) -> None:
-        ttl = self._ttl
-        next_at = self._renewed + ttl * RENEW_EVERY
+    def _renew_until_lost(self, backend: Backend) -> None:
+        ttl, lease = self._ttl, backend.lease(self._name)
+        next_at = self._first_renewal
         while True:
             with self._changed:
                 while not self._stopped and self._lost is None:
@@ -158,12 +175,12 @@ class Renewer:
                     self._changed.wait(left)
                 sent = time.monotonic()
                 if self._stopped or self._lost is not None or sent >= self.deadline:
-                    return  # the watcher says a loss by the deadline
+                    return  # the clock says a loss at the deadline
             if sent + ttl * RENEWAL_CALL_SHARE > self.deadline:
                 next_at = self.deadline  # no time for a call that could end late
                 continue
             try:
-                outcome = self._lease.renew(self._token, ttl)
+                outcome = lease.renew(self._token, ttl)
             except Exception as exc:  # noqa: BLE001  (any failure is a failed renewal)
                 self._failure = f"the server did not renew it ({exc})"
                 next_at = time.monotonic() + ttl * RETRY_AFTER
@@ -173,10 +190,10 @@ class Renewer:
                 return
             with self._changed:
                 if time.monotonic() >= self.deadline:
-                    return  # answered too late: the watcher says so
+                    return  # answered too late: the clock says so
                 self._renewed = sent
                 self.deadline = sent + ttl * BELIEVED_FOR
-                self._changed.notify_all()
+            lease_clock.at(self.deadline, self._tick)
             if outcome == "asked":  # still ours: the release hands it over
                 self._lose(
                     "another process asked it to step down (on_conflict='replace')"
