@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -445,3 +446,28 @@ def test_a_waiter_whose_subscription_is_killed_still_gets_the_release(
         reap(holder)
         if waiter is not None:
             reap(waiter)
+
+
+@pytest.mark.parametrize("ttl", [0.6, 30.0])
+def test_a_released_lease_leaves_no_thread_behind(
+    redis_server: RedisServer, host_dir: Callable[[str], Path], ttl: float
+) -> None:
+    """With ttl 0.6 it is renewed meanwhile; with 30, released before any renewal."""
+    before = {thread.ident for thread in threading.enumerate()}
+    instance = on_host(host_dir("a"), redis_server.url, ttl=ttl)
+    with instance, redis_server.client() as admin:
+        renewed = admin.hget(b"singleton_proc:{bot}:record", "renewed")
+        deadline = time.monotonic() + DEADLINE
+        while (
+            ttl < 1 and admin.hget(b"singleton_proc:{bot}:record", "renewed") == renewed
+        ):
+            assert time.monotonic() < deadline, "never renewed"
+            time.sleep(0.01)  # until the renewal thread has renewed it once
+        assert {t.ident for t in threading.enumerate()} - before  # ours run
+    # A program that holds nothing runs no thread of ours (so, for one, its
+    # workers may still be forked, which needs a single-threaded process),
+    # well before the 20 s the lease's deadline was still away.
+    released = time.monotonic()
+    while left := {t.ident for t in threading.enumerate()} - before:
+        assert time.monotonic() - released < 5.0, f"threads left: {left}"
+        time.sleep(0.01)

@@ -5,8 +5,10 @@ deadline. Rather than two threads per hold (most holds of a decorated
 function end long before either moment), one daemon thread per process
 sleeps until the earliest moment of all and calls that lease's ``tick``: a
 quick look that never waits on the network (it starts the lease's renewal
-thread when a renewal is first due, or says the loss at the deadline). A
-forked child starts a clock of its own on first use.
+thread when a renewal is first due, or says the loss at the deadline). The
+thread ends when no lease has a moment left (a released lease forgets its
+own), so a process that holds nothing runs no thread of ours. A forked
+child starts a clock of its own on first use.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from singleton_proc._base import platform
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-__all__ = ["at"]
+__all__ = ["at", "forget"]
 
 _log = logging.getLogger("singleton_proc")
 
@@ -38,13 +40,16 @@ class _Clock:
         self.thread: threading.Thread | None = None
 
     def run(self) -> None:
-        """Call each tick at its moment, for ever (a daemon thread)."""
+        """Call each tick at its moment, until none is left (a daemon thread)."""
         while True:
             with self.changed:
-                while not self.moments or self.moments[0][0] > time.monotonic():
-                    left = (
-                        self.moments[0][0] - time.monotonic() if self.moments else None
-                    )
+                while True:
+                    if not self.moments:
+                        self.thread = None  # the next at() starts another
+                        return
+                    left = self.moments[0][0] - time.monotonic()
+                    if left <= 0:
+                        break
                     self.changed.wait(left)
                 _, _, tick = heapq.heappop(self.moments)
             try:
@@ -70,6 +75,14 @@ def at(moment: float, tick: Callable[[], None]) -> None:
             )
             _clock.thread.start()
         heapq.heappush(_clock.moments, (moment, next(_clock.order), tick))
+        _clock.changed.notify()
+
+
+def forget(tick: Callable[[], None]) -> None:
+    """Drop the moments of ``tick`` (a released lease); none left, the thread ends."""
+    with _clock.changed:
+        _clock.moments = [moment for moment in _clock.moments if moment[2] != tick]
+        heapq.heapify(_clock.moments)
         _clock.changed.notify()
 
 

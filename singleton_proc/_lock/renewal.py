@@ -106,6 +106,7 @@ class Renewer:
             self._stopped = True
             self._changed.notify_all()
             thread = self._thread
+        lease_clock.forget(self._tick)
         if thread is not None and thread is not threading.current_thread():
             thread.join(self._ttl * RENEWAL_CALL_SHARE + 1.0)
 
