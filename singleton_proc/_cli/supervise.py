@@ -127,7 +127,7 @@ class Wrapper:
             return status
 
     def lose(self, error: LeaseLostError) -> None:
-        """``on_lost``, in the renewal thread: stop CMD's tree; ``run`` raises.
+        """``on_lost``, in a thread of the lease's: stop CMD's tree; ``run`` raises.
 
         No signal is needed (SIGTERM may be ignored, under ``nohup``): CMD's
         end ends the main thread's wait.

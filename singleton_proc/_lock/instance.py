@@ -87,8 +87,8 @@ class SingleInstance:
             revoked): ``"exit"`` acts as a SIGTERM would (``SystemExit(143)``
             in the main thread, whatever ``handle_sigterm`` says);
             ``"raise"`` makes :meth:`check` and the block's exit raise
-            :class:`LeaseLostError`; a callable is called once, in the
-            renewal thread, with that error.
+            :class:`LeaseLostError`; a callable is called once, in a thread
+            of the library's (not the main one), with that error.
 
     Raises:
         ValueError: an invalid name, ``on_conflict``, ``timeout``, ``grace``,
