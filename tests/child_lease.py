@@ -2,15 +2,21 @@
 
 Usage: python child_lease.py NAME DIRECTORY URL [--ttl T] [--policy P]
        [--on-lost exit|raise|print] [--grace G] [--rounds N]
+       [--client url|cluster|sentinel]
 
 Prints ``ready <fence> <time.monotonic()>`` once it holds the name, then
 holds it until its standard input closes, releases, prints
 ``released <time.monotonic()>`` and exits 0. ``--on-lost print`` prints
-``lost <message>`` from the renewal thread and keeps running; ``raise``
+``lost <time.monotonic()> <message>`` when told, and keeps running; ``raise``
 prints ``raised LeaseLostError`` when the block's exit raises it, and exits
 4; ``exit`` (the default) leaves as a SIGTERM would. A ``finally`` block
 prints ``finally`` on the way out. On a conflict with ``--policy raise`` it
 prints ``conflict <holder pid>`` and exits 3.
+
+``--client``: ``url`` (the default) passes URL as ``backend=``; ``cluster``
+passes a ready ``RedisCluster`` made from it; ``sentinel`` reads it as
+``host:port,host:port,...`` of sentinels and passes
+``Sentinel(...).master_for("lease-primary")``.
 
 ``--rounds N``: acquire N times in a row (``wait``), each time checking that
 nobody else is inside (a Redis counter must read 1), and print
@@ -22,8 +28,11 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from typing import Any
 
 import redis
+from redis.cluster import RedisCluster
+from redis.sentinel import Sentinel
 
 from singleton_proc import AlreadyRunningError, LeaseLostError, SingleInstance
 
@@ -43,23 +52,24 @@ def main() -> int:
     parser.add_argument("--on-lost", default="exit")
     parser.add_argument("--grace", type=float, default=5.0)
     parser.add_argument("--rounds", type=int, default=0)
+    parser.add_argument("--client", default="url")
     args = parser.parse_args()
     on_lost = (
-        (lambda error: _print("lost", error))
+        (lambda error: _print("lost", time.monotonic(), error))
         if args.on_lost == "print"
         else args.on_lost
     )
     instance = SingleInstance(
         args.name,
         directory=args.directory,
-        backend=args.url,
+        backend=args.url if args.client == "url" else _client(args.client, args.url),
         ttl=args.ttl,
         on_lost=on_lost,
         on_conflict=args.policy,
         grace=args.grace,
     )
     if args.rounds:
-        return _rounds(instance, args.url, args.rounds)
+        return _rounds(instance, _client(args.client, args.url), args.rounds)
     try:
         with instance:
             _print("ready", instance.fence, time.monotonic())
@@ -76,9 +86,18 @@ def main() -> int:
     return 0
 
 
-def _rounds(instance: SingleInstance, url: str, rounds: int) -> int:
+def _client(kind: str, url: str) -> Any:
+    """A client of the test's servers (see ``--client``)."""
+    if kind == "sentinel":
+        sentinels = [(a.split(":")[0], int(a.split(":")[1])) for a in url.split(",")]
+        return Sentinel(sentinels, socket_timeout=10).master_for("lease-primary")
+    if kind == "cluster" or url.startswith("redis+cluster://"):
+        return RedisCluster.from_url(url.replace("redis+cluster://", "redis://"))
+    return redis.Redis.from_url(url)
+
+
+def _rounds(instance: SingleInstance, inside: Any, rounds: int) -> int:
     """Take the name ``rounds`` times; fail if anyone else is inside meanwhile."""
-    inside = redis.Redis.from_url(url)
     for _ in range(rounds):
         with instance:
             count = inside.incr("test:inside")

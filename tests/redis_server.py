@@ -47,11 +47,22 @@ def free_port() -> int:
 class RedisServer:
     """One ``redis-server`` process of the test's, on loopback."""
 
-    def __init__(self, workdir: Path, *extra: str) -> None:
-        """Start it and wait until it says it is ready."""
+    def __init__(
+        self,
+        workdir: Path,
+        *extra: str,
+        port: int | None = None,
+        program: str = "redis-server",
+        config: Path | None = None,
+        ready: str = _READY,
+    ) -> None:
+        """Start ``program`` (with its ``config`` file) and wait until it is ready."""
         self.workdir = workdir
         self.extra = extra
-        self.port = free_port()
+        self.port = free_port() if port is None else port
+        self.program = program
+        self.config = config
+        self.ready = ready
         self.proc: subprocess.Popen[str] | None = None
         self.start()
 
@@ -70,7 +81,8 @@ class RedisServer:
         """Start (again, empty) on the same port; return once it accepts."""
         self.proc = subprocess.Popen(
             [
-                "redis-server",
+                self.program,
+                *([] if self.config is None else [str(self.config)]),
                 "--port",
                 str(self.port),
                 "--bind",
@@ -97,7 +109,7 @@ class RedisServer:
             assert self.proc.stdout is not None
             for line in self.proc.stdout:
                 lines.append(line)
-                if _READY in line:
+                if self.ready in line:
                     ready.set()
             ready.set()  # ended: the wait below sees the exit
 

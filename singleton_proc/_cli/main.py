@@ -290,7 +290,10 @@ def _parser() -> _Parser:
     for sub, func in ((run, _run), (status, _status), (stop, _stop)):
         sub.add_argument("--dir", type=directory, metavar="D", help="lock directory")
         sub.add_argument(
-            "--backend", type=backend_url, metavar="URL", help="across hosts (redis://)"
+            "--backend",
+            type=backend_url,
+            metavar="URL",
+            help="across hosts (redis://, redis+cluster://)",
         )
         sub.set_defaults(func=func)
     return parser

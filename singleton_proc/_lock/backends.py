@@ -35,8 +35,8 @@ def _backend_spec(backend: object) -> object:
 def open_backend(backend: object) -> Backend | None:
     """The backend for ``backend=`` (``None``: this machine only).
 
-    A ``redis://``, ``rediss://`` or ``unix://`` URL, or a ready redis-py
-    client. Nothing is connected yet.
+    A Redis URL or a ready redis-py client (see
+    :mod:`~singleton_proc._lock.redis_clients`). Nothing is connected yet.
 
     Raises:
         ImportError: redis-py is not installed (names the extra to install).

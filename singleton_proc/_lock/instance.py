@@ -77,9 +77,9 @@ class SingleInstance:
         handle_sigterm: While held by the main thread, turn SIGTERM (if its
             handler is still the default) into ``SystemExit(143)``, so that
             ``finally`` blocks run and the record is removed.
-        backend: Hold the name across hosts too: a ``redis://``,
-            ``rediss://`` or ``unix://`` URL or a ready ``redis.Redis``
-            client (needs ``singleton-proc[redis]``). ``None`` reads
+        backend: Hold the name across hosts too: a URL (``redis://``,
+            ``rediss://``, ``unix://``, ``redis+cluster://``) or a ready
+            redis-py client (needs ``singleton-proc[redis]``). ``None`` reads
             ``$SINGLETON_PROC_BACKEND``; unset, this machine only. The local
             lock is taken first, then a lease renewed every ``ttl/3``.
         ttl: Seconds the lease outlives its last renewal (at least 0.1).

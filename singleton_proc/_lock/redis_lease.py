@@ -26,13 +26,20 @@ import weakref
 from typing import TYPE_CHECKING, Any, cast
 
 import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
+from redis.cluster import RedisCluster
 
-from singleton_proc._base.holder import hide_passwords
 from singleton_proc._errors import BackendUnavailableError
 
 from .lease import RENEWAL_CALL_SHARE, Granted, Occupied, Renewal
+from .redis_clients import (
+    CALL_TIMEOUT,
+    UNREACHABLE,
+    Client,
+    close_client,
+    follow_primary,
+    from_spec,
+    renewal_copy,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -41,14 +48,9 @@ if TYPE_CHECKING:
 
 __all__ = ["RedisBackend", "open_redis"]
 
-_SCHEMES = ("redis", "rediss", "unix")
 _PREFIX = "singleton_proc:"
-#: Each of connect and reply, for acquire and release: a server that cannot
-#: be reached, or accepts and never answers, fails a call within 10 s.
-_CALL_TIMEOUT = 5.0
 #: A renewal's share of the TTL for each of connect and reply.
 _RENEWAL_SHARE = RENEWAL_CALL_SHARE / 2
-_UNREACHABLE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 
 # KEYS: lease, record, stepdown, fence. Each script is one atomic step.
 _LOOK = """
@@ -130,9 +132,18 @@ class RedisLease:
         self._channel = prefix + "released"
 
     def _eval(self, script: str, *args: str | bytes | int) -> Any:
-        return self._backend.call(
-            lambda client: client.eval(script, len(self._keys), *self._keys, *args)
-        )
+        """Run ``script`` on the name's keys, on the primary of now.
+
+        Every call follows a Sentinel failover at once (see
+        :func:`.redis_clients.follow_primary`): a release sent to the old
+        primary would leave the lease held on the new one.
+        """
+
+        def run(client: Client) -> Any:
+            follow_primary(client)
+            return client.eval(script, len(self._keys), *self._keys, *args)
+
+        return self._backend.call(run)
 
     def take(self, token: str, ttl: float, record: bytes) -> Granted | Occupied:
         reply = self._eval(_TAKE, token, _ms(ttl), record)
@@ -186,7 +197,12 @@ def _text(value: bytes | str) -> str:
 
 
 class RedisWatch:
-    """A subscription to one name's releases, confirmed before it is used."""
+    """A subscription to one name's releases, confirmed before it is used.
+
+    Classic pub/sub, not sharded (``SSUBSCRIBE``): it works on every server
+    version, and in a Redis Cluster a ``PUBLISH`` reaches every node, so
+    the subscriber may sit on any of them. A release is one small message.
+    """
 
     def __init__(self, backend: RedisBackend, channel: str) -> None:
         """Subscribe, and read the server's confirmation."""
@@ -200,8 +216,8 @@ class RedisWatch:
 
     def _subscribe(self, channel: str) -> None:
         self._pubsub.subscribe(channel)
-        deadline = time.monotonic() + _CALL_TIMEOUT
-        while self._pubsub.get_message(timeout=_CALL_TIMEOUT) is None:
+        deadline = time.monotonic() + CALL_TIMEOUT
+        while self._pubsub.get_message(timeout=CALL_TIMEOUT) is None:
             if time.monotonic() >= deadline:  # the confirmation never came
                 raise redis.exceptions.TimeoutError("no answer to SUBSCRIBE")
 
@@ -217,37 +233,52 @@ class RedisWatch:
             while message is not None:
                 seen = seen or message["type"] == "message"
                 message = self._pubsub.get_message(timeout=0)
-        except _UNREACHABLE:
+        except UNREACHABLE:
             return True
         return seen
 
     def close(self) -> None:
-        with contextlib.suppress(*_UNREACHABLE):
+        with contextlib.suppress(*UNREACHABLE):
             self._pubsub.close()
 
 
 class RedisBackend:
-    """A Redis server reached by one client, and where it is for messages."""
+    """A Redis server or cluster reached by one client, and where it is for messages."""
 
-    def __init__(self, client: redis.Redis, where: str, *, owned: bool) -> None:
-        """Use ``client``; ``owned``: we made it, so :meth:`close` closes it.
+    def __init__(self, client: Client | Callable[[], Client], where: str) -> None:
+        """Use a ready ``client``, or make ours with ``client()`` when first used.
 
-        An owned client keeps its connection between acquires, and closes it
-        when this object is closed or collected.
+        A client we made keeps its connections between acquires and closes
+        them when this object is closed or collected; a ready one is the
+        caller's. A client made at the first call (a cluster client
+        connects as it is made) fails that call, as an unreachable server
+        does, rather than the caller.
         """
-        self.client = client
         self.where = where
-        self._close = weakref.finalize(self, _close_client, client) if owned else None
+        self._make = client
+        self._client: Client | None = None
+        self._close: weakref.finalize[Any, Any] | None = None
+
+    @property
+    def client(self) -> Client:
+        """The client, made now if it was not yet (may raise as a call does)."""
+        if self._client is None:
+            if isinstance(self._make, (redis.Redis, RedisCluster)):
+                self._client = self._make
+            else:
+                self._client = self._make()
+                self._close = weakref.finalize(self, close_client, self._client)
+        return self._client
 
     def __repr__(self) -> str:
         """Where it is (never a password)."""
         return f"RedisBackend({self.where!r})"
 
-    def call(self, action: Callable[[redis.Redis], Any]) -> Any:
+    def call(self, action: Callable[[Client], Any]) -> Any:
         """Run ``action`` on the client; an unreachable server is our error."""
         try:
             return action(self.client)
-        except _UNREACHABLE as exc:
+        except UNREACHABLE as exc:
             raise BackendUnavailableError(f"{self.where}: {exc}") from None
         except redis.exceptions.ReadOnlyError as exc:
             msg = f"{self.where} is a read-only replica: {exc}"
@@ -257,7 +288,7 @@ class RedisBackend:
         return RedisLease(self, name)
 
     def names(self) -> list[str]:
-        def scan(client: redis.Redis) -> list[str]:
+        def scan(client: Client) -> list[str]:
             keys = client.scan_iter(match=f"{_PREFIX}{{*}}:lease", count=1000)
             return [
                 urllib.parse.unquote(_text(key)[len(_PREFIX) + 1 : -len("}:lease")])
@@ -267,67 +298,15 @@ class RedisBackend:
         return cast("list[str]", self.call(scan))
 
     def for_renewal(self, ttl: float) -> Self:
-        pool = self.client.connection_pool
+        client = self.client
         timeout = ttl * _RENEWAL_SHARE
-        kwargs = {
-            **pool.connection_kwargs,
-            "socket_connect_timeout": timeout,
-            "socket_timeout": timeout,
-            "retry": Retry(NoBackoff(), 0),
-            "health_check_interval": 0,
-        }
-        own = redis.ConnectionPool(connection_class=pool.connection_class, **kwargs)
-        return type(self)(redis.Redis(connection_pool=own), self.where, owned=True)
+        return type(self)(lambda: renewal_copy(client, timeout), self.where)
 
     def close(self) -> None:
         if self._close is not None:
             self._close()
 
 
-def _close_client(client: redis.Redis) -> None:
-    """Close a client of ours and every connection of its pool."""
-    client.close()
-    client.connection_pool.disconnect()
-
-
 def open_redis(spec: object) -> RedisBackend:
-    """A backend for a Redis URL or a ready ``redis.Redis`` client."""
-    if isinstance(spec, redis.Redis):
-        return RedisBackend(spec, _client_where(spec), owned=False)
-    if not isinstance(spec, str):
-        msg = (
-            "backend must be a redis://, rediss:// or unix:// URL or a "
-            f"redis.Redis client, not {type(spec).__name__}"
-        )
-        raise TypeError(msg)
-    where = hide_passwords(spec)
-    if urllib.parse.urlsplit(spec).scheme not in _SCHEMES:
-        msg = f"backend must be a redis://, rediss:// or unix:// URL, not {where!r}"
-        raise ValueError(msg)
-    try:
-        client = redis.Redis.from_url(
-            spec,
-            socket_connect_timeout=_CALL_TIMEOUT,
-            socket_timeout=_CALL_TIMEOUT,
-            retry=Retry(NoBackoff(), 0),
-            health_check_interval=0,
-        )
-    except ValueError:  # its message may quote the password: not repeated
-        msg = (
-            f"backend URL {where!r} is not valid: check its port, database and options"
-        )
-        raise ValueError(msg) from None
-    return RedisBackend(client, where, owned=True)
-
-
-def _client_where(client: redis.Redis) -> str:
-    """Where a ready client connects, for messages."""
-    pool = client.connection_pool
-    kwargs = pool.connection_kwargs
-    if "path" in kwargs:
-        return f"unix://{kwargs['path']}"
-    service = getattr(pool, "service_name", None)  # Sentinel's master_for()
-    if service is not None:
-        return f"the primary of {service!r} (Sentinel)"
-    host, port = kwargs.get("host", "?"), kwargs.get("port", "?")
-    return f"redis://{host}:{port}/{kwargs.get('db', 0)}"
+    """A backend for a Redis URL or a ready client (see :mod:`.redis_clients`)."""
+    return RedisBackend(*from_spec(spec))
