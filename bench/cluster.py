@@ -11,6 +11,8 @@ to ``SingleInstance``:
 * an uncontended acquire + release: microseconds, and round trips (replies
   read by the client, counted by its connection class);
 * the hand-over to a waiter blocked in its acquire, after a clean release;
+* the take-over by a blocked waiter after the holder's process is SIGKILLed
+  (its lock or lease, of the same TTL, must expire first);
 * how long a holder takes to learn that it lost its lease when the server
   stops answering (SIGSTOP): the libraries without such a notice say so.
 """
@@ -20,6 +22,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
+import math
 import os
 import random
 import shutil
@@ -245,6 +248,88 @@ def bench_handover(port: int, runs: int) -> dict[str, float]:
     return results
 
 
+#: A holder in a process of its own (``held``, kept referenced: some locks
+#: let go when collected), killed once it says "ready": its lock or lease of
+#: TTL seconds on NAME, on the server at PORT.
+HOLDERS = {
+    OURS: "import tempfile; from singleton_proc import SingleInstance as S\n"
+    "held = S(NAME, directory=tempfile.mkdtemp(), backend='redis://:PORT', ttl=TTL)",
+    "redis-py Lock": "import redis\n"
+    "held = redis.Redis(port=PORT).lock(NAME, timeout=TTL, thread_local=False)",
+    "python-redis-lock": "import redis, redis_lock\n"
+    "held = redis_lock.Lock(redis.Redis(port=PORT), NAME, expire=TTL)",
+    "sherlock.RedisLock": "import redis, sherlock\n"
+    "held = sherlock.RedisLock(NAME, client=redis.Redis(port=PORT), expire=TTL)",
+    "portalocker.RedisLock": "import redis, portalocker\n"
+    "held = portalocker.RedisLock(NAME, connection=redis.Redis(port=PORT))",
+}
+
+
+def takeover_waiter(label: str, port: int, name: str, ttl: float) -> Pair:
+    """``label``'s blocking acquire of ``name`` (and its release), in this process."""
+    if label == OURS:
+        ours = SingleInstance(
+            name,
+            directory=lock_dir(),
+            backend=client(port),
+            on_conflict="wait",
+            ttl=ttl,
+        )
+        return ours.acquire, ours.release
+    if label == "redis-py Lock":
+        lock: Any = client(port).lock(name, timeout=ttl, thread_local=False)
+    elif label == "python-redis-lock":
+        import redis_lock  # noqa: PLC0415
+
+        lock = redis_lock.Lock(client(port), name, expire=ttl)
+    elif label == "sherlock.RedisLock":
+        import sherlock  # noqa: PLC0415
+
+        lock = sherlock.RedisLock(name, client=client(port), expire=ttl, timeout=60)
+    else:
+        import portalocker  # noqa: PLC0415
+
+        lock = portalocker.RedisLock(name, connection=client(port))
+        return functools.partial(lock.acquire, timeout=60), lock.release
+    return lock.acquire, lock.release
+
+
+def bench_takeover(port: int, runs: int, ttl: float) -> dict[str, float | str]:
+    """Median seconds from a holder's SIGKILL to a blocked waiter holding."""
+    results: dict[str, float | str] = {}
+    for label, code in HOLDERS.items():
+        times = []
+        for run in range(runs):
+            name = f"takeover-{len(results)}-{run}"
+            script = code.replace("NAME", repr(name)).replace("PORT", str(port))
+            holder = subprocess.Popen(
+                [sys.executable, "-c", script.replace("TTL", repr(ttl))
+                 + "\nassert held.acquire() is not False\nprint('ready', flush=True)"
+                 + "\nimport sys; sys.stdin.read()"],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+            )  # fmt: skip
+            try:
+                assert holder.stdout is not None
+                if holder.stdout.readline().strip() != "ready":
+                    results[label] = "its holder did not start"
+                    break
+                acquire, release = takeover_waiter(label, port, name, ttl)
+                waiter = threading.Thread(target=acquire)
+                waiter.start()
+                time.sleep(0.2)  # the waiter is blocked in its acquire by now
+                holder.kill()
+                killed = time.monotonic()
+                waiter.join(60)
+                times.append(time.monotonic() - killed)
+                release()
+            finally:
+                holder.kill()
+                holder.wait()
+        if label not in results:
+            results[label] = statistics.median(times)
+    return results
+
+
 def bench_loss(
     port: int, server: int, runs: int, ttl: float
 ) -> dict[str, list[float] | str]:
@@ -326,6 +411,16 @@ def main() -> None:
         for label, seconds in handover.items():
             ratio = _ratio(seconds, handover[OURS])
             print(f"  {label:34} {seconds * 1000:9.1f} ms  {ratio} ours")
+        print(
+            f"\ntake-over after the holder's SIGKILL, ttl {math.ceil(ttl)} s (median)"
+        )
+        takeover = bench_takeover(port, max(2, runs // 2), math.ceil(ttl))
+        for label, after in takeover.items():
+            ours_after = takeover[OURS]
+            shown = after if isinstance(after, str) else f"{after:9.2f} s"
+            if not isinstance(after, str) and not isinstance(ours_after, str):
+                shown += f"  {_ratio(after, ours_after)} ours"
+            print(f"  {label:34} {shown}")
         print(f"\nthe server stops answering (SIGSTOP), ttl {ttl:g} s: the holder told")
         for label, told in bench_loss(port, pid, runs, ttl).items():
             shown = (
