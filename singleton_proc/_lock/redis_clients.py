@@ -228,10 +228,20 @@ def follow_primary(client: Client) -> None:
 
 
 def close_client(client: Client) -> None:
-    """Close a client of ours and every connection it opened."""
-    client.close()
-    if isinstance(client, redis.Redis):
-        client.connection_pool.disconnect()
+    """Close a client of ours and every connection it opened.
+
+    ``close()`` alone leaves connections open where redis-py gave a pool
+    to a client that does not own it (a cluster's nodes when the cluster
+    was made from a URL; Sentinel's pools), so every pool is disconnected.
+    """
+    if isinstance(client, RedisCluster):
+        nodes = [node.redis_connection for node in client.get_nodes()]
+        pools = [node.connection_pool for node in nodes if node is not None]
+    else:
+        pools = [client.connection_pool]
         if isinstance(client.connection_pool, SentinelConnectionPool):
-            for sentinel in client.connection_pool.sentinel_manager.sentinels:
-                sentinel.close()
+            manager = client.connection_pool.sentinel_manager
+            pools += [sentinel.connection_pool for sentinel in manager.sentinels]
+    client.close()
+    for pool in pools:
+        pool.disconnect()
