@@ -54,11 +54,38 @@ def _two_free_ports() -> tuple[int, int]:
     return first, second
 
 
-class Cluster:
-    """Three primaries, no replicas, every slot covered."""
+def make_certificates(directory: Path) -> Path:
+    """A CA, and a certificate for 127.0.0.1 that it signed, made by openssl."""
+    if shutil.which("openssl") is None:
+        require("openssl", "Debian/Ubuntu: apt-get install openssl")
+    directory.mkdir()
 
-    def __init__(self, workdir: Path) -> None:
-        """Start the nodes and join them with ``redis-cli --cluster create``."""
+    def openssl(*args: str) -> None:
+        subprocess.run(
+            ["openssl", *args], cwd=directory, check=True, capture_output=True
+        )
+
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+            "-keyout", "ca.key", "-out", "ca.crt", "-subj", "/CN=test CA")  # fmt: skip
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "redis.key",
+            "-out", "redis.csr", "-subj", "/CN=127.0.0.1")  # fmt: skip
+    (directory / "san.cnf").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    openssl("x509", "-req", "-in", "redis.csr", "-CA", "ca.crt", "-CAkey",
+            "ca.key", "-CAcreateserial", "-days", "1", "-out", "redis.crt",
+            "-extfile", "san.cnf")  # fmt: skip
+    return directory
+
+
+class Cluster:
+    """Three primaries, no replicas, every slot covered; TLS only with ``tls``."""
+
+    def __init__(self, workdir: Path, tls: Path | None = None) -> None:
+        """Start the nodes and join them with ``redis-cli --cluster create``.
+
+        ``tls``: a directory of :func:`make_certificates`; every node then
+        speaks TLS only, to clients and on the cluster bus.
+        """
+        self.tls = tls
         self.nodes: list[RedisServer] = []
         self._clients: list[Any] = []
         try:
@@ -83,12 +110,17 @@ class Cluster:
                     "nodes.conf",
                     "--cluster-node-timeout",
                     "2000",
+                    *self._tls_options(port),
                     port=port,
                 )
             )
+        tls = (
+            [] if self.tls is None else ["--tls", "--cacert", str(self.tls / "ca.crt")]
+        )
         subprocess.run(
             [
                 "redis-cli",
+                *tls,
                 "--cluster",
                 "create",
                 *(f"127.0.0.1:{node.port}" for node in self.nodes),
@@ -102,9 +134,25 @@ class Cluster:
         )
         _until("cluster_state:ok on every node", self._ok)
 
+    def _tls_options(self, port: int) -> list[str]:
+        if self.tls is None:
+            return []
+        return [
+            "--port", "0", "--tls-port", str(port), "--tls-cluster", "yes",
+            "--tls-cert-file", str(self.tls / "redis.crt"),
+            "--tls-key-file", str(self.tls / "redis.key"),
+            "--tls-ca-cert-file", str(self.tls / "ca.crt"),
+            "--tls-auth-clients", "no",
+        ]  # fmt: skip
+
+    def _tls_settings(self) -> dict[str, Any]:
+        if self.tls is None:
+            return {}
+        return {"ssl": True, "ssl_ca_certs": str(self.tls / "ca.crt")}
+
     def _ok(self) -> bool:
         for node in self.nodes:
-            with contextlib.closing(node.client()) as client:
+            with contextlib.closing(node.client(**self._tls_settings())) as client:
                 if client.cluster("info")["cluster_state"] != "ok":
                     return False
         return True
@@ -119,7 +167,11 @@ class Cluster:
         from redis.cluster import RedisCluster  # noqa: PLC0415
 
         client = RedisCluster(
-            host="127.0.0.1", port=self.nodes[0].port, socket_timeout=10, **options
+            host="127.0.0.1",
+            port=self.nodes[0].port,
+            socket_timeout=10,
+            **self._tls_settings(),
+            **options,
         )
         self._clients.append(client)
         return client
@@ -133,10 +185,10 @@ class Cluster:
 
 
 @contextlib.contextmanager
-def redis_cluster(workdir: Path) -> Iterator[Cluster]:
+def redis_cluster(workdir: Path, tls: Path | None = None) -> Iterator[Cluster]:
     """A 3-primary cluster for the block, or skip/fail where it cannot run."""
     _needs("redis-server", "redis-cli")
-    cluster = Cluster(workdir)
+    cluster = Cluster(workdir, tls)
     try:
         yield cluster
     finally:
@@ -181,7 +233,7 @@ class SentinelSetup:
             f"port {port}\nbind 127.0.0.1\ndir {directory}\n"
             f"sentinel monitor {SERVICE} 127.0.0.1 {primary_port} 2\n"
             f"sentinel down-after-milliseconds {SERVICE} 1000\n"
-            f"sentinel failover-timeout {SERVICE} 10000\n"
+            f"sentinel failover-timeout {SERVICE} 3000\n"  # a failed election: 6 s
         )
         return RedisServer(
             directory,

@@ -20,6 +20,7 @@ import pytest
 from redis_topology import (
     Cluster,
     SentinelSetup,
+    make_certificates,
     redis_cluster,
     redis_sentinel,
 )
@@ -202,6 +203,24 @@ def test_awkward_names_keep_all_their_keys_in_one_slot(
             assert len(slots) == 1, (name, keys)
 
 
+def test_a_tls_cluster_renews_the_lease(
+    tmp_path: Path, host_dir: Callable[[str], Path]
+) -> None:
+    """The renewal's own client speaks TLS too (a plaintext one is reset)."""
+    workdir = tmp_path / "cluster"
+    workdir.mkdir()
+    with redis_cluster(workdir, make_certificates(tmp_path / "tls")) as tls_cluster:
+        client = tls_cluster.client()
+        instance = SingleInstance(
+            "bot", directory=host_dir("a"), backend=client, ttl=1.5, on_lost="raise"
+        )
+        with instance:
+            first = float(client.hget(RECORD, "renewed"))
+            renewed_after(client, first)
+            renewed_after(client, float(client.hget(RECORD, "renewed")))
+            instance.check()  # still held: LeaseLostError otherwise
+
+
 def test_status_reads_the_cluster_url(
     cluster: Cluster, host_dir: Callable[[str], Path]
 ) -> None:
@@ -302,6 +321,8 @@ def test_sentinel_primary_killed_the_holder_says_so_before_anyone_takes_over(
     try:
         first = ready_fence(holder)
         old = setup.primary()
+        with contextlib.closing(old.client()) as admin:  # its renewal runs
+            renewed_after(admin, float(admin.hget(RECORD, "renewed")))
         os.kill(old.pid, signal.SIGKILL)
         setup.promoted_instead_of(old)
         contender = SingleInstance(

@@ -60,19 +60,23 @@ UNREACHABLE = (
 _SERVER_SCHEMES = ("redis", "rediss", "unix")
 _CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
 _SCHEMES_TEXT = "redis://, rediss://, unix://, redis+cluster:// or rediss+cluster://"
-#: Settings of a node's connections that a copy of the cluster client makes
-#: anew (its own on-connect hook, addresses, retries and notifications).
-_NODE_OWN = (
-    "host",
-    "port",
-    "retry",
-    "redis_connect_func",
-    "himport_registry",
-    "maint_notifications_config",
-    "oss_cluster_maint_notifications_handler",
-    "orig_host_address",
-    "orig_socket_timeout",
-    "orig_socket_connect_timeout",
+#: Settings of a node's connections that a cluster client's copy carries
+#: over (besides every ``ssl_*`` one): who it is and how it speaks.
+_CARRIED = (
+    "username",
+    "password",
+    "credential_provider",
+    "client_name",
+    "lib_name",
+    "lib_version",
+    "driver_info",
+    "protocol",
+    "encoding",
+    "encoding_errors",
+    "decode_responses",
+    "socket_keepalive",
+    "socket_keepalive_options",
+    "socket_read_size",
 )
 
 
@@ -147,7 +151,8 @@ def renewal_copy(client: Client, timeout: float) -> Client:
     """A client of its own like ``client``, each connect and reply within ``timeout``.
 
     It reaches the same server (or cluster, or Sentinel primary) with the
-    same credentials and TLS settings; nothing is connected yet.
+    same credentials and TLS settings; only a cluster's copy connects as it
+    is made (to learn the slots).
     """
     ours = {
         "socket_connect_timeout": timeout,
@@ -155,26 +160,39 @@ def renewal_copy(client: Client, timeout: float) -> Client:
         "health_check_interval": 0,
     }
     if isinstance(client, RedisCluster):
-        nodes = client.get_nodes()
-        node = client.get_redis_connection(nodes[0])
-        settings: dict[str, Any] = {
-            key: value
-            for key, value in node.connection_pool.connection_kwargs.items()
-            if key not in _NODE_OWN
-        }
-        if client.user_on_connect_func is not None:
-            settings["redis_connect_func"] = client.user_on_connect_func
-        return RedisCluster(
-            startup_nodes=[ClusterNode(node.host, node.port) for node in nodes],
-            retry=_no_retry(),
-            **{**settings, **ours},
-        )
+        return _cluster_copy(client, ours)
     pool = client.connection_pool
     if isinstance(pool, SentinelConnectionPool):
         return redis.Redis(connection_pool=_sentinel_pool_copy(pool, ours))
     settings = {**pool.connection_kwargs, **ours, "retry": _no_retry()}
     own = redis.ConnectionPool(connection_class=pool.connection_class, **settings)
     return redis.Redis(connection_pool=own)
+
+
+def _cluster_copy(client: RedisCluster, ours: dict[str, Any]) -> RedisCluster:
+    """A cluster client of its own: the same nodes, credentials, TLS and remap.
+
+    It needs only the slot of one name, so it does not insist on a fully
+    covered cluster.
+    """
+    nodes = client.get_nodes()
+    pool = client.get_redis_connection(nodes[0]).connection_pool
+    settings: dict[str, Any] = {
+        key: value
+        for key, value in pool.connection_kwargs.items()
+        if key in _CARRIED or key.startswith("ssl_")
+    }
+    if issubclass(pool.connection_class, redis.SSLConnection):
+        settings["ssl"] = True
+    if client.user_on_connect_func is not None:
+        settings["redis_connect_func"] = client.user_on_connect_func
+    return RedisCluster(
+        startup_nodes=[ClusterNode(node.host, node.port) for node in nodes],
+        retry=_no_retry(),
+        require_full_coverage=False,
+        address_remap=getattr(client.nodes_manager, "address_remap", None),
+        **{**settings, **ours},
+    )
 
 
 def _sentinel_pool_copy(

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import threading
 import time
 import urllib.parse
 import weakref
@@ -258,17 +259,19 @@ class RedisBackend:
         self._make = client
         self._client: Client | None = None
         self._close: weakref.finalize[Any, Any] | None = None
+        self._making = threading.Lock()  # a quiet release may run in a thread
 
     @property
     def client(self) -> Client:
         """The client, made now if it was not yet (may raise as a call does)."""
-        if self._client is None:
-            if isinstance(self._make, (redis.Redis, RedisCluster)):
-                self._client = self._make
-            else:
-                self._client = self._make()
-                self._close = weakref.finalize(self, close_client, self._client)
-        return self._client
+        with self._making:
+            if self._client is None:
+                if isinstance(self._make, (redis.Redis, RedisCluster)):
+                    self._client = self._make
+                else:
+                    self._client = self._make()
+                    self._close = weakref.finalize(self, close_client, self._client)
+            return self._client
 
     def __repr__(self) -> str:
         """Where it is (never a password)."""
