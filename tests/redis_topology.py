@@ -66,10 +66,17 @@ def make_certificates(directory: Path) -> Path:
         )
 
     openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-            "-keyout", "ca.key", "-out", "ca.crt", "-subj", "/CN=test CA")  # fmt: skip
+            "-keyout", "ca.key", "-out", "ca.crt", "-subj", "/CN=test CA",
+            "-addext", "basicConstraints=critical,CA:TRUE",
+            "-addext", "keyUsage=critical,keyCertSign,cRLSign")  # fmt: skip
     openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "redis.key",
             "-out", "redis.csr", "-subj", "/CN=127.0.0.1")  # fmt: skip
-    (directory / "san.cnf").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    (directory / "san.cnf").write_text(  # what Python 3.13's strict check asks
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\n"
+        "keyUsage=critical,digitalSignature,keyEncipherment\n"
+        "extendedKeyUsage=serverAuth,clientAuth\n"
+        "authorityKeyIdentifier=keyid\n"
+    )
     openssl("x509", "-req", "-in", "redis.csr", "-CA", "ca.crt", "-CAkey",
             "ca.key", "-CAcreateserial", "-days", "1", "-out", "redis.crt",
             "-extfile", "san.cnf")  # fmt: skip
