@@ -49,6 +49,10 @@ class SingletonProcError(Exception):
         AlreadyRunningError
     """
 
+    def __init__(self, message: str) -> None:
+        """``message``: what went wrong, in one line that names it."""
+        super().__init__(message)
+
 
 class AlreadyRunningError(SingletonProcError):
     """Another live process holds the name.
