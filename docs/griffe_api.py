@@ -18,7 +18,7 @@ import griffe
 
 import singleton_proc
 
-_ROLE = re.compile(r":(?:class|func|meth|attr|exc|data|mod|obj):`~?\.?([^`]+)`")
+_ROLE = re.compile(r":(?:class|func|meth|attr|exc|data|mod|obj):`(~|\.)?([^`]+)`")
 _DIRECTIVE = re.compile(r"[ \t]*# doctest:[^\n]*")
 _EXAMPLE = re.compile(r"^([ \t]*)Example:[ \t]*$", re.MULTILINE)
 
@@ -63,9 +63,10 @@ class ReferenceDocstrings(griffe.Extension):
         owner = _owner(obj)
 
         def link(found: re.Match[str]) -> str:
-            target = found[1]
+            target = found[2]
             path = _public_target(target, owner)
-            shown = target.rsplit(".", 1)[-1] if target.startswith(".") else target
+            # "~name" and ".relative.name" show their last part, as Sphinx does
+            shown = target.rsplit(".", 1)[-1] if found[1] else target
             return f"[`{shown}`][{path}]" if path else f"`{shown}`"
 
         text = _ROLE.sub(link, obj.docstring.value)

@@ -196,16 +196,22 @@ def test_eight_contenders_hold_one_at_a_time(
         for i in range(8)
     ]
     try:
-        fences: list[int] = []
-        for proc in procs:
-            out, err = proc.communicate(timeout=DEADLINE * 2)
-            assert proc.returncode == 0, (out, err)
-            fences += [int(line.split()[1]) for line in out.splitlines()]
+        fences = round_fences(procs)
         assert len(fences) == 24
         assert len(set(fences)) == 24  # every grant drew its own fence
     finally:
         for proc in procs:
             reap(proc)
+
+
+def round_fences(procs: list[subprocess.Popen[str]]) -> list[int]:
+    """Wait for each ``--rounds`` child to end well; the fences of all its rounds."""
+    fences: list[int] = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=DEADLINE * 2)
+        assert proc.returncode == 0, (out, err)
+        fences += [int(line.split()[1]) for line in out.splitlines()]
+    return fences
 
 
 def test_wait_with_a_timeout_gives_up(

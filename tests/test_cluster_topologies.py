@@ -25,7 +25,7 @@ from redis_topology import (
     redis_sentinel,
 )
 from test_cli import cli
-from test_cluster import HANDOVER_BOUND, ready_fence, start_lease
+from test_cluster import HANDOVER_BOUND, ready_fence, round_fences, start_lease
 
 from singleton_proc import AlreadyRunningError, SingleInstance, list_instances
 
@@ -74,6 +74,14 @@ def _child(kind: str) -> str:
     return "cluster" if kind == "client" else "url"
 
 
+def start_through_sentinel(setup: SentinelSetup, directory: Path, ttl: float) -> Any:
+    """``child_lease.py`` holding through ``master_for``, printing a loss."""
+    return start_lease(
+        "bot", directory, setup.addresses, "--client", "sentinel",
+        "--ttl", str(ttl), "--on-lost", "print",
+    )  # fmt: skip
+
+
 def subscribers(cluster: Cluster, name: str) -> int:
     """How many listen for ``name``'s releases, over every node (classic pub/sub)."""
     channel = f"singleton_proc:{{{name}}}:released"
@@ -95,11 +103,8 @@ def test_cluster_contenders_hold_one_at_a_time(
         for i in range(4)
     ]
     try:
-        fences: list[int] = []
-        for proc in procs:
-            out, err = proc.communicate(timeout=DEADLINE * 2)
-            assert proc.returncode == 0, (out, err)
-            fences += [int(line.split()[1]) for line in out.splitlines()]
+        fences = round_fences(procs)
+        assert len(fences) == 12
         assert len(set(fences)) == 12  # every grant drew its own fence
     finally:
         for proc in procs:
@@ -259,17 +264,7 @@ def test_sentinel_failover_keeps_the_lease(
 ) -> None:
     """A planned failover: the replica had the lease; renewals move over."""
     setup = sentinel_setup
-    holder = start_lease(
-        "bot",
-        host_dir("a"),
-        setup.addresses,
-        "--client",
-        "sentinel",
-        "--ttl",
-        "6",
-        "--on-lost",
-        "print",
-    )
+    holder = start_through_sentinel(setup, host_dir("a"), ttl=6)
     try:
         first = ready_fence(holder)
         with contextlib.closing(setup.primary().client()) as admin:
@@ -307,17 +302,7 @@ def test_sentinel_primary_killed_the_holder_says_so_before_anyone_takes_over(
     primary once the lease expires there, with a higher fence.
     """
     setup = sentinel_setup
-    holder = start_lease(
-        "bot",
-        host_dir("a"),
-        setup.addresses,
-        "--client",
-        "sentinel",
-        "--ttl",
-        "2",
-        "--on-lost",
-        "print",
-    )
+    holder = start_through_sentinel(setup, host_dir("a"), ttl=2)
     try:
         first = ready_fence(holder)
         old = setup.primary()

@@ -85,18 +85,19 @@ def _no_retry() -> Retry:
     return Retry(NoBackoff(), 0)
 
 
-def from_spec(spec: object) -> tuple[Client | Callable[[], Client], str]:
-    """The client for ``backend=`` (a ready one, or how to make ours), and where.
+def from_spec(spec: object) -> tuple[Callable[[], Client], str, bool]:
+    """How to get the client for ``backend=``, where it is, and whether it is ours.
 
     A URL is checked now and its client made later, at the first call (a
-    cluster client connects as it is made). ``where`` has no password.
+    cluster client connects as it is made); a ready client is the caller's.
+    ``where`` has no password.
 
     Raises:
         ValueError: a string that is not a URL of a known scheme, or a bad URL.
         TypeError: neither a string nor a client.
     """
     if isinstance(spec, (redis.Redis, RedisCluster)):
-        return spec, _where(spec)
+        return (lambda: spec), _where(spec), False
     if not isinstance(spec, str):
         msg = (
             f"backend must be a {_SCHEMES_TEXT} URL, a redis.Redis or a "
@@ -126,9 +127,9 @@ def from_spec(spec: object) -> tuple[Client | Callable[[], Client], str]:
                 "host and port, and no database but 0"
             )
             raise ValueError(msg)
-        return lambda: RedisCluster.from_url(url, **settings), where
+        return (lambda: RedisCluster.from_url(url, **settings)), where, True
     settings["health_check_interval"] = 0
-    return lambda: redis.Redis.from_url(url, **settings), where
+    return (lambda: redis.Redis.from_url(url, **settings)), where, True
 
 
 def _where(client: Client) -> str:
@@ -140,9 +141,8 @@ def _where(client: Client) -> str:
     kwargs = pool.connection_kwargs
     if "path" in kwargs:
         return f"unix://{kwargs['path']}"
-    service = getattr(pool, "service_name", None)  # Sentinel's master_for()
-    if service is not None:
-        return f"the primary of {service!r} (Sentinel)"
+    if isinstance(pool, SentinelConnectionPool):  # Sentinel's master_for()
+        return f"the primary of {pool.service_name!r} (Sentinel)"
     host, port = kwargs.get("host", "?"), kwargs.get("port", "?")
     return f"redis://{host}:{port}/{kwargs.get('db', 0)}"
 

@@ -27,7 +27,6 @@ import weakref
 from typing import TYPE_CHECKING, Any, cast
 
 import redis
-from redis.cluster import RedisCluster
 
 from singleton_proc._errors import BackendUnavailableError
 
@@ -246,17 +245,19 @@ class RedisWatch:
 class RedisBackend:
     """A Redis server or cluster reached by one client, and where it is for messages."""
 
-    def __init__(self, client: Client | Callable[[], Client], where: str) -> None:
-        """Use a ready ``client``, or make ours with ``client()`` when first used.
+    def __init__(self, make: Callable[[], Client], where: str, *, owned: bool) -> None:
+        """Get the client from ``make()`` when first used.
 
-        A client we made keeps its connections between acquires and closes
-        them when this object is closed or collected; a ready one is the
-        caller's. A client made at the first call (a cluster client
-        connects as it is made) fails that call, as an unreachable server
-        does, rather than the caller.
+        ``owned``: ``make`` builds a client of ours, which keeps its
+        connections between acquires and closes them when this object is
+        closed or collected; otherwise it returns the caller's. A client
+        made at the first call (a cluster client connects as it is made)
+        fails that call, as an unreachable server does, rather than the
+        caller.
         """
         self.where = where
-        self._make = client
+        self._make = make
+        self._owned = owned
         self._client: Client | None = None
         self._close: weakref.finalize[Any, Any] | None = None
         self._making = threading.Lock()  # a quiet release may run in a thread
@@ -266,10 +267,8 @@ class RedisBackend:
         """The client, made now if it was not yet (may raise as a call does)."""
         with self._making:
             if self._client is None:
-                if isinstance(self._make, (redis.Redis, RedisCluster)):
-                    self._client = self._make
-                else:
-                    self._client = self._make()
+                self._client = self._make()
+                if self._owned:
                     self._close = weakref.finalize(self, close_client, self._client)
             return self._client
 
@@ -303,7 +302,7 @@ class RedisBackend:
     def for_renewal(self, ttl: float) -> Self:
         client = self.client
         timeout = ttl * _RENEWAL_SHARE
-        return type(self)(lambda: renewal_copy(client, timeout), self.where)
+        return type(self)(lambda: renewal_copy(client, timeout), self.where, owned=True)
 
     def close(self) -> None:
         if self._close is not None:
@@ -312,4 +311,5 @@ class RedisBackend:
 
 def open_redis(spec: object) -> RedisBackend:
     """A backend for a Redis URL or a ready client (see :mod:`.redis_clients`)."""
-    return RedisBackend(*from_spec(spec))
+    make, where, owned = from_spec(spec)
+    return RedisBackend(make, where, owned=owned)
