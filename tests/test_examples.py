@@ -1,13 +1,85 @@
-"""The README's demo runs as the README says."""
+"""Every file under ``examples/`` works as its recipe says.
+
+Each script runs with real processes (a real holder, a real SIGTERM, a real
+``redis-server``) and short bounds; each configuration file is parsed, and
+the command it gives is run as written where this machine can run it. A
+file added to ``examples/`` without a test here fails
+``test_every_example_is_tested``.
+"""
 
 from __future__ import annotations
 
+import configparser
+import os
 import re
+import shlex
+import shutil
+import signal
 import subprocess
 import sys
+import xml.etree.ElementTree as ET
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-DEMO = Path(__file__).parent.parent / "examples" / "demo.py"
+import pytest
+
+from helpers import (
+    DEADLINE,
+    env_without_coverage,
+    holding,
+    read_line,
+    reap,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from redis_server import RedisServer
+
+EXAMPLES = Path(__file__).parent.parent / "examples"
+DEMO = EXAMPLES / "demo.py"
+#: Every file under examples/ and the test (here, or the named module) that runs it.
+TESTED = {
+    "demo.py": "test_demo_shows_a_refused_copy_a_pool_and_then_an_accepted_copy",
+    "cron_job.py": "test_cron_job_runs_then_refuses_while_a_run_holds_it",
+    "cron/crontab": "test_the_crontab_line_runs_as_written",
+    "chat_bot.py": "test_a_chat_bot_started_again_replaces_the_running_copy",
+    "systemd/chat-bot.service": "test_the_systemd_unit_stops_the_bot_cleanly",
+    "system_wide.py": "test_the_system_wide_instance_refuses_a_second_copy",
+    "windows/nightly-report.xml": "test_the_windows_task_runs_the_cron_job_once",
+    "pool_with_logging.py": "test_the_pool_shows_worker_logs_a_bar_and_the_failure",
+    "cluster_instance.py": "test_the_cluster_instance_runs_on_one_host_at_a_time",
+    "cluster/kubernetes.yaml": "test_cluster_recipes.py",
+    "cluster/compose.yaml": "test_cluster_recipes.py",
+    "cluster/feishu-bot.service": "test_cluster_recipes.py",
+}
+
+
+def run(
+    argv: list[str], env: dict[str, str] | None = None, **kwargs: object
+) -> subprocess.CompletedProcess[str]:
+    """Run ``argv`` to its end within the safety bound."""
+    return subprocess.run(  # type: ignore[call-overload, no-any-return]
+        argv,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=DEADLINE,
+        check=False,
+        **kwargs,
+    )
+
+
+def test_every_example_is_tested() -> None:
+    files = {
+        path.relative_to(EXAMPLES).as_posix()
+        for path in EXAMPLES.rglob("*")
+        if path.is_file() and "__pycache__" not in path.parts
+    }
+    assert files == set(TESTED)
+    names = {name for name in TESTED.values() if name.startswith("test_")}
+    assert all(name in globals() or name.endswith(".py") for name in names)
 
 
 def test_demo_shows_a_refused_copy_a_pool_and_then_an_accepted_copy() -> None:
@@ -40,3 +112,206 @@ def test_demo_shows_a_refused_copy_a_pool_and_then_an_accepted_copy() -> None:
         "singleton_proc: 'singleton-proc-demo' is already running (pid "
     )
     assert "demo.py" in refusal[0]
+
+
+def refusal_of(err: str, name: str, pid: int) -> str:
+    """The library's one line naming the holder of ``name``, from stderr."""
+    (line,) = [line for line in err.splitlines() if line.startswith("singleton_proc:")]
+    assert line.startswith(f"singleton_proc: {name!r} is already running (pid {pid}"), (
+        line
+    )
+    return line
+
+
+def test_cron_job_runs_then_refuses_while_a_run_holds_it(
+    private_default_dir: Path,
+) -> None:
+    done = run([sys.executable, str(EXAMPLES / "cron_job.py")])
+    assert done.returncode == 0, done.stderr
+    assert "report written: the sum of squares below 1000 is 332833500" in done.stderr
+    with holding("nightly-report", private_default_dir) as earlier_run:
+        refused = run([sys.executable, str(EXAMPLES / "cron_job.py")])
+    assert refused.returncode == 1
+    refusal_of(refused.stderr, "nightly-report", earlier_run.pid)
+    assert "report written" not in refused.stderr
+
+
+def test_the_crontab_line_runs_as_written(
+    tmp_path: Path, private_default_dir: Path
+) -> None:
+    """The line's command, run by ``sh`` as cron would, in the home it expects."""
+    (line,) = [
+        line
+        for line in (EXAMPLES / "cron" / "crontab").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    minute, hour, day, month, weekday, command = line.split(None, 5)
+    assert (minute, hour, day, month, weekday) == ("*/5", "*", "*", "*", "*")
+    report = tmp_path / "home" / "report"
+    (report / ".venv" / "bin").mkdir(parents=True)
+    python = report / ".venv" / "bin" / "python"  # the venv's python: ours
+    python.write_text(f'#!/bin/sh\nexec {shlex.quote(sys.executable)} "$@"\n')
+    python.chmod(0o755)
+    shutil.copy(EXAMPLES / "cron_job.py", report)
+    env = env_without_coverage() | {"HOME": str(tmp_path / "home")}
+    assert run(["/bin/sh", "-c", command], env).returncode == 0
+    assert "report written" in (report / "cron.log").read_text()
+    with holding("nightly-report", private_default_dir) as earlier_run:
+        assert run(["/bin/sh", "-c", command], env).returncode == 1
+    refusal_of((report / "cron.log").read_text(), "nightly-report", earlier_run.pid)
+
+
+def start_bot(argv: list[str] | None = None) -> subprocess.Popen[str]:
+    """Start the chat bot (or ``argv``); it says "serving" once it holds its name."""
+    return subprocess.Popen(
+        argv or [sys.executable, str(EXAMPLES / "chat_bot.py")],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def test_a_chat_bot_started_again_replaces_the_running_copy(
+    private_default_dir: Path,  # noqa: ARG001  (the bots' lock directory)
+) -> None:
+    old = start_bot()
+    new = None
+    try:
+        assert read_line(old) == f"bot {old.pid}: serving"
+        new = start_bot()
+        # The new copy serves only after the old one has stopped cleanly.
+        assert read_line(new) == f"bot {new.pid}: serving"
+        assert read_line(old) == f"bot {old.pid}: stopping cleanly"
+        assert old.wait(DEADLINE) == 128 + signal.SIGTERM  # SystemExit(143)
+        new.send_signal(signal.SIGTERM)
+        assert new.wait(DEADLINE) == 128 + signal.SIGTERM
+        assert read_line(new) == f"bot {new.pid}: stopping cleanly"
+    finally:
+        reap(old)
+        if new is not None:
+            reap(new)
+
+
+def systemd_service(path: Path) -> configparser.SectionProxy:
+    """The ``[Service]`` section of a unit file, keys in their case."""
+    unit = configparser.ConfigParser(interpolation=None, strict=False)
+    unit.optionxform = str  # type: ignore[assignment,method-assign]
+    unit.read_string(path.read_text())
+    return unit["Service"]
+
+
+def test_the_systemd_unit_stops_the_bot_cleanly(private_default_dir: Path) -> None:  # noqa: ARG001
+    """``systemctl stop`` (SIGTERM to the bot) ends it with a status called clean."""
+    service = systemd_service(EXAMPLES / "systemd" / "chat-bot.service")
+    python, script = shlex.split(service["ExecStart"])
+    assert python.endswith("/.venv/bin/python")
+    assert Path(script).name == "chat_bot.py"
+    assert service["KillMode"] == "mixed"  # SIGTERM to the bot alone, once
+    clean = {0, *map(int, service["SuccessExitStatus"].split())}
+    bot = start_bot([sys.executable, str(EXAMPLES / Path(script).name)])
+    try:
+        assert read_line(bot) == f"bot {bot.pid}: serving"
+        bot.send_signal(signal.SIGTERM)
+        assert bot.wait(DEADLINE) in clean
+    finally:
+        reap(bot)
+
+
+RUN_LOCK = Path("/run/lock")
+
+
+@pytest.mark.skipif(not RUN_LOCK.is_dir(), reason="this system has no /run/lock")
+def test_the_system_wide_instance_refuses_a_second_copy() -> None:
+    """The name lives in /run/lock (that another user is refused there too is
+    tested with the shared sticky directories, in test_record.py)."""
+    script = [sys.executable, str(EXAMPLES / "system_wide.py")]
+    done = run(script)
+    assert done.returncode == 0, done.stderr
+    assert "runs the machine's only backup" in done.stdout
+    with holding("backup-disk", RUN_LOCK) as first_copy:
+        refused = run(script)
+    assert refused.returncode == 1, refused.stderr
+    refusal_of(refused.stderr, "backup-disk", first_copy.pid)
+
+
+def test_the_windows_task_runs_the_cron_job_once() -> None:
+    """The task is valid Task Scheduler XML whose action runs ``cron_job.py``."""
+    ns = {"t": "http://schemas.microsoft.com/windows/2004/02/mit/task"}
+    path = EXAMPLES / "windows" / "nightly-report.xml"
+    task = ET.parse(path).getroot()  # noqa: S314  (our own file)
+    assert task.tag == f"{{{ns['t']}}}Task"
+    assert (
+        task.findtext("t:Settings/t:MultipleInstancesPolicy", namespaces=ns)
+        == "IgnoreNew"
+    )
+    assert task.find("t:Triggers/t:CalendarTrigger/t:StartBoundary", ns) is not None
+    command = task.findtext("t:Actions/t:Exec/t:Command", namespaces=ns)
+    arguments = task.findtext("t:Actions/t:Exec/t:Arguments", namespaces=ns)
+    workdir = task.findtext("t:Actions/t:Exec/t:WorkingDirectory", namespaces=ns)
+    assert command == rf"{workdir}\.venv\Scripts\python.exe"
+    assert arguments is not None
+    assert (EXAMPLES / arguments).is_file()
+
+
+def test_the_pool_shows_worker_logs_a_bar_and_the_failure(
+    private_default_dir: Path,  # noqa: ARG001
+) -> None:
+    done = run([sys.executable, str(EXAMPLES / "pool_with_logging.py")])
+    assert done.returncode == 0, done.stderr
+    records = re.findall(r"(\d+) checksums: (.*)", done.stderr)
+    parent = {pid for pid, message in records if "failed" in message}
+    workers = {pid for pid, message in records if "bytes ->" in message}
+    assert len(parent) == 1
+    assert workers
+    assert not parent & workers  # made in the workers, shown by the parent
+    assert sum("bytes ->" in message for _, message in records) == 9
+    assert (
+        "10 checksums, 1 failed: [(0, ValueError('size must be positive, got 0'))]"
+        in (done.stderr)
+    )
+    assert "10/10" in done.stderr  # the progress bar
+
+
+def test_the_cluster_instance_runs_on_one_host_at_a_time(
+    redis_server: RedisServer, host_dir: Callable[[str], Path]
+) -> None:
+    """Two "hosts" (a lock directory each) share one Redis: each gets its own grant."""
+    script = [sys.executable, str(EXAMPLES / "cluster_instance.py")]
+    copies = [
+        subprocess.Popen(
+            script,
+            env=env_without_coverage()
+            | {
+                "SINGLETON_PROC_BACKEND": redis_server.url,
+                "SINGLETON_PROC_DIR": str(host_dir(host)),
+            },
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for host in "ab"
+    ]
+    fences = []
+    try:
+        for copy in copies:
+            out, err = copy.communicate(timeout=DEADLINE)
+            assert copy.returncode == 0, err
+            steps = re.findall(rf"\({copy.pid}\): step (\d), fence (\d+)", out)
+            assert [step for step, _ in steps] == ["0", "1", "2"]
+            (fence,) = {int(fence) for _, fence in steps}
+            fences.append(fence)
+    finally:
+        for copy in copies:
+            reap(copy)
+    assert fences[0] != fences[1]  # two grants of the name, one after the other
+
+
+def test_the_cluster_instance_runs_alone_without_a_backend(
+    private_default_dir: Path,  # noqa: ARG001  (its lock directory)
+) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "SINGLETON_PROC_BACKEND"}
+    done = run([sys.executable, str(EXAMPLES / "cluster_instance.py")], env)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("fence None") == 3
