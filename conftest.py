@@ -10,8 +10,16 @@ starts with Python's own Ctrl-C handler (see :func:`pytest_configure`).
 from __future__ import annotations
 
 import signal
+import sys
 
 import pytest
+
+#: Docstring examples that need POSIX: skipped on Windows, saying why.
+_POSIX_EXAMPLES = {
+    # os.kill(pid, SIGINT) there ends the process (pytest with it)
+    "singleton_proc._base.interrupts": "sends itself SIGINT",
+    "singleton_proc.InsecureLockPathError": "POSIX permission bits (0o777)",
+}
 
 
 def pytest_configure(config: pytest.Config) -> None:  # noqa: ARG001
@@ -35,3 +43,15 @@ def _doctest_lock_directory(
         directory = request.getfixturevalue("tmp_path") / "locks"
         directory.mkdir(mode=0o700)
         monkeypatch.setenv("SINGLETON_PROC_DIR", str(directory))
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark the examples of :data:`_POSIX_EXAMPLES` to skip on Windows."""
+    for item in items:
+        needs = _POSIX_EXAMPLES.get(item.name)
+        if needs is not None and isinstance(item, pytest.DoctestItem):
+            item.add_marker(
+                pytest.mark.skipif(
+                    sys.platform == "win32", reason=f"POSIX only (not Windows): {needs}"
+                )
+            )

@@ -141,6 +141,29 @@ needs_root = pytest.mark.skipif(
 )
 
 
+# What a test needs beyond the portable core says so with one of these: it
+# skips elsewhere, naming what it needs. Linux for /proc, flock(1) and
+# namespaces; POSIX (Linux and macOS, not Windows) for fork, process groups
+# and the signals Windows lacks (SIGKILL, SIGSTOP, SIGHUP, ...).
+
+
+def linux_only(needs: str) -> pytest.MarkDecorator:
+    """Skip unless on Linux: the test needs ``needs``, which only Linux has."""
+    return pytest.mark.skipif(sys.platform != "linux", reason=f"Linux only: {needs}")
+
+
+def posix_only(needs: str) -> pytest.MarkDecorator:
+    """Skip on Windows: the test needs ``needs`` (POSIX: Linux and macOS)."""
+    return pytest.mark.skipif(
+        sys.platform == "win32", reason=f"POSIX only (not Windows): {needs}"
+    )
+
+
+reads_proc = linux_only("reads /proc")
+runs_flock_1 = linux_only("runs flock(1) from util-linux")
+forks = posix_only("os.fork")
+
+
 def as_user(uid: int, work: Callable[[], object]) -> object:
     """Run ``work()`` in a forked child running as ``uid``; return its value.
 
@@ -189,7 +212,7 @@ def own_holder(name: str) -> Holder:
 
 
 def open_lock_fds(directory: Path) -> list[str]:
-    """Descriptors of this process that point into ``directory``."""
+    """Descriptors of this process that point into ``directory`` (Linux: /proc)."""
     found = []
     for fd in os.listdir("/proc/self/fd"):
         try:
@@ -202,7 +225,10 @@ def open_lock_fds(directory: Path) -> list[str]:
 
 
 def flock_holder(lock_file: Path) -> subprocess.Popen[str]:
-    """``flock(1)`` holding ``lock_file`` until its stdin closes (reap: finish())."""
+    """``flock(1)`` holding ``lock_file`` until its stdin closes (reap: finish()).
+
+    A test that calls it is marked :data:`runs_flock_1`.
+    """
     proc = subprocess.Popen(
         ["flock", "-n", str(lock_file), "sh", "-c", "echo locked; exec cat"],
         stdin=subprocess.PIPE,

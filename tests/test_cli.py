@@ -9,6 +9,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import sysconfig
 import time
 from datetime import datetime
 from pathlib import Path
@@ -26,7 +27,10 @@ from helpers import (
     TESTS,
     finish,
     flock_holder,
+    linux_only,
+    posix_only,
     read_line,
+    reads_proc,
     reap,
     wait_until_gone,
 )
@@ -34,8 +38,16 @@ from helpers import (
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
 
-_FOUND = shutil.which("singleton-proc", path=str(Path(sys.executable).parent))
-assert _FOUND, "no singleton-proc next to sys.executable: pip install -e . first"
+pytestmark = posix_only("POSIX commands (true, sh, nohup), SIGHUP and SIGKILL")
+
+#: Next to the interpreter in a venv; in its Scripts folder on Windows without one.
+_FOUND = shutil.which(
+    "singleton-proc",
+    path=os.pathsep.join(
+        [str(Path(sys.executable).parent), sysconfig.get_path("scripts")]
+    ),
+)
+assert _FOUND, "no singleton-proc beside this Python's scripts: pip install -e . first"
 CLI = _FOUND
 CMD = [sys.executable, str(TESTS / "child_cli_cmd.py")]
 #: SPEC "bound in tests" for a SIGKILLed parent's children to be gone.
@@ -320,6 +332,7 @@ def flock_held(lock_dir: Path) -> Iterator[tuple[Path, int]]:
         finish(proc)
 
 
+@linux_only("flock(1) from util-linux, and /proc/locks to find its pid")
 def test_a_holder_that_cannot_be_identified(flock_held: tuple[Path, int]) -> None:
     """Running, holder unknowable: status still shows the pid holding the lock."""
     lock_dir, pid = flock_held
@@ -352,17 +365,14 @@ def test_a_holder_that_cannot_be_identified(flock_held: tuple[Path, int]) -> Non
 
 
 @pytest.mark.parametrize(
-    ("signum", "trap", "expected"),
-    [
-        (signal.SIGTERM, False, 128 + signal.SIGTERM),
-        (signal.SIGTERM, True, 40 + signal.SIGTERM),
-        (signal.SIGHUP, True, 40 + signal.SIGHUP),
-        (signal.SIGINT, True, 40 + signal.SIGINT),
-    ],
+    ("name", "trap"),
+    [("SIGTERM", False), ("SIGTERM", True), ("SIGHUP", True), ("SIGINT", True)],
 )
 def test_signals_reach_the_command(
-    signum: int, trap: bool, expected: int, private_default_dir: Path
+    name: str, trap: bool, private_default_dir: Path
 ) -> None:
+    signum = getattr(signal, name)  # by name: Windows has no SIGHUP to collect
+    expected = (40 if trap else 128) + signum
     with running("bot", flags=["--trap"] if trap else []) as (wrapper, cmd_pid):
         os.kill(wrapper.pid, signum)
         if trap:
@@ -383,6 +393,7 @@ def _in_mask(pid: int, field: str, signum: int) -> bool:
     return bool(int(mask, 16) & (1 << (signum - 1)))
 
 
+@reads_proc  # /proc/<pid>/status: when the waiter handles SIGTERM
 def test_sigterm_while_waiting_for_the_name_exits_143() -> None:
     with running("bot") as (holder_proc, _):
         waiter = start("run", "--wait", "bot", "--", "true")
@@ -400,6 +411,7 @@ def test_sigterm_while_waiting_for_the_name_exits_143() -> None:
         assert str(holder_proc.pid) in out, "the holder never noticed"
 
 
+@reads_proc  # /proc/<pid>/status: the command's ignored signals
 def test_a_signal_ignored_at_start_stays_ignored() -> None:
     wrapper = subprocess.Popen(
         ["nohup", CLI, "run", "bot", "--", *CMD],  # nohup: SIGHUP ignored, then exec

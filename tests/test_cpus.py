@@ -12,7 +12,12 @@ from singleton_proc._workers.cpus import usable_cpus
 if TYPE_CHECKING:
     from pathlib import Path
 
-AFFINITY = len(os.sched_getaffinity(0))
+#: What usable_cpus starts from: the affinity mask (Linux), else the CPU count.
+AFFINITY = (
+    len(os.sched_getaffinity(0))
+    if hasattr(os, "sched_getaffinity")
+    else os.cpu_count() or 1
+)
 
 
 def _write(path: Path, text: str) -> None:

@@ -45,15 +45,22 @@ from singleton_proc import (
 from singleton_proc._base import lineage
 from singleton_proc._base.lineage import MARK_VARIABLE, holder_mark
 
-from helpers import DEADLINE, TESTS, read_line, reap, start_holder, wait_for_file
+from helpers import (
+    DEADLINE,
+    TESTS,
+    posix_only,
+    read_line,
+    reads_proc,
+    reap,
+    start_holder,
+    wait_for_file,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
     from pathlib import Path
 
-pytestmark = pytest.mark.skipif(
-    not hasattr(os, "fork"), reason="daemons double-fork: POSIX only"
-)
+pytestmark = posix_only("daemons double-fork (os.fork)")
 
 #: The textbook daemon runs on every Python CI tries; the two lighter kinds
 #: and the stop paths that share their code with another (marked slow) on
@@ -482,7 +489,7 @@ def test_ctrl_c_takes_the_tasks_daemons_along(
     assert _alive(bystander)
 
 
-@pytest.mark.skipif(sys.platform != "linux", reason="reads /proc")
+@reads_proc
 def test_a_process_newer_than_the_kept_reading_of_proc_is_known() -> None:
     """A stop that took a reading a moment before a worker started still finds
     what the worker forked (under load, a daemon escaped ``terminate_tree``:

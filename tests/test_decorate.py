@@ -18,7 +18,7 @@ from singleton_proc import (
     single_instance,
 )
 
-from helpers import holding, open_lock_fds, read_line
+from helpers import holding, open_lock_fds, read_line, reads_proc
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator
@@ -159,6 +159,7 @@ def test_waiting_in_async_with_lets_other_tasks_run(lock_dir: Path) -> None:
     assert not is_running("bot", lock_dir)
 
 
+@reads_proc  # /proc/self/fd: no descriptor of the lock left open
 def test_a_cancelled_wait_leaves_nothing_behind(lock_dir: Path) -> None:
     threads_before = threading.active_count()
     instance = SingleInstance("bot", directory=lock_dir, on_conflict="wait", timeout=60)

@@ -39,6 +39,7 @@ from helpers import (
     assert_one_keyboard_interrupt,
     forking_with_threads,
     pids_in,
+    posix_only,
     press_ctrl_c,
     read_line,
     wait_for_file,
@@ -48,6 +49,8 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
     from multiprocessing.connection import Connection
     from pathlib import Path
+
+pytestmark = posix_only("workers under fork and forkserver, killed with SIGKILL")
 
 RUNNER = TESTS / "child_executor.py"
 #: Leaving the with block by an exception: the workers are stopped at once.

@@ -51,6 +51,7 @@ from helpers import (
     assert_one_keyboard_interrupt,
     forking_with_threads,
     pids_in,
+    posix_only,
     read_line,
     reap,
     wait_for_file,
@@ -58,6 +59,8 @@ from helpers import (
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
+
+pytestmark = posix_only("workers under the fork and forkserver methods")
 
 
 @pytest.fixture(autouse=True)

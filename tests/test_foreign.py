@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import fcntl
 import functools
 import logging
 import multiprocessing.resource_tracker
 import os
-import pty
 import struct
 import subprocess
 import sys
-import termios
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -25,7 +22,7 @@ import pytest
 
 from singleton_proc import iter_in_pool, run_in_pool
 
-from helpers import DEADLINE, TESTS
+from helpers import DEADLINE, TESTS, posix_only
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -115,6 +112,7 @@ def test_loky_failures_raise_at_once_or_take_their_place(
     assert results[:3] + results[4:] == [x for x in range(50) if x != 3]
 
 
+@posix_only("SIGKILL")
 def test_a_dead_loky_worker_is_its_broken_pool_error(loky_executor: Executor) -> None:
     task = functools.partial(pool_tasks.die_on, 2, "SIGKILL")
     with pytest.raises(BrokenProcessPool):
@@ -190,8 +188,13 @@ def test_progress_counts_finished_items_on_stderr(
     assert "40item" in capsys.readouterr().err.replace(" ", "")
 
 
+@posix_only("a pseudo-terminal (pty)")
 def test_log_lines_print_above_the_bar_never_on_it(tmp_path: Path) -> None:
     """In a terminal: each record the workers log gets a line of its own."""
+    import fcntl  # noqa: PLC0415  (POSIX: the module is collected on Windows too)
+    import pty  # noqa: PLC0415
+    import termios  # noqa: PLC0415
+
     leader, follower = pty.openpty()
     # 24 rows of 100 columns (a new pty has none: tqdm would draw nothing).
     fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))

@@ -12,10 +12,20 @@ import pytest
 
 from singleton_proc import SingleInstance, is_running
 
-from helpers import DEADLINE, TESTS, read_line, reap, wait_until_gone
+from helpers import (
+    DEADLINE,
+    TESTS,
+    posix_only,
+    read_line,
+    reads_proc,
+    reap,
+    wait_until_gone,
+)
 
 if TYPE_CHECKING:
     from pathlib import Path
+
+pytestmark = posix_only("os.fork")
 
 FORK_SCRIPT = TESTS / "child_fork.py"
 
@@ -32,6 +42,7 @@ def _run(name: str, directory: Path, how: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in proc.stdout.splitlines()]
 
 
+@reads_proc  # /proc/locks: who holds the lock after the child ended
 @pytest.mark.parametrize("how", ["exit", "sys.exit", "atexit", "release", "mp-fork"])
 def test_a_forked_child_ending_releases_and_deletes_nothing(
     lock_dir: Path, how: str

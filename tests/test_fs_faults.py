@@ -22,11 +22,13 @@ from test_cli import CLI, CMD, cli, one_error_line
 
 from singleton_proc import SingleInstance, holder, is_running
 
-from helpers import finish, read_line, reap
+from helpers import finish, posix_only, read_line, reap
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
     from pathlib import Path
+
+pytestmark = posix_only("tmpfs mounts, RLIMIT_NOFILE and POSIX commands (true)")
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
 

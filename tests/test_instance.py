@@ -10,7 +10,7 @@ import pytest
 
 from singleton_proc import AlreadyRunningError, SingleInstance, holder, is_running
 
-from helpers import finish, holding, read_line, record_of, start_holder
+from helpers import finish, holding, posix_only, read_line, record_of, start_holder
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -49,6 +49,7 @@ def test_exit_prints_one_line_naming_the_holder(lock_dir: Path, exit_code: int) 
     assert "child_holder.py bot" in err
 
 
+@posix_only("SIGKILL")
 def test_a_sigkilled_holder_frees_the_name_at_once(lock_dir: Path) -> None:
     with holding("bot", lock_dir) as first:
         first.send_signal(signal.SIGKILL)

@@ -19,10 +19,21 @@ from typing import TYPE_CHECKING, Any
 import psutil
 import pytest
 
-from helpers import DEADLINE, TESTS, env_without_coverage, read_line, reap, start_holder
+from helpers import (
+    DEADLINE,
+    TESTS,
+    env_without_coverage,
+    posix_only,
+    read_line,
+    reads_proc,
+    reap,
+    start_holder,
+)
 
 if TYPE_CHECKING:
     from pathlib import Path
+
+pytestmark = posix_only("signals at any moment (SIGALRM, SIGINT, SIGTERM)")
 
 #: Tries per signal in the random-interrupt run (a few seconds each).
 TRIES = 2500
@@ -69,6 +80,7 @@ print("replaced", flush=True)
 """
 
 
+@reads_proc  # the child counts its lock descriptors in /proc/self/fd
 @pytest.mark.parametrize("which", ["INT", "TERM", "LIBTERM", "FLAG"])
 def test_an_interrupted_acquire_or_release_leaves_the_name_held_or_free(
     lock_dir: Path, which: str

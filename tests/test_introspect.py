@@ -22,7 +22,16 @@ from singleton_proc import (
 )
 from singleton_proc._base import platform as _platform
 
-from helpers import DEADLINE, HOLDER_SCRIPT, finish, holding, read_line
+from helpers import (
+    DEADLINE,
+    HOLDER_SCRIPT,
+    finish,
+    forks,
+    holding,
+    linux_only,
+    read_line,
+    runs_flock_1,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -55,6 +64,7 @@ def test_a_missing_explicit_directory_is_not_created(tmp_path: Path) -> None:
     assert not missing.exists()
 
 
+@runs_flock_1
 def test_every_holder_is_listed_and_nothing_else(
     lock_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -137,6 +147,7 @@ def test_holder_inside_the_holding_process(lock_dir: Path) -> None:
 #: A command's prefix that runs it as the first process of a new PID namespace
 #: with its own /proc, as a container does.
 NAMESPACE = ["unshare", "--pid", "--fork", "--mount-proc", "--kill-child"]
+pid_namespaces_are_linux = linux_only("PID namespaces (unshare(1), /proc)")
 
 
 @pytest.fixture
@@ -177,6 +188,7 @@ def holding_in_a_namespace(name: str, directory: Path) -> Iterator[int]:
         finish(proc)  # stdin closes: the holder releases and exits, then unshare
 
 
+@pid_namespaces_are_linux
 @pytest.mark.usefixtures("pid_namespaces")
 def test_a_holder_in_a_pid_namespace_below_is_seen_with_its_pid_here(
     lock_dir: Path,
@@ -199,6 +211,7 @@ print(is_running("bot", sys.argv[1]), holder("bot", sys.argv[1]))
 """
 
 
+@pid_namespaces_are_linux
 @pytest.mark.usefixtures("pid_namespaces")
 def test_a_holder_outside_this_pid_namespace_is_running_and_says_so(
     lock_dir: Path,
@@ -240,6 +253,7 @@ print("done", flush=True)
 """
 
 
+@forks  # the holders VANISHING starts
 @pytest.mark.slow  # 2 s of churn, the same on every Python
 def test_holders_that_vanish_while_looked_at_are_a_normal_case(lock_dir: Path) -> None:
     """Every look and every acquire answers; none raises what psutil saw."""

@@ -18,10 +18,12 @@ from singleton_proc._base import procfs
 from singleton_proc._lock.directory import NameFiles
 from singleton_proc._lock.lockfile import lock_state, try_lock_file
 
-from helpers import finish, holding, read_line
+from helpers import finish, holding, posix_only, read_line, reads_proc, runs_flock_1
 
 if TYPE_CHECKING:
     from pathlib import Path
+
+pytestmark = posix_only("symlinks (a privilege on Windows), sh and fcntl locks")
 
 
 def _locked_inodes() -> set[int]:
@@ -31,6 +33,7 @@ def _locked_inodes() -> set[int]:
         }
 
 
+@reads_proc  # /proc/locks: the target was never locked
 def test_symlink_at_the_lock_path_is_refused_and_its_target_untouched(
     lock_dir: Path, tmp_path: Path
 ) -> None:
@@ -62,6 +65,7 @@ def test_a_fifo_at_the_lock_path_is_refused_without_hanging(lock_dir: Path) -> N
         SingleInstance("bot", directory=lock_dir).acquire()
 
 
+@reads_proc  # /proc/locks: which inode is locked
 def test_a_file_replaced_between_open_and_lock_does_not_count(
     lock_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -88,6 +92,7 @@ def test_a_file_replaced_between_open_and_lock_does_not_count(
         lock.release()
 
 
+@runs_flock_1
 def test_lock_taken_by_flock_1_counts_as_running(lock_dir: Path) -> None:
     proc = subprocess.Popen(
         [

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import pwd
 import stat
 import subprocess
 import sys
@@ -19,10 +18,15 @@ from singleton_proc._base import platform as _platform
 from singleton_proc._lock import directory as _paths
 from singleton_proc._lock.directory import existing_directory, resolve_directory
 
-from helpers import needs_root
+from helpers import linux_only, needs_root, posix_only
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+
+pytestmark = posix_only("POSIX file modes and owners, the sticky bit, /tmp")
+
+#: The per-user cache is ~/.cache on Linux (~/Library/Caches on macOS).
+xdg_cache = linux_only("~/.cache (macOS: ~/Library/Caches)")
 
 
 def _mode(path: Path) -> int:
@@ -73,6 +77,7 @@ def test_a_bytes_directory_is_refused_at_once(directory: bytes) -> None:
         SingleInstance("bot", directory=directory)  # type: ignore[arg-type]
 
 
+@xdg_cache
 def test_default_is_under_the_home_cache(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -84,9 +89,12 @@ def test_default_is_under_the_home_cache(
     assert _mode(home / ".cache" / "singleton_proc") == 0o700
 
 
+@xdg_cache
 def test_home_from_the_password_database_when_home_is_unset(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    import pwd  # noqa: PLC0415  (POSIX: the module is collected on Windows too)
+
     monkeypatch.delenv("HOME")
     expected = Path(pwd.getpwuid(os.geteuid()).pw_dir) / ".cache"
     assert _platform.cache_home() == expected
@@ -105,6 +113,7 @@ def test_missing_home_falls_back_to_tmp(
     assert not (tmp_path / "no-such-home").exists(), "the home must not be invented"
 
 
+@xdg_cache
 def test_same_directory_under_cron_and_a_login_shell(tmp_path: Path) -> None:
     """cron sets HOME but no XDG_RUNTIME_DIR; shells set TMPDIR; all must agree."""
     home = tmp_path / "home"

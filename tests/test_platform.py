@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import fcntl
 import os
 import signal
 import subprocess
@@ -16,14 +15,26 @@ import pytest
 from singleton_proc import holder, is_running
 from singleton_proc._base import procfs
 
-from helpers import DEADLINE, holding, needs_root, read_line, reap, wait_until_gone
+from helpers import (
+    DEADLINE,
+    holding,
+    linux_only,
+    needs_root,
+    read_line,
+    reap,
+    wait_until_gone,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
     from pathlib import Path
 
+pytestmark = linux_only("/proc (/proc/locks, environ, maps) and PR_SET_PDEATHSIG")
+
 
 def test_flock_holders_lists_the_holder_and_not_the_waiters(tmp_path: Path) -> None:
+    import fcntl  # noqa: PLC0415  (POSIX: the module is collected on Windows too)
+
     path = tmp_path / "f.lock"
     fd = os.open(path, os.O_RDONLY | os.O_CREAT, 0o644)
     try:
@@ -150,7 +161,6 @@ sys.stdin.read()
 """
 
 
-@pytest.mark.skipif(sys.platform != "linux", reason="PR_SET_PDEATHSIG is Linux's")
 def test_set_parent_death_signal_kills_the_child_with_its_parent() -> None:
     parent = subprocess.Popen(
         [sys.executable, "-c", _DEATH_SIGNAL_PARENT],
@@ -169,7 +179,6 @@ def test_set_parent_death_signal_kills_the_child_with_its_parent() -> None:
         reap(parent)
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_start_environments_read_the_variable_and_tell_equal_environments() -> None:
     """Its words, not a look-alike's; equal environments, equal digests."""
     marked = {"XSINGLETON_PROC_TREE": "look-alike", "SINGLETON_PROC_TREE": "a1 b2"}

@@ -43,7 +43,9 @@ from helpers import (
     assert_one_keyboard_interrupt,
     env_without_coverage,
     fork_a_child_that_exits,
+    linux_only,
     pids_in,
+    posix_only,
     press_ctrl_c,
     wait_for_file,
     wait_until_gone,
@@ -52,6 +54,8 @@ from helpers import (
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Sequence
     from pathlib import Path
+
+pytestmark = posix_only("workers under fork and forkserver, killed with SIGKILL")
 
 RUNNER = TESTS / "child_pool.py"
 
@@ -202,15 +206,11 @@ def test_return_exceptions_puts_each_failure_in_its_place() -> None:
 
 @pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize(
-    ("how", "says", "exitcode"),
-    [
-        ("SIGKILL", "was killed by SIGKILL", -signal.SIGKILL),
-        ("os._exit", "exited with code 3", 3),
-    ],
+    ("how", "says"),
+    [("SIGKILL", "was killed by SIGKILL"), ("os._exit", "exited with code 3")],
 )
-def test_a_death_names_the_item_pid_and_cause(
-    method: str, how: str, says: str, exitcode: int
-) -> None:
+def test_a_death_names_the_item_pid_and_cause(method: str, how: str, says: str) -> None:
+    exitcode = -getattr(signal, how) if how.startswith("SIG") else 3
     task = functools.partial(pool_tasks.die_on, 5, how)
     with pytest.raises(WorkerDiedError, match=says) as caught:
         run_in_pool(task, range(10), n=2, start_method=method)
@@ -528,7 +528,7 @@ def _each_api(
 APIS = ["run_in_pool", "iter_in_pool", "map", "warm run_in_pool"]
 
 
-@pytest.mark.skipif(sys.platform != "linux", reason="reads /proc/<pid>/io")
+@linux_only("reads /proc/<pid>/io")
 @pytest.mark.parametrize("api", APIS)
 def test_a_range_reaches_the_workers_as_slices_not_as_its_items(api: str) -> None:
     # What the one worker read from its first item to its last: the three
@@ -544,7 +544,7 @@ def test_a_range_reaches_the_workers_as_slices_not_as_its_items(api: str) -> Non
     assert read["range"] < 5_000
 
 
-@pytest.mark.skipif(sys.platform != "linux", reason="reads /proc/<pid>/io")
+@linux_only("reads /proc/<pid>/io")
 @pytest.mark.parametrize("api", ["run_in_pool", "map", "warm run_in_pool"])
 def test_chunks_of_large_results_stay_near_a_megabyte(api: str) -> None:
     # 100 KB results from fast items: timing alone would make chunks of

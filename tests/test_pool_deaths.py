@@ -16,10 +16,12 @@ import pytest
 
 from singleton_proc import WorkerDiedError, iter_in_pool, process_pool, run_in_pool
 
-from helpers import DEADLINE, METHODS
+from helpers import DEADLINE, METHODS, posix_only
 
 if TYPE_CHECKING:
     from pathlib import Path
+
+pytestmark = posix_only("workers under fork and forkserver, killed with SIGKILL")
 
 #: How the result is lost, the stage the error names, and what it says.
 LOSSES = [

@@ -26,6 +26,7 @@ from helpers import (
     all_gone,
     assert_one_keyboard_interrupt,
     pids_in,
+    posix_only,
     read_line,
     reap,
     wait_for_file,
@@ -33,6 +34,8 @@ from helpers import (
 
 if TYPE_CHECKING:
     from pathlib import Path
+
+pytestmark = posix_only("Ctrl-C to a process tree, and fork")
 
 RUNNER = TESTS / "child_pool.py"
 ORPHANED = TESTS / "child_pool_orphan.py"

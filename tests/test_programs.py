@@ -22,11 +22,13 @@ from typing import TYPE_CHECKING
 import psutil
 import pytest
 
-from helpers import DEADLINE, METHODS, TESTS
+from helpers import DEADLINE, METHODS, TESTS, posix_only
 
 if TYPE_CHECKING:
     from pathlib import Path
     from typing import IO
+
+pytestmark = posix_only("programs under every start method (fork, forkserver)")
 
 PROGRAM = TESTS / "child_program.py"
 APIS = ["run_in_pool", "iter_in_pool", "process_pool", "run_process", "start_process"]

@@ -28,10 +28,21 @@ from singleton_proc import (
 from singleton_proc._lock.identity import current_identity
 from singleton_proc._lock.record import decode_record, encode_own_record, encode_record
 
-from helpers import DEADLINE, as_user, holding, needs_root, reap, record_of
+from helpers import (
+    DEADLINE,
+    as_user,
+    holding,
+    linux_only,
+    needs_root,
+    posix_only,
+    reap,
+    record_of,
+)
 
 if TYPE_CHECKING:
     from pathlib import Path
+
+pytestmark = posix_only("POSIX file modes and symlinks, other users")
 
 GOOD = {
     "version": 1,
@@ -348,9 +359,7 @@ except InsecureLockPathError:
 """
 
 
-@pytest.mark.skipif(
-    not sys.platform.startswith("linux"), reason="seccomp and setresuid: Linux"
-)
+@linux_only("seccomp and setresuid")
 @pytest.mark.parametrize(
     "situation",
     [

@@ -10,11 +10,13 @@ from typing import TYPE_CHECKING
 
 from singleton_proc import SingleInstance, is_running
 
-from helpers import DEADLINE, finish, holding, read_line
+from helpers import DEADLINE, finish, holding, posix_only, read_line
 
 if TYPE_CHECKING:
     from pathlib import Path
     from types import FrameType
+
+pytestmark = posix_only("SIGTERM to a handler (Windows ends the process at once)")
 
 
 def test_sigterm_runs_finally_blocks_and_removes_the_record(lock_dir: Path) -> None:

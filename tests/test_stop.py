@@ -35,9 +35,11 @@ from helpers import (
     holding,
     needs_root,
     own_holder,
+    posix_only,
     read_line,
     reap,
     record_of,
+    runs_flock_1,
     start_holder,
     wait_until_gone,
 )
@@ -45,6 +47,8 @@ from helpers import (
 if TYPE_CHECKING:
     from collections.abc import Iterator
     from pathlib import Path
+
+pytestmark = posix_only("stops process trees with SIGTERM, SIGSTOP and SIGKILL")
 
 REPLACE_BOUND = 2.0  # SPEC "bound in tests"; the target (bench) is 50 ms
 
@@ -154,6 +158,7 @@ def test_pid_reuse_is_refused_and_nothing_is_stopped(lock_dir: Path) -> None:
         assert old.poll() is None
 
 
+@runs_flock_1
 def test_a_missing_record_is_refused_naming_the_lock_holder(lock_dir: Path) -> None:
     flock = flock_holder(lock_dir / "bot.lock")
     try:
@@ -164,6 +169,7 @@ def test_a_missing_record_is_refused_naming_the_lock_holder(lock_dir: Path) -> N
         finish(flock)
 
 
+@runs_flock_1
 def test_a_record_of_a_dead_process_is_refused(lock_dir: Path) -> None:
     with holding("other", lock_dir) as dead:
         record = (lock_dir / "other.pid").read_text().replace('"other"', '"bot"')

@@ -19,7 +19,16 @@ from singleton_proc import (
 )
 from singleton_proc._lock import lockfile as _lockfile
 
-from helpers import DEADLINE, finish, flock_holder, holding, open_lock_fds, read_line
+from helpers import (
+    DEADLINE,
+    finish,
+    flock_holder,
+    holding,
+    open_lock_fds,
+    read_line,
+    reads_proc,
+    runs_flock_1,
+)
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -97,6 +106,7 @@ def test_timeout_zero_is_a_single_try(lock_dir: Path) -> None:
         assert info.value.holder.pid == first.pid
 
 
+@reads_proc  # /proc/self/fd: no descriptor of the lock left open
 def test_a_timed_out_wait_leaves_nothing_behind(lock_dir: Path) -> None:
     threads_before = threading.active_count()
     instance = SingleInstance(
@@ -204,6 +214,7 @@ def _capture(call: object, errors: list[BaseException]) -> None:
         errors.append(exc)
 
 
+@runs_flock_1
 def test_flock_1_and_single_instance_exclude_each_other(
     lock_dir: Path, first_miss: threading.Event
 ) -> None:

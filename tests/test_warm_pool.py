@@ -29,10 +29,21 @@ from singleton_proc import (
     run_in_pool,
 )
 
-from helpers import DEADLINE, TESTS, all_gone, pids_in, read_line, reap, wait_for_file
+from helpers import (
+    DEADLINE,
+    TESTS,
+    all_gone,
+    pids_in,
+    posix_only,
+    read_line,
+    reap,
+    wait_for_file,
+)
 
 if TYPE_CHECKING:
     from pathlib import Path
+
+pytestmark = posix_only("warm pools under fork and forkserver, Ctrl-C by SIGINT")
 
 RUNNER = TESTS / "child_pool.py"
 

@@ -22,11 +22,20 @@ import pytest
 
 from singleton_proc import process_pool, run_in_pool, run_process, start_process
 
-from helpers import DEADLINE, METHODS, TESTS, forking_with_threads, wait_for_file
+from helpers import (
+    DEADLINE,
+    METHODS,
+    TESTS,
+    forking_with_threads,
+    posix_only,
+    wait_for_file,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
     from pathlib import Path
+
+pytestmark = posix_only("os.fork")
 
 #: A forked child's exit takes well under a second; the bug took 30 s or for ever.
 EXIT_BOUND = 5.0
