@@ -4,7 +4,7 @@ The whole tree (the last two live in ``_workers.errors`` and load lazily,
 because their base class comes from ``concurrent.futures``)::
 
     SingletonProcError(Exception)              anything raised by us
-    ├── AlreadyRunningError                    .holder: Holder | None
+    ├── AlreadyRunningError                    .holder: Holder | None, .reason
     │   ├── LockTimeoutError (also TimeoutError)   "wait" ran out of time
     │   └── ReplaceRefusedError                "replace" could not prove identity
     ├── InsecureLockPathError (also PermissionError)
@@ -61,6 +61,9 @@ class AlreadyRunningError(SingletonProcError):
         holder: The process holding the name, or ``None`` when it cannot be
             known (its record is missing or unreadable, or the lock was
             taken by another tool such as ``flock(1)``).
+        reason: When ``holder`` is ``None``, why it cannot be known (for
+            example "its record is missing or unreadable; ..."), else
+            ``None``.
 
     Example:
         >>> import subprocess, sys
@@ -78,10 +81,13 @@ class AlreadyRunningError(SingletonProcError):
         got it
     """
 
-    def __init__(self, message: str, *, holder: Holder | None = None) -> None:
-        """Store the message and the holder it names."""
+    def __init__(
+        self, message: str, *, holder: Holder | None = None, reason: str | None = None
+    ) -> None:
+        """Store the message, the holder it names, or why that is unknown."""
         super().__init__(message)
         self.holder = holder
+        self.reason = reason
 
 
 class LockTimeoutError(AlreadyRunningError, TimeoutError):

@@ -150,6 +150,23 @@ def test_group_writable_private_directory_is_refused(private_default_dir: Path) 
     assert list(private_default_dir.iterdir()) == []
 
 
+def test_a_shared_sticky_directory_as_the_private_one_is_refused_without_chmod(
+    private_default_dir: Path,
+) -> None:
+    """$SINGLETON_PROC_DIR=/run/lock: pass it as directory=, never chmod it."""
+    private_default_dir.mkdir()
+    private_default_dir.chmod(0o1777)
+    with pytest.raises(InsecureLockPathError) as refused:
+        SingleInstance("x").acquire()
+    message = str(refused.value)
+    assert "is a shared directory (sticky, mode 1777)" in message
+    assert "pass it as directory=" in message
+    assert "chmod" not in message
+    assert list(private_default_dir.iterdir()) == []
+    with SingleInstance("x", directory=private_default_dir):  # as the message says
+        pass
+
+
 @needs_root
 def test_private_directory_of_another_user_is_refused(
     private_default_dir: Path,

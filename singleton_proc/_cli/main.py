@@ -81,10 +81,6 @@ FENCE_VARIABLE = "SINGLETON_PROC_FENCE"  # run gives CMD the lease's fence in it
 _DEFAULT_GRACE = 5.0
 _DEFAULT_TTL = 15.0
 _MAX_LINE = 2000
-_UNKNOWN = (
-    "holder unknown: no readable record; another tool, such as flock(1), "
-    "may hold the lock"
-)
 
 
 #: The exit status of every error the command line expects (first match wins).
@@ -155,7 +151,8 @@ def _message(exc: BaseException, args: argparse.Namespace | None) -> str:
     if isinstance(exc, ReplaceRefusedError) or not isinstance(exc, AlreadyRunningError):
         return str(exc)  # a refusal says why, in the library's words
     name = getattr(args, "name", "")
-    who = describe(exc.holder) if exc.holder else _UNKNOWN
+    unknown = exc.reason or "its record is missing or unreadable"
+    who = describe(exc.holder) if exc.holder else f"holder unknown: {unknown}"
     if isinstance(exc, LockTimeoutError):
         waited = getattr(args, "timeout", 0)
         return f"{name!r} is still running after waiting {waited:g} s ({who})"

@@ -39,7 +39,9 @@ def conflict_error(
             'on_conflict="exit" to leave quietly or "wait" to queue'
         )
     return AlreadyRunningError(
-        f"{name!r} is already running ({who}); {advice}", holder=found.holder
+        f"{name!r} is already running ({who}); {advice}",
+        holder=found.holder,
+        reason=_unknown_reason(found),
     )
 
 
@@ -58,6 +60,7 @@ def timeout_error(name: str, found: Inspection, timeout: float) -> LockTimeoutEr
         f"{name!r} is still held after waiting {timeout:g} s "
         f"({describe(found)}); wait longer, or stop that process",
         holder=found.holder,
+        reason=_unknown_reason(found),
     )
 
 
@@ -73,6 +76,11 @@ def unseen_holder(found: Inspection) -> Inspection:
         lock_pids=found.lock_pids,
         reason="the lock is held, but the system's lock table does not say by whom",
     )
+
+
+def _unknown_reason(found: Inspection) -> str | None:
+    """Why the holder is unknown, for the error's ``reason``; ``None`` if known."""
+    return found.reason if found.holder is None else None
 
 
 def describe(found: Inspection) -> str:

@@ -267,6 +267,14 @@ def _check_private(path: str | os.PathLike[str], st: os.stat_result) -> None:
     uid = _platform.current_uid()
     if uid is None:  # Windows: ACLs, not mode bits
         return
+    if st.st_mode & _OTHERS_WRITE and st.st_mode & stat.S_ISVTX:
+        # /run/lock or /tmp given as $SINGLETON_PROC_DIR: never chmod those
+        raise InsecureLockPathError(
+            f"{path} is a shared directory (sticky, mode "
+            f"{stat.S_IMODE(st.st_mode):04o}), not a private lock directory: "
+            "to lock there, pass it as directory= (--dir on the command line); "
+            f"else set ${ENV_DIRECTORY} to a directory of your own"
+        )
     if st.st_uid != uid:
         raise InsecureLockPathError(
             f"private lock directory {path} belongs to uid {st.st_uid}, not to "
