@@ -159,6 +159,29 @@ def posix_only(needs: str) -> pytest.MarkDecorator:
     )
 
 
+def our_children() -> set[int]:
+    """The pids of this process's children and their descendants."""
+    return {child.pid for child in psutil.Process().children(recursive=True)}
+
+
+def no_process_left_behind(before: set[int], timeout: float = 10.0) -> None:
+    """Wait for what a finished program left behind; fail if any of it stays.
+
+    multiprocessing's helpers (a forkserver, a resource tracker) leave a
+    moment after their program: this process, a subreaper on Linux, adopts
+    and reaps them. One still alive after ``timeout`` seconds is an orphan
+    the program left. ``before``: our children before it started (say, a
+    holder the test runs beside it), which are not its.
+    """
+    left = [
+        child
+        for child in psutil.Process().children(recursive=True)
+        if child.pid not in before
+    ]
+    _, alive = psutil.wait_procs(left, timeout=timeout)
+    assert not alive, f"the program left processes behind: {alive}"
+
+
 reads_proc = linux_only("reads /proc")
 runs_flock_1 = linux_only("runs flock(1) from util-linux")
 forks = posix_only("os.fork")

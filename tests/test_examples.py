@@ -27,9 +27,15 @@ from helpers import (
     DEADLINE,
     env_without_coverage,
     holding,
+    no_process_left_behind,
+    our_children,
+    posix_only,
     read_line,
     reap,
 )
+
+#: The bot is stopped with SIGTERM, which Windows does not deliver as a signal.
+sigterm_stops_the_bot = posix_only("SIGTERM as a signal (Windows terminates at once)")
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -58,8 +64,9 @@ TESTED = {
 def run(
     argv: list[str], env: dict[str, str] | None = None, **kwargs: object
 ) -> subprocess.CompletedProcess[str]:
-    """Run ``argv`` to its end within the safety bound."""
-    return subprocess.run(  # type: ignore[call-overload, no-any-return]
+    """Run ``argv`` to its end within the safety bound; it must leave nothing."""
+    before = our_children()
+    done = subprocess.run(  # type: ignore[call-overload]
         argv,
         env=env,
         stdin=subprocess.DEVNULL,
@@ -69,6 +76,8 @@ def run(
         check=False,
         **kwargs,
     )
+    no_process_left_behind(before)
+    return done  # type: ignore[no-any-return]
 
 
 def test_every_example_is_tested() -> None:
@@ -136,6 +145,7 @@ def test_cron_job_runs_then_refuses_while_a_run_holds_it(
     assert "report written" not in refused.stderr
 
 
+@posix_only("the crontab line runs under /bin/sh")
 def test_the_crontab_line_runs_as_written(
     tmp_path: Path, private_default_dir: Path
 ) -> None:
@@ -172,6 +182,7 @@ def start_bot(argv: list[str] | None = None) -> subprocess.Popen[str]:
     )
 
 
+@sigterm_stops_the_bot
 def test_a_chat_bot_started_again_replaces_the_running_copy(
     private_default_dir: Path,  # noqa: ARG001  (the bots' lock directory)
 ) -> None:
@@ -201,6 +212,7 @@ def systemd_service(path: Path) -> configparser.SectionProxy:
     return unit["Service"]
 
 
+@sigterm_stops_the_bot
 def test_the_systemd_unit_stops_the_bot_cleanly(private_default_dir: Path) -> None:  # noqa: ARG001
     """``systemctl stop`` (SIGTERM to the bot) ends it with a status called clean."""
     service = systemd_service(EXAMPLES / "systemd" / "chat-bot.service")
