@@ -29,8 +29,8 @@ def poll_messages() -> None:
 def main() -> None:
     """Take over from the running copy, then serve until stopped."""
     with SingleInstance("chat-bot", on_conflict="replace", grace=5):
-        print(f"bot {os.getpid()}: serving", flush=True)
-        try:
+        try:  # from the first line on: a SIGTERM may come right after it
+            print(f"bot {os.getpid()}: serving", flush=True)
             while True:
                 poll_messages()
         finally:

@@ -1,8 +1,9 @@
 """One instance across hosts: the same script on every host, one runs at a time.
 
 Every host (container, VM) runs this script with the same Redis server in
-``$SINGLETON_PROC_BACKEND``, for example ``redis://:password@redis.internal:6379/0``
-(``pip install "singleton-proc[redis]"``). One copy holds the name and
+``$SINGLETON_PROC_BACKEND``, for example
+``redis://:password@redis.internal:6379/0`` (the ``redis`` extra:
+``pip install -e ".[redis]"`` in a clone). One copy holds the name and
 works; the others wait and take over within the lease's TTL when it ends,
 crashes or loses its host. Without the variable the script still runs, as
 one instance per machine.

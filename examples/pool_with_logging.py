@@ -1,11 +1,13 @@
 """A worker pool whose log records and progress bar show in the parent.
 
 ``run_in_pool`` forwards every record the workers log to the parent's
-handlers (``%(process)d`` is the worker's pid), so one ``logging.basicConfig``
-in the parent configures them all; ``progress=True`` draws a tqdm bar on stderr
-(``pip install "singleton-proc[progress]"``; without tqdm the call warns
-once and runs without a bar). A task that raises is re-raised here with the
-worker's traceback; ``return_exceptions=True`` collects it instead, as here.
+handlers (``%(process)d`` is the worker's pid), so one
+``logging.basicConfig`` in the parent configures them all;
+``progress=True`` draws a tqdm bar on stderr (the ``progress`` extra:
+``pip install -e ".[progress]"`` in a clone; without tqdm,
+``progress=True`` raises ``ImportError`` naming it). A task that raises is
+re-raised here with the worker's traceback; ``return_exceptions=True``
+collects it instead, as here.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ By default the lock directory is private to each user, so alice and bob can
 each run one copy. ``directory="/run/lock"`` (world-writable and sticky,
 like ``/tmp``) makes the name machine-wide: a copy started by any user is
 refused while another user's copy runs, and the refusal names the holder
-and its user. ``/run/lock`` is a tmpfs on most Linux systems: emptied at
+(pid, start time, command). ``/run/lock`` is a tmpfs on most Linux systems: emptied at
 boot, which is what a lock wants.
 """
 

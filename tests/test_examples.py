@@ -193,11 +193,17 @@ def test_a_chat_bot_started_again_replaces_the_running_copy(
         new = start_bot()
         # The new copy serves only after the old one has stopped cleanly.
         assert read_line(new) == f"bot {new.pid}: serving"
-        assert read_line(old) == f"bot {old.pid}: stopping cleanly"
-        assert old.wait(DEADLINE) == 128 + signal.SIGTERM  # SystemExit(143)
+        out, err = old.communicate(timeout=DEADLINE)
+        assert (old.returncode, out) == (  # SystemExit(143), its finally ran
+            128 + signal.SIGTERM,
+            f"bot {old.pid}: stopping cleanly\n",
+        ), err
         new.send_signal(signal.SIGTERM)
-        assert new.wait(DEADLINE) == 128 + signal.SIGTERM
-        assert read_line(new) == f"bot {new.pid}: stopping cleanly"
+        out, err = new.communicate(timeout=DEADLINE)
+        assert (new.returncode, out) == (
+            128 + signal.SIGTERM,
+            f"bot {new.pid}: stopping cleanly\n",
+        ), err
     finally:
         reap(old)
         if new is not None:
