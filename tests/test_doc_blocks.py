@@ -42,12 +42,15 @@ BOUND = 90.0
 
 @dataclass(frozen=True)
 class Block:
+    """A fenced Python block: its page, its first line there, its code."""
+
     page: Path
     line: int
     code: str
 
     @property
     def id(self) -> str:
+        """``docs/page.md:LINE``, the test's id and the script's origin."""
         return f"{self.page.relative_to(ROOT)}:{self.line}"
 
 

@@ -17,6 +17,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import uuid
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -54,7 +55,7 @@ TESTED = {
     "system_wide.py": "test_the_system_wide_instance_refuses_a_second_copy",
     "windows/nightly-report.xml": "test_the_windows_task_runs_the_cron_job_once",
     "pool_with_logging.py": "test_the_pool_shows_worker_logs_a_bar_and_the_failure",
-    "cluster_instance.py": "test_the_cluster_instance_runs_on_one_host_at_a_time",
+    "cluster_instance.py": "test_the_cluster_instance_gives_each_host_a_grant",
     "cluster/kubernetes.yaml": "test_cluster_recipes.py",
     "cluster/compose.yaml": "test_cluster_recipes.py",
     "cluster/feishu-bot.service": "test_cluster_recipes.py",
@@ -183,9 +184,7 @@ def start_bot(argv: list[str] | None = None) -> subprocess.Popen[str]:
 
 
 @sigterm_stops_the_bot
-def test_a_chat_bot_started_again_replaces_the_running_copy(
-    private_default_dir: Path,  # noqa: ARG001  (the bots' lock directory)
-) -> None:
+def test_a_chat_bot_started_again_replaces_the_running_copy() -> None:
     old = start_bot()
     new = None
     try:
@@ -193,6 +192,7 @@ def test_a_chat_bot_started_again_replaces_the_running_copy(
         new = start_bot()
         # The new copy serves only after the old one has stopped cleanly.
         assert read_line(new) == f"bot {new.pid}: serving"
+        assert old.poll() is not None  # gone before the new copy took over
         out, err = old.communicate(timeout=DEADLINE)
         assert (old.returncode, out) == (  # SystemExit(143), its finally ran
             128 + signal.SIGTERM,
@@ -219,7 +219,7 @@ def systemd_service(path: Path) -> configparser.SectionProxy:
 
 
 @sigterm_stops_the_bot
-def test_the_systemd_unit_stops_the_bot_cleanly(private_default_dir: Path) -> None:  # noqa: ARG001
+def test_the_systemd_unit_stops_the_bot_cleanly() -> None:
     """``systemctl stop`` (SIGTERM to the bot) ends it with a status called clean."""
     service = systemd_service(EXAMPLES / "systemd" / "chat-bot.service")
     python, script = shlex.split(service["ExecStart"])
@@ -240,17 +240,28 @@ RUN_LOCK = Path("/run/lock")
 
 
 @pytest.mark.skipif(not RUN_LOCK.is_dir(), reason="this system has no /run/lock")
-def test_the_system_wide_instance_refuses_a_second_copy() -> None:
+def test_the_system_wide_instance_refuses_a_second_copy(tmp_path: Path) -> None:
     """The name lives in /run/lock (that another user is refused there too is
-    tested with the shared sticky directories, in test_record.py)."""
-    script = [sys.executable, str(EXAMPLES / "system_wide.py")]
-    done = run(script)
-    assert done.returncode == 0, done.stderr
-    assert "runs the machine's only backup" in done.stdout
-    with holding("backup-disk", RUN_LOCK) as first_copy:
-        refused = run(script)
-    assert refused.returncode == 1, refused.stderr
-    refusal_of(refused.stderr, "backup-disk", first_copy.pid)
+    tested with the shared sticky directories, in test_record.py).
+
+    /run/lock is the machine's: the script runs under a name of this test's
+    own, so that suites running side by side never meet there.
+    """
+    name = f"backup-disk-{uuid.uuid4().hex[:12]}"
+    text = (EXAMPLES / "system_wide.py").read_text()
+    assert '"backup-disk"' in text
+    (tmp_path / "system_wide.py").write_text(text.replace('"backup-disk"', f'"{name}"'))
+    script = [sys.executable, str(tmp_path / "system_wide.py")]
+    try:
+        done = run(script)
+        assert done.returncode == 0, done.stderr
+        assert "runs the machine's only backup" in done.stdout
+        with holding(name, RUN_LOCK) as first_copy:
+            refused = run(script)
+        assert refused.returncode == 1, refused.stderr
+        refusal_of(refused.stderr, name, first_copy.pid)
+    finally:  # nobody holds it now: leave /run/lock as it was
+        (RUN_LOCK / f"{name}.lock").unlink(missing_ok=True)
 
 
 def test_the_windows_task_runs_the_cron_job_once() -> None:
@@ -272,9 +283,7 @@ def test_the_windows_task_runs_the_cron_job_once() -> None:
     assert (EXAMPLES / arguments).is_file()
 
 
-def test_the_pool_shows_worker_logs_a_bar_and_the_failure(
-    private_default_dir: Path,  # noqa: ARG001
-) -> None:
+def test_the_pool_shows_worker_logs_a_bar_and_the_failure() -> None:
     done = run([sys.executable, str(EXAMPLES / "pool_with_logging.py")])
     assert done.returncode == 0, done.stderr
     records = re.findall(r"(\d+) checksums: (.*)", done.stderr)
@@ -291,10 +300,14 @@ def test_the_pool_shows_worker_logs_a_bar_and_the_failure(
     assert "10/10" in done.stderr  # the progress bar
 
 
-def test_the_cluster_instance_runs_on_one_host_at_a_time(
+def test_the_cluster_instance_gives_each_host_a_grant(
     redis_server: RedisServer, host_dir: Callable[[str], Path]
 ) -> None:
-    """Two "hosts" (a lock directory each) share one Redis: each gets its own grant."""
+    """Two "hosts" (a lock directory each) share one Redis: each gets its own grant.
+
+    That they never overlap is the lease's guarantee, tested in
+    test_cluster.py; here, that the recipe runs as its docstring says.
+    """
     script = [sys.executable, str(EXAMPLES / "cluster_instance.py")]
     copies = [
         subprocess.Popen(
@@ -326,9 +339,7 @@ def test_the_cluster_instance_runs_on_one_host_at_a_time(
     assert fences[0] != fences[1]  # two grants of the name, one after the other
 
 
-def test_the_cluster_instance_runs_alone_without_a_backend(
-    private_default_dir: Path,  # noqa: ARG001  (its lock directory)
-) -> None:
+def test_the_cluster_instance_runs_alone_without_a_backend() -> None:
     env = {k: v for k, v in os.environ.items() if k != "SINGLETON_PROC_BACKEND"}
     done = run([sys.executable, str(EXAMPLES / "cluster_instance.py")], env)
     assert done.returncode == 0, done.stderr

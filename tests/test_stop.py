@@ -162,9 +162,16 @@ def test_pid_reuse_is_refused_and_nothing_is_stopped(lock_dir: Path) -> None:
 def test_a_missing_record_is_refused_naming_the_lock_holder(lock_dir: Path) -> None:
     flock = flock_holder(lock_dir / "bot.lock")
     try:
-        with pytest.raises(ReplaceRefusedError, match=f"held by pid {flock.pid}"):
+        with pytest.raises(
+            ReplaceRefusedError, match=f"held by pid {flock.pid}"
+        ) as refused:
             _replace(lock_dir).acquire()
         assert flock.poll() is None
+        assert refused.value.holder is None
+        assert refused.value.reason == (  # why, for code that reads the error
+            "its record is missing or unreadable; the lock is held by pid "
+            f"{flock.pid} (another tool, such as flock(1), may hold it)"
+        )
     finally:
         finish(flock)
 

@@ -9,7 +9,13 @@ from singleton_proc._errors import AlreadyRunningError, LockTimeoutError
 
 from .inspection import Inspection
 
-__all__ = ["conflict_error", "held_here_error", "timeout_error", "unseen_holder"]
+__all__ = [
+    "conflict_error",
+    "held_here_error",
+    "timeout_error",
+    "unknown_reason",
+    "unseen_holder",
+]
 
 
 def conflict_error(
@@ -41,7 +47,7 @@ def conflict_error(
     return AlreadyRunningError(
         f"{name!r} is already running ({who}); {advice}",
         holder=found.holder,
-        reason=_unknown_reason(found),
+        reason=unknown_reason(found),
     )
 
 
@@ -60,7 +66,7 @@ def timeout_error(name: str, found: Inspection, timeout: float) -> LockTimeoutEr
         f"{name!r} is still held after waiting {timeout:g} s "
         f"({describe(found)}); wait longer, or stop that process",
         holder=found.holder,
-        reason=_unknown_reason(found),
+        reason=unknown_reason(found),
     )
 
 
@@ -78,9 +84,9 @@ def unseen_holder(found: Inspection) -> Inspection:
     )
 
 
-def _unknown_reason(found: Inspection) -> str | None:
-    """Why the holder is unknown, for the error's ``reason``; ``None`` if known."""
-    return found.reason if found.holder is None else None
+def unknown_reason(found: Inspection) -> str | None:
+    """Why the holder is unknown, for an error's ``reason``; ``None`` if known."""
+    return (found.reason or None) if found.holder is None else None
 
 
 def describe(found: Inspection) -> str:

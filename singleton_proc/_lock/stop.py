@@ -32,6 +32,7 @@ from singleton_proc._errors import ReplaceRefusedError, SingletonProcError
 
 from .backends import opened
 from .cluster_view import stepping_down
+from .conflicts import unknown_reason
 from .directory import NameFiles, existing_directory
 from .identity import CREATE_TIME_TOLERANCE, current_identity
 from .inspection import Inspection, inspect
@@ -66,6 +67,7 @@ def refusal(
         "process yourself (ps -p PID) and stop it by hand if it is the old "
         "instance, or wait for it to finish",
         holder=found.holder,
+        reason=unknown_reason(found),
     )
 
 
