@@ -159,27 +159,41 @@ def posix_only(needs: str) -> pytest.MarkDecorator:
     )
 
 
-def our_children() -> set[int]:
-    """The pids of this process's children and their descendants."""
-    return {child.pid for child in psutil.Process().children(recursive=True)}
-
-
-def no_process_left_behind(before: set[int], timeout: float = 10.0) -> None:
-    """Wait for what a finished program left behind; fail if any of it stays.
+def run_leaving_nothing(
+    argv: list[str],
+    env: dict[str, str] | None = None,
+    *,
+    cwd: Path | None = None,
+    timeout: float = DEADLINE,
+) -> subprocess.CompletedProcess[str]:
+    """Run a program to its end (stdin closed, output captured); it must leave nothing.
 
     multiprocessing's helpers (a forkserver, a resource tracker) leave a
     moment after their program: this process, a subreaper on Linux, adopts
-    and reaps them. One still alive after ``timeout`` seconds is an orphan
-    the program left. ``before``: our children before it started (say, a
-    holder the test runs beside it), which are not its.
+    and reaps them. One still alive 10 s after the program ended is an
+    orphan it left, and fails the test (one that keeps the output pipes
+    open fails sooner, as a timeout). Children of ours from before it
+    started (a holder the test runs beside it) are not its.
     """
+    before = {child.pid for child in psutil.Process().children(recursive=True)}
+    done = subprocess.run(
+        argv,
+        env=env,
+        cwd=cwd,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
     left = [
         child
         for child in psutil.Process().children(recursive=True)
         if child.pid not in before
     ]
-    _, alive = psutil.wait_procs(left, timeout=timeout)
-    assert not alive, f"the program left processes behind: {alive}"
+    _, alive = psutil.wait_procs(left, timeout=10.0)
+    assert not alive, f"{argv} left processes behind: {alive}"
+    return done
 
 
 reads_proc = linux_only("reads /proc")

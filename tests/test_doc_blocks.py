@@ -19,14 +19,13 @@ from __future__ import annotations
 
 import ast
 import re
-import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from helpers import env_without_coverage, no_process_left_behind, our_children
+from helpers import env_without_coverage, run_leaving_nothing
 
 ROOT = Path(__file__).parent.parent
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -94,18 +93,9 @@ def test_block_runs_or_says_why_not(block: Block, tmp_path: Path) -> None:
     script = tmp_path / f"{block.page.stem.lower().replace('-', '_')}_{block.line}.py"
     script.write_text(block.code, encoding="utf-8")
     env = env_without_coverage() | {"SINGLETON_PROC_DIR": str(tmp_path / "locks")}
-    before = our_children()
-    proc = subprocess.run(
-        [sys.executable, str(script)],
-        cwd=tmp_path,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=BOUND,
-        check=False,
+    proc = run_leaving_nothing(
+        [sys.executable, str(script)], env, cwd=tmp_path, timeout=BOUND
     )
-    no_process_left_behind(before)
     assert proc.returncode == 0, (
         f"{block.id} exited with status {proc.returncode}\n"
         f"--- stdout\n{proc.stdout}--- stderr\n{proc.stderr}"

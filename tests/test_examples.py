@@ -28,11 +28,10 @@ from helpers import (
     DEADLINE,
     env_without_coverage,
     holding,
-    no_process_left_behind,
-    our_children,
     posix_only,
     read_line,
     reap,
+    run_leaving_nothing,
 )
 
 #: The bot is stopped with SIGTERM, which Windows does not deliver as a signal.
@@ -62,23 +61,9 @@ TESTED = {
 }
 
 
-def run(
-    argv: list[str], env: dict[str, str] | None = None, **kwargs: object
-) -> subprocess.CompletedProcess[str]:
-    """Run ``argv`` to its end within the safety bound; it must leave nothing."""
-    before = our_children()
-    done = subprocess.run(  # type: ignore[call-overload]
-        argv,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=DEADLINE,
-        check=False,
-        **kwargs,
-    )
-    no_process_left_behind(before)
-    return done  # type: ignore[no-any-return]
+def example(script: str) -> list[str]:
+    """The command line that runs ``examples/<script>`` with this Python."""
+    return [sys.executable, str(EXAMPLES / script)]
 
 
 def test_every_example_is_tested() -> None:
@@ -88,18 +73,12 @@ def test_every_example_is_tested() -> None:
         if path.is_file() and "__pycache__" not in path.parts
     }
     assert files == set(TESTED)
-    names = {name for name in TESTED.values() if name.startswith("test_")}
-    assert all(name in globals() or name.endswith(".py") for name in names)
+    for file, test in TESTED.items():  # a test here, or a test module
+        assert test in globals() or (Path(__file__).parent / test).is_file(), file
 
 
 def test_demo_shows_a_refused_copy_a_pool_and_then_an_accepted_copy() -> None:
-    proc = subprocess.run(
-        [sys.executable, str(DEMO)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    proc = run_leaving_nothing([sys.executable, str(DEMO)], timeout=120)
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
     assert "the second copy exited with status 1" in out
@@ -136,11 +115,11 @@ def refusal_of(err: str, name: str, pid: int) -> str:
 def test_cron_job_runs_then_refuses_while_a_run_holds_it(
     private_default_dir: Path,
 ) -> None:
-    done = run([sys.executable, str(EXAMPLES / "cron_job.py")])
+    done = run_leaving_nothing(example("cron_job.py"))
     assert done.returncode == 0, done.stderr
     assert "report written: the sum of squares below 1000 is 332833500" in done.stderr
     with holding("nightly-report", private_default_dir) as earlier_run:
-        refused = run([sys.executable, str(EXAMPLES / "cron_job.py")])
+        refused = run_leaving_nothing(example("cron_job.py"))
     assert refused.returncode == 1
     refusal_of(refused.stderr, "nightly-report", earlier_run.pid)
     assert "report written" not in refused.stderr
@@ -165,17 +144,17 @@ def test_the_crontab_line_runs_as_written(
     python.chmod(0o755)
     shutil.copy(EXAMPLES / "cron_job.py", report)
     env = env_without_coverage() | {"HOME": str(tmp_path / "home")}
-    assert run(["/bin/sh", "-c", command], env).returncode == 0
+    assert run_leaving_nothing(["/bin/sh", "-c", command], env).returncode == 0
     assert "report written" in (report / "cron.log").read_text()
     with holding("nightly-report", private_default_dir) as earlier_run:
-        assert run(["/bin/sh", "-c", command], env).returncode == 1
+        assert run_leaving_nothing(["/bin/sh", "-c", command], env).returncode == 1
     refusal_of((report / "cron.log").read_text(), "nightly-report", earlier_run.pid)
 
 
 def start_bot(argv: list[str] | None = None) -> subprocess.Popen[str]:
     """Start the chat bot (or ``argv``); it says "serving" once it holds its name."""
     return subprocess.Popen(
-        argv or [sys.executable, str(EXAMPLES / "chat_bot.py")],
+        argv or example("chat_bot.py"),
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -227,7 +206,7 @@ def test_the_systemd_unit_stops_the_bot_cleanly() -> None:
     assert Path(script).name == "chat_bot.py"
     assert service["KillMode"] == "mixed"  # SIGTERM to the bot alone, once
     clean = {0, *map(int, service["SuccessExitStatus"].split())}
-    bot = start_bot([sys.executable, str(EXAMPLES / Path(script).name)])
+    bot = start_bot(example(Path(script).name))
     try:
         assert read_line(bot) == f"bot {bot.pid}: serving"
         bot.send_signal(signal.SIGTERM)
@@ -253,11 +232,11 @@ def test_the_system_wide_instance_refuses_a_second_copy(tmp_path: Path) -> None:
     (tmp_path / "system_wide.py").write_text(text.replace('"backup-disk"', f'"{name}"'))
     script = [sys.executable, str(tmp_path / "system_wide.py")]
     try:
-        done = run(script)
+        done = run_leaving_nothing(script)
         assert done.returncode == 0, done.stderr
         assert "runs the machine's only backup" in done.stdout
         with holding(name, RUN_LOCK) as first_copy:
-            refused = run(script)
+            refused = run_leaving_nothing(script)
         assert refused.returncode == 1, refused.stderr
         refusal_of(refused.stderr, name, first_copy.pid)
     finally:  # nobody holds it now: leave /run/lock as it was
@@ -284,7 +263,7 @@ def test_the_windows_task_runs_the_cron_job_once() -> None:
 
 
 def test_the_pool_shows_worker_logs_a_bar_and_the_failure() -> None:
-    done = run([sys.executable, str(EXAMPLES / "pool_with_logging.py")])
+    done = run_leaving_nothing(example("pool_with_logging.py"))
     assert done.returncode == 0, done.stderr
     records = re.findall(r"(\d+) checksums: (.*)", done.stderr)
     parent = {pid for pid, message in records if "failed" in message}
@@ -308,7 +287,7 @@ def test_the_cluster_instance_gives_each_host_a_grant(
     That they never overlap is the lease's guarantee, tested in
     test_cluster.py; here, that the recipe runs as its docstring says.
     """
-    script = [sys.executable, str(EXAMPLES / "cluster_instance.py")]
+    script = example("cluster_instance.py")
     copies = [
         subprocess.Popen(
             script,
@@ -341,6 +320,6 @@ def test_the_cluster_instance_gives_each_host_a_grant(
 
 def test_the_cluster_instance_runs_alone_without_a_backend() -> None:
     env = {k: v for k, v in os.environ.items() if k != "SINGLETON_PROC_BACKEND"}
-    done = run([sys.executable, str(EXAMPLES / "cluster_instance.py")], env)
+    done = run_leaving_nothing(example("cluster_instance.py"), env)
     assert done.returncode == 0, done.stderr
     assert done.stdout.count("fence None") == 3
